@@ -1,0 +1,33 @@
+# The few commands people type. `make run` and `make test` each set up everything they need.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install model run test lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+model: install
+	$(PY) manage.py fetch_model
+
+run: model
+	$(PY) manage.py run_local
+
+test: model
+	$(VENV)/bin/pytest
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+bench: model
+	$(PY) bench/pipeline.py
+
+clean:
+	rm -rf var logs/*.log

@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+import logging
+
+from django.core import signing
+from django.core.files.storage import default_storage
+from django.db import connection
+from django.http import FileResponse, Http404, HttpResponseRedirect
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action, api_view, permission_classes
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+
+from removal import services, storage
+from removal.errors import Conflict
+from removal.api.serializers import (
+    TaskSerializer,
+    UploadAcceptedSerializer,
+    UploadCreateSerializer,
+    UploadSerializer,
+)
+from removal.models import Task, Upload
+
+logger = logging.getLogger(__name__)
+
+
+class UploadViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    serializer_class = UploadSerializer
+    parser_classes = [MultiPartParser, FormParser, JSONParser]
+
+    def get_queryset(self):
+        return Upload.objects.filter(owner=self.request.user)
+
+    @extend_schema(
+        request=UploadCreateSerializer, responses={202: UploadAcceptedSerializer},
+        summary="Upload an image (multipart `file`, or `s3_key`) and queue its processing",
+    )
+    def create(self, request):
+        form = UploadCreateSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        if "file" in form.validated_data:
+            task = services.upload_create_from_file(
+                owner=request.user, file=form.validated_data["file"]
+            )
+        else:
+            task = services.upload_create_from_key(
+                owner=request.user, key=form.validated_data["s3_key"]
+            )
+        body = {
+            "upload_id": str(task.upload_id),
+            "task_id": str(task.id),
+            "status": task.status,
+            "message": "Image queued for processing",
+        }
+        return Response(body, status=status.HTTP_202_ACCEPTED)
+
+
+class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    serializer_class = TaskSerializer
+
+    def get_queryset(self):
+        return Task.objects.filter(upload__owner=self.request.user).select_related("upload")
+
+    @extend_schema(request=None, responses={202: TaskSerializer})
+    @action(detail=True, methods=["post"])
+    def retry(self, request, pk=None):
+        task = services.task_retry(task=self.get_object())
+        return Response(self.get_serializer(task).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=None, responses={302: None})
+    @action(detail=True, methods=["get"])
+    def result(self, request, pk=None):
+        task = self.get_object()
+        if task.status != Task.Status.COMPLETED or not task.result_key:
+            raise Conflict(f"The task is {task.status}; its result is not ready")
+        url = self.get_serializer(task).data["presigned_url"]
+        return HttpResponseRedirect(url)
+
+
+@extend_schema(auth=[], responses={200: dict, 503: dict})
+@api_view(["GET"])
+@permission_classes([AllowAny])
+def health(request):
+    checks = {"api": "ok"}
+    probes = {
+        "database": lambda: connection.cursor().execute("SELECT 1"),
+        "redis": lambda: services.get_queue().connection.ping(),
+        "storage": storage.check,
+    }
+    for name, probe in probes.items():
+        try:
+            probe()
+            checks[name] = "ok"
+        except Exception as exc:  # noqa: BLE001 - any failure is a failed check
+            logger.warning("health check %s failed: %s", name, exc)
+            checks[name] = f"error: {type(exc).__name__}"
+    healthy = all(value == "ok" for value in checks.values())
+    body = {"status": "healthy" if healthy else "unhealthy", "service": "quickbg", "checks": checks}
+    return Response(body, status=200 if healthy else 503)
+
+
+def file_download(request, token: str):
+    """Serve a local-storage object named by a signed, expiring token (local stand-in for S3)."""
+    try:
+        key, filename = storage.resolve_download_token(token)
+    except signing.SignatureExpired:
+        raise Http404("This download link has expired") from None
+    except signing.BadSignature:
+        raise Http404("Invalid download link") from None
+    if not default_storage.exists(key):
+        raise Http404("File not found")
+    return FileResponse(
+        default_storage.open(key, "rb"), as_attachment=bool(filename), filename=filename or None,
+        content_type="image/png" if key.endswith(".png") else None,
+    )

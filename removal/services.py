@@ -1,0 +1,229 @@
+"""The only place that creates or changes Uploads and Tasks.
+
+The API, the admin, the management commands and the jobs all call these functions. Status moves
+only by guarded updates (``filter(pk=..., status=expected).update(...)``) whose row count says
+whether the move happened; no row lock is ever held across model inference.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from dataclasses import dataclass
+
+import django_rq
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from removal import storage
+from removal.errors import NotFound, QuickBGError
+from removal.models import Task, Upload
+from removal.pipeline.validate import ImageInfo, InvalidImage, Limits, check_size, inspect
+
+logger = logging.getLogger(__name__)
+
+Status = Task.Status
+JOB_FUNC = "removal.jobs.process_task"
+
+
+def validation_limits() -> Limits:
+    return Limits(
+        max_bytes=int(settings.QUICKBG_MAX_UPLOAD_MB * 1024 * 1024),
+        max_dimension=settings.QUICKBG_MAX_DIMENSION,
+        min_dimension=settings.QUICKBG_MIN_DIMENSION,
+    )
+
+
+def default_task_options() -> dict:
+    return {"model": settings.QUICKBG_MODEL}
+
+
+def _inspect(data: bytes) -> ImageInfo:
+    try:
+        return inspect(data, validation_limits())
+    except InvalidImage as exc:
+        raise QuickBGError(str(exc), status_code=exc.status_code) from None
+
+
+def _check_size(byte_size: int) -> None:
+    try:
+        check_size(byte_size, validation_limits())
+    except InvalidImage as exc:
+        raise QuickBGError(str(exc), status_code=exc.status_code) from None
+
+
+# --- Uploads -----------------------------------------------------------------------------------
+
+
+def upload_create_from_file(*, owner, file, options: dict | None = None) -> Task:
+    """Validate an uploaded file, store it and queue a task for it.
+
+    The declared size is checked before the body is read, so an oversized file is refused
+    without loading it.
+    """
+    _check_size(file.size)
+    data = file.read()
+    filename = file.name or ""
+    info = _inspect(data)
+    upload_id = uuid.uuid4()
+    key = storage.original_key(owner_id=owner.pk, upload_id=upload_id, filename=filename)
+    storage.write(key, data)
+    try:
+        return _create_upload_and_task(
+            upload_id=upload_id, owner=owner, key=key, filename=filename, info=info,
+            sha256=hashlib.sha256(data).hexdigest(), options=options,
+        )
+    except Exception:
+        storage.delete_quietly(key)
+        raise
+
+
+def upload_create_from_key(*, owner, key: str, options: dict | None = None) -> Task:
+    """Queue a task for an object the caller already put in storage under their own prefix."""
+    key = _checked_owned_key(owner=owner, key=key)
+    if not storage.exists(key):
+        raise NotFound(f"No object found at s3_key {key!r}")
+    _check_size(storage.size(key))
+    data = storage.read(key)
+    info = _inspect(data)
+    return _create_upload_and_task(
+        upload_id=uuid.uuid4(), owner=owner, key=key, filename=key.rsplit("/", 1)[-1],
+        info=info, sha256=hashlib.sha256(data).hexdigest(), options=options,
+    )
+
+
+def _checked_owned_key(*, owner, key: str) -> str:
+    prefix = storage.incoming_prefix(owner.pk)
+    bad = (
+        not key
+        or len(key) > 512
+        or key.startswith("/")
+        or "\\" in key
+        or "\x00" in key
+        or "%" in key
+        or any(part in ("", ".", "..") for part in key.split("/"))
+    )
+    if bad or not key.startswith(prefix):
+        raise QuickBGError(
+            f"s3_key must name an object under your own prefix {prefix!r} "
+            "(no '..', leading '/', backslashes or percent-encoding)"
+        )
+    return key
+
+
+def _create_upload_and_task(*, upload_id, owner, key, filename, info, sha256, options) -> Task:
+    with transaction.atomic():
+        upload = Upload.objects.create(
+            id=upload_id, owner=owner, original_key=key, original_filename=filename[:255],
+            format=info.format, byte_size=info.byte_size, width=info.width, height=info.height,
+            sha256=sha256,
+        )
+        task = Task.objects.create(upload=upload, options={**default_task_options(), **(options or {})})
+        task_enqueue(task=task)
+    return task
+
+
+# --- Tasks: queueing ----------------------------------------------------------------------------
+
+
+def get_queue():
+    return django_rq.get_queue(settings.QUICKBG_QUEUE)
+
+
+def task_enqueue(*, task: Task) -> str:
+    """Put a queued task on the RQ queue once the current transaction commits.
+
+    The job id is generated here (inside a transaction django-rq's ``enqueue`` returns ``None``)
+    and stored on the task; the job's only argument is the task id.
+    """
+    job_id = f"task-{task.id}-{uuid.uuid4().hex[:8]}"
+    Task.objects.filter(pk=task.pk).update(rq_job_id=job_id, updated_at=timezone.now())
+    task.rq_job_id = job_id
+    get_queue().enqueue_call(
+        func=JOB_FUNC,
+        args=(str(task.id),),
+        job_id=job_id,
+        timeout=settings.QUICKBG_JOB_TIMEOUT,
+        result_ttl=3600,
+        failure_ttl=7 * 24 * 3600,
+    )
+    return job_id
+
+
+def task_retry(*, task: Task) -> Task:
+    """Put a failed task back on the queue (owner via the API, staff via the admin)."""
+    with transaction.atomic():
+        moved = Task.objects.filter(pk=task.pk, status=Status.FAILED).update(
+            status=Status.QUEUED, progress=0, error_message="", started_at=None,
+            finished_at=None, updated_at=timezone.now(),
+        )
+        if moved != 1:
+            raise QuickBGError(f"Only failed tasks can be retried; this one is {task.status}",
+                               status_code=409)
+        task.refresh_from_db()
+        task_enqueue(task=task)
+    return task
+
+
+# --- Tasks: the worker's side ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a worker holds after claiming a task: only this attempt may finish it."""
+
+    task: Task
+    attempt: int
+
+
+def task_claim(*, task_id) -> Claim | None:
+    """Move a queued task to processing. ``None`` when it is not queued (done, or taken)."""
+    now = timezone.now()
+    claimed = Task.objects.filter(pk=task_id, status=Status.QUEUED).update(
+        status=Status.PROCESSING, attempts=F("attempts") + 1, progress=5, started_at=now,
+        updated_at=now, error_message="",
+    )
+    if claimed != 1:
+        return None
+    task = Task.objects.select_related("upload").get(pk=task_id)
+    return Claim(task=task, attempt=task.attempts)
+
+
+def _held(claim: Claim):
+    return Task.objects.filter(pk=claim.task.pk, status=Status.PROCESSING, attempts=claim.attempt)
+
+
+def task_set_progress(*, claim: Claim, progress: int) -> None:
+    _held(claim).update(progress=progress, updated_at=timezone.now())
+
+
+def task_complete(*, claim: Claim, result_key: str, processing_time: float, metrics: dict) -> bool:
+    now = timezone.now()
+    done = _held(claim).update(
+        status=Status.COMPLETED, progress=100, result_key=result_key,
+        processing_time=processing_time, metrics=metrics, finished_at=now, updated_at=now,
+    )
+    if done != 1:
+        logger.warning("task %s attempt %s lost its claim; result not recorded",
+                       claim.task.pk, claim.attempt)
+    return done == 1
+
+
+def task_fail(*, claim: Claim, message: str, processing_time: float | None = None,
+              metrics: dict | None = None) -> bool:
+    now = timezone.now()
+    done = _held(claim).update(
+        status=Status.FAILED, error_message=message[:2000], processing_time=processing_time,
+        metrics=metrics or {}, finished_at=now, updated_at=now,
+    )
+    return done == 1
+
+
+def task_get_for_user(*, user, task_id) -> Task:
+    try:
+        return Task.objects.select_related("upload").get(pk=task_id, upload__owner=user)
+    except (Task.DoesNotExist, ValueError):
+        raise NotFound("Not found.") from None

@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import hashlib
+import itertools
+import uuid
+
+from accounts.models import User
+from removal.models import Task, Upload
+
+_seq = itertools.count(1)
+PASSWORD = "correct-horse-battery"
+
+
+def make_user(**fields) -> User:
+    n = next(_seq)
+    fields.setdefault("username", f"user{n}")
+    fields.setdefault("email", f"user{n}@example.com")
+    return User.objects.create_user(password=PASSWORD, **fields)
+
+
+def make_upload(*, owner, **fields) -> Upload:
+    upload_id = fields.pop("id", uuid.uuid4())
+    defaults = dict(
+        original_key=f"originals/{owner.pk}/{upload_id}/image.jpg", original_filename="image.jpg",
+        format="JPEG", byte_size=1234, width=100, height=100,
+        sha256=hashlib.sha256(str(upload_id).encode()).hexdigest(),
+    )
+    defaults.update(fields)
+    return Upload.objects.create(id=upload_id, owner=owner, **defaults)
+
+
+def make_task(*, owner=None, upload=None, **fields) -> Task:
+    upload = upload or make_upload(owner=owner or make_user())
+    return Task.objects.create(upload=upload, **fields)
