@@ -176,7 +176,7 @@ REST_FRAMEWORK = {
         "rest_framework_simplejwt.authentication.JWTAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "DEFAULT_PAGINATION_CLASS": "removal.api.pagination.Pagination",
     "PAGE_SIZE": env_int("QUICKBG_PAGE_SIZE", 20, minimum=1),
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "removal.api.errors.exception_handler",
@@ -192,7 +192,7 @@ SIMPLE_JWT = {
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "QuickBG API",
-    "DESCRIPTION": "Self-hosted background removal: upload an image, poll the task, download a PNG.",
+    "DESCRIPTION": "Self-hosted background removal: upload, poll the task, download a PNG.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,

@@ -121,7 +121,8 @@ def _create_upload_and_task(*, upload_id, owner, key, filename, info, sha256, op
             format=info.format, byte_size=info.byte_size, width=info.width, height=info.height,
             sha256=sha256,
         )
-        task = Task.objects.create(upload=upload, options={**default_task_options(), **(options or {})})
+        options = {**default_task_options(), **(options or {})}
+        task = Task.objects.create(upload=upload, options=options)
         task_enqueue(task=task)
     return task
 
@@ -227,3 +228,23 @@ def task_get_for_user(*, user, task_id) -> Task:
         return Task.objects.select_related("upload").get(pk=task_id, upload__owner=user)
     except (Task.DoesNotExist, ValueError):
         raise NotFound("Not found.") from None
+
+
+# --- Tasks: reprocessing (admin action, `reprocess` command) -----------------------------------
+
+
+def task_reprocess(*, task: Task) -> Task:
+    """Queue a NEW task on the task's upload with the current default model.
+
+    The old task is left as it was (its result stays downloadable); the new task keeps the old
+    one's other options. A task that is still queued or processing is refused (409).
+    """
+    if task.status in (Status.QUEUED, Status.PROCESSING):
+        raise QuickBGError(f"Task {task.pk} is still {task.status}; not reprocessed",
+                           status_code=409)
+    with transaction.atomic():
+        new_task = Task.objects.create(
+            upload_id=task.upload_id, options={**task.options, **default_task_options()}
+        )
+        task_enqueue(task=new_task)
+    return new_task

@@ -121,3 +121,28 @@ def s3(moto_server, settings, monkeypatch):
     for obj in objects:
         client.delete_object(Bucket=bucket, Key=obj["Key"])
     client.delete_bucket(Bucket=bucket)
+
+
+def subprocess_env() -> dict:
+    """Environment for a QuickBG process (worker, command) that must share this test's world:
+    the test database, the test queue, the test media folder."""
+    import os
+
+    from django.db import connection
+
+    db = connection.settings_dict
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    if db["ENGINE"].endswith("postgresql"):
+        env["DATABASE_URL"] = (
+            f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+        )
+    else:
+        env["DATABASE_URL"] = f"sqlite:///{db['NAME']}"
+    env.update(
+        DJANGO_SETTINGS_MODULE="quickbg.settings",
+        QUICKBG_QUEUE=django_settings.QUICKBG_QUEUE,
+        QUICKBG_MEDIA_ROOT=str(django_settings.MEDIA_ROOT),
+        REDIS_URL=django_settings.RQ_QUEUES[django_settings.QUICKBG_QUEUE]["URL"],
+        QUICKBG_ORT_THREADS=str(django_settings.QUICKBG_ORT_THREADS),
+    )
+    return env

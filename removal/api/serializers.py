@@ -8,7 +8,9 @@ from removal.models import Task, Upload
 
 
 class UploadCreateSerializer(serializers.Serializer):
-    file = serializers.FileField(required=False, help_text="The image (JPEG, PNG, WEBP or BMP).")
+    file = serializers.FileField(
+        required=False, allow_empty_file=True, help_text="The image (JPEG, PNG, WEBP or BMP)."
+    )
     s3_key = serializers.CharField(
         required=False, max_length=1024,
         help_text="Key of an object you already put in the bucket under incoming/<your user id>/.",

@@ -14,13 +14,13 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 
 from removal import services, storage
-from removal.errors import Conflict
 from removal.api.serializers import (
     TaskSerializer,
     UploadAcceptedSerializer,
     UploadCreateSerializer,
     UploadSerializer,
 )
+from removal.errors import Conflict
 from removal.models import Task, Upload
 
 logger = logging.getLogger(__name__)

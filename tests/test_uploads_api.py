@@ -1,0 +1,124 @@
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from removal.models import Task, Upload
+from tests.factories import make_task
+from tests.images import make_image
+
+pytestmark = pytest.mark.django_db
+
+
+def named(data: bytes, name: str) -> io.BytesIO:
+    buffer = io.BytesIO(data)
+    buffer.name = name
+    return buffer
+
+
+def post_file(client, data: bytes, name: str):
+    return client.post("/api/v1/uploads", {"file": named(data, name)}, format="multipart")
+
+
+@pytest.mark.parametrize(
+    ("data", "name", "message"),
+    [
+        (b"\xff\xd8\xff\xe0" + b"\0" * (12 * 1024 * 1024), "big.jpg",
+         "File size (12.0MB) exceeds maximum (10MB)"),
+        (make_image("JPEG", (40, 40)), "tiny.jpg", "Image dimensions too small (min 50x50)"),
+        (make_image("PNG", (4097, 60)), "wide.png", "Image dimensions too large (max 4096x4096)"),
+        (make_image("GIF", (100, 100)), "anim.gif", "Unsupported image format: GIF"),
+        (b"just some text, not an image\n" * 10, "fake.jpg", "File is not a valid image"),
+        (b"", "empty.jpg", "The uploaded file is empty"),
+    ],
+    ids=["12MB", "40x40", "too-wide", "gif", "text-named-jpg", "empty"],
+)
+def test_invalid_upload_is_400_with_message_and_no_rows(user, client_for, empty_queue, data,
+                                                        name, message):
+    response = post_file(client_for(user), data, name)
+    assert response.status_code == 400, response.content
+    assert response.json()["detail"].startswith(message)
+    assert Task.objects.count() == 0
+    assert Upload.objects.count() == 0
+    assert empty_queue.count == 0
+
+
+def test_upload_by_content_not_by_name(user, client_for):
+    response = post_file(client_for(user), make_image("PNG", (80, 60)), "really-a-png.jpg")
+    assert response.status_code == 202
+    upload = Upload.objects.get(pk=response.json()["upload_id"])
+    assert (upload.format, upload.width, upload.height) == ("PNG", 80, 60)
+
+
+def test_upload_needs_exactly_one_of_file_or_s3_key(user, client_for):
+    client = client_for(user)
+    neither = client.post("/api/v1/uploads", {}, format="multipart")
+    assert neither.status_code == 400
+    assert neither.json()["detail"] == "Send exactly one of 'file' or 's3_key'."
+
+
+def test_enqueue_waits_for_commit(user, client_for, empty_queue,
+                                  django_capture_on_commit_callbacks):
+    """django-rq enqueues only after the transaction commits: no job for a rolled-back row."""
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = post_file(client_for(user), make_image(), "a.jpg")
+    assert response.status_code == 202
+    assert empty_queue.count == 0  # not yet committed → nothing on the queue
+    for callback in callbacks:
+        callback()
+    assert empty_queue.count == 1
+    job = empty_queue.jobs[0]
+    task = Task.objects.get(pk=response.json()["task_id"])
+    assert job.id == task.rq_job_id
+    assert job.args == [str(task.pk)]  # JSON serializer: the only argument is the task id
+
+
+def test_lists_are_scoped_and_paginated(user, other_user, client_for):
+    mine = [make_task(owner=user) for _ in range(3)]
+    theirs = make_task(owner=other_user)
+    client = client_for(user)
+    page = client.get("/api/v1/tasks?page_size=2").json()
+    assert page["count"] == 3
+    assert len(page["results"]) == 2 and page["next"]
+    ids = {row["task_id"] for row in page["results"]} | {
+        row["task_id"] for row in client.get(page["next"]).json()["results"]
+    }
+    assert ids == {str(task.pk) for task in mine}
+    uploads = client.get("/api/v1/uploads").json()
+    assert str(theirs.upload_id) not in {row["upload_id"] for row in uploads["results"]}
+
+
+def test_other_users_task_and_upload_are_404(user, other_user, client_for):
+    theirs = make_task(owner=other_user, status=Task.Status.FAILED)
+    client = client_for(user)
+    for path in (f"/api/v1/tasks/{theirs.pk}", f"/api/v1/uploads/{theirs.upload_id}",
+                 f"/api/v1/tasks/{theirs.pk}/result"):
+        assert client.get(path).status_code == 404, path
+    assert client.post(f"/api/v1/tasks/{theirs.pk}/retry").status_code == 404
+    theirs.refresh_from_db()
+    assert theirs.status == Task.Status.FAILED
+
+
+def test_task_fields(user, client_for):
+    task = make_task(owner=user)
+    body = client_for(user).get(f"/api/v1/tasks/{task.pk}").json()
+    for field in ("task_id", "upload_id", "status", "progress", "result_url", "presigned_url",
+                  "error_message", "processing_time", "created_at", "updated_at"):
+        assert field in body
+    assert body["status"] == "queued" and body["result_url"] is None
+
+
+def test_owner_retries_failed_task(user, client_for, empty_queue,
+                                   django_capture_on_commit_callbacks):
+    task = make_task(owner=user, status=Task.Status.FAILED, error_message="boom")
+    client = client_for(user)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(f"/api/v1/tasks/{task.pk}/retry")
+    assert response.status_code == 202
+    task.refresh_from_db()
+    assert (task.status, task.error_message) == (Task.Status.QUEUED, "")
+    assert empty_queue.count == 1
+    again = client.post(f"/api/v1/tasks/{task.pk}/retry")
+    assert again.status_code == 409
+    assert "Only failed tasks can be retried" in again.json()["detail"]
