@@ -61,3 +61,19 @@ class Task(models.Model):
 
     def __str__(self) -> str:
         return f"Task {self.id} ({self.status})"
+
+
+class IdempotencyKey(models.Model):
+    """The first response to ``POST /uploads`` with an ``Idempotency-Key`` header, kept 24 h."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+    key = models.CharField(max_length=255)
+    request_hash = models.CharField(max_length=64)
+    response_status = models.PositiveSmallIntegerField(null=True)
+    response_body = models.JSONField(null=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "key"], name="unique_idempotency_key")
+        ]
