@@ -248,3 +248,23 @@ def task_reprocess(*, task: Task) -> Task:
         )
         task_enqueue(task=new_task)
     return new_task
+
+
+# --- Tasks: reprocessing (admin action, `reprocess` command) -----------------------------------
+
+
+def task_reprocess(*, task: Task) -> Task:
+    """Queue a NEW task on the task's upload with the current default model.
+
+    The old task is left as it was (its result stays downloadable); the new task keeps the old
+    one's other options. A task that is still queued or processing is refused (409).
+    """
+    if task.status in (Status.QUEUED, Status.PROCESSING):
+        raise QuickBGError(f"Task {task.pk} is still {task.status}; not reprocessed",
+                           status_code=409)
+    with transaction.atomic():
+        new_task = Task.objects.create(
+            upload_id=task.upload_id, options={**task.options, **default_task_options()}
+        )
+        task_enqueue(task=new_task)
+    return new_task

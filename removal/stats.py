@@ -1,0 +1,195 @@
+"""Read-only numbers about tasks and the queue, for the admin overview and ``/metrics``.
+
+Everything is read from the database and Redis, never from process-local counters: the web
+processes and the workers are many, and only the shared stores see all of them. Each function is
+one or two indexed queries, so the overview page and a Prometheus scrape stay cheap with
+hundreds of thousands of tasks.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import connection
+from django.db.models import Count, Max, Min, Q, Sum
+from django.db.models.functions import Substr, TruncHour
+from django.utils import timezone
+
+from removal.models import Task
+
+logger = logging.getLogger(__name__)
+
+Status = Task.Status
+# Upper bounds (seconds) of the processing-time histogram; ``+Inf`` is added by the exporter.
+PROCESSING_BUCKETS = (0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0)
+
+
+def status_counts(*, since: datetime | None = None) -> dict[str, int]:
+    """Tasks per status (every status present, zero when none), created since ``since``."""
+    qs = Task.objects.all()
+    if since is not None:
+        qs = qs.filter(created_at__gte=since)
+    counts = {value: 0 for value in Status.values}
+    for row in qs.order_by().values("status").annotate(n=Count("id")):
+        counts[row["status"]] = row["n"]
+    return counts
+
+
+def hourly_status_counts(*, since: datetime) -> list[dict]:
+    """``[{"hour": datetime, "queued": n, ...}]`` for every hour since ``since``, oldest first."""
+    rows = (
+        Task.objects.filter(created_at__gte=since)
+        .annotate(hour=TruncHour("created_at"))
+        .order_by()
+        .values("hour", "status")
+        .annotate(n=Count("id"))
+    )
+    buckets: dict[datetime, dict] = {}
+    hour = since.replace(minute=0, second=0, microsecond=0)
+    now = timezone.now()
+    while hour <= now:
+        buckets[hour] = {"hour": hour, **{value: 0 for value in Status.values}}
+        hour += timedelta(hours=1)
+    for row in rows:
+        bucket = buckets.setdefault(
+            row["hour"], {"hour": row["hour"], **{value: 0 for value in Status.values}}
+        )
+        bucket[row["status"]] = row["n"]
+    return [buckets[key] for key in sorted(buckets)]
+
+
+def _percentiles_python(values: list[float], fractions: tuple[float, ...]) -> list[float | None]:
+    """Linear interpolation between closest ranks (PostgreSQL's ``percentile_cont``)."""
+    if not values:
+        return [None for _ in fractions]
+    values = sorted(values)
+    out = []
+    for fraction in fractions:
+        position = fraction * (len(values) - 1)
+        low, high = math.floor(position), math.ceil(position)
+        out.append(values[low] + (values[high] - values[low]) * (position - low))
+    return out
+
+
+def processing_percentiles(
+    *, since: datetime, fractions: tuple[float, ...] = (0.5, 0.95)
+) -> list[float | None]:
+    """Percentiles of ``processing_time`` over tasks completed since ``since``."""
+    qs = Task.objects.filter(
+        status=Status.COMPLETED, updated_at__gte=since, processing_time__isnull=False
+    )
+    if connection.vendor == "postgresql":
+        sql, params = qs.order_by().values("processing_time").query.sql_with_params()
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT percentile_cont(%s) WITHIN GROUP (ORDER BY t.processing_time) "
+                f"FROM ({sql}) AS t",
+                [list(fractions), *params],
+            )
+            row = cursor.fetchone()[0]
+        return list(row) if row else [None for _ in fractions]
+    return _percentiles_python(list(qs.values_list("processing_time", flat=True)), fractions)
+
+
+def top_failures(*, since: datetime, limit: int = 10) -> list[dict]:
+    """The most common error messages of tasks that failed since ``since`` (first 200 chars)."""
+    return list(
+        Task.objects.filter(status=Status.FAILED, updated_at__gte=since)
+        .annotate(message=Substr("error_message", 1, 200))
+        .order_by()
+        .values("message")
+        .annotate(n=Count("id"), last=Max("updated_at"))
+        .order_by("-n", "-last")[:limit]
+    )
+
+
+@dataclass
+class Histogram:
+    buckets: list[tuple[float, int]]  # (upper bound, cumulative count), without +Inf
+    count: int
+    total: float
+
+
+def processing_histogram(buckets: tuple[float, ...] = PROCESSING_BUCKETS) -> Histogram:
+    """Cumulative processing-time histogram over every completed task, in one query."""
+    completed = Q(status=Status.COMPLETED, processing_time__isnull=False)
+    aggregates = {f"le_{i}": Count("id", filter=Q(processing_time__lte=b))
+                  for i, b in enumerate(buckets)}
+    row = Task.objects.filter(completed).aggregate(
+        count=Count("id"), total=Sum("processing_time"), **aggregates
+    )
+    return Histogram(
+        buckets=[(b, row[f"le_{i}"]) for i, b in enumerate(buckets)],
+        count=row["count"],
+        total=float(row["total"] or 0.0),
+    )
+
+
+def failed_since(*, since: datetime) -> int:
+    return Task.objects.filter(status=Status.FAILED, updated_at__gte=since).count()
+
+
+def oldest_queued_age(*, now: datetime | None = None) -> float:
+    """Seconds since the oldest still-queued task was created (0 when none is queued)."""
+    now = now or timezone.now()
+    oldest = Task.objects.filter(status=Status.QUEUED).aggregate(oldest=Min("created_at"))
+    return (now - oldest["oldest"]).total_seconds() if oldest["oldest"] else 0.0
+
+
+@dataclass
+class QueueState:
+    name: str
+    available: bool
+    queued: int = 0
+    started: int = 0
+    failed: int = 0
+    scheduled: int = 0
+    workers: int = 0
+    error: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def queue_state() -> QueueState:
+    """Depth of the RQ queue and its registries; ``available=False`` when Redis is down."""
+    from rq import Worker
+
+    from removal.services import get_queue
+
+    name = settings.QUICKBG_QUEUE
+    try:
+        queue = get_queue()
+        return QueueState(
+            name=name,
+            available=True,
+            queued=queue.count,
+            started=queue.started_job_registry.count,
+            failed=queue.failed_job_registry.count,
+            scheduled=queue.scheduled_job_registry.count,
+            workers=Worker.count(queue=queue),
+        )
+    except Exception as exc:  # noqa: BLE001 - Redis down must not break the page or the scrape
+        logger.warning("could not read RQ queue %s: %s", name, exc)
+        return QueueState(name=name, available=False, error=type(exc).__name__)
+
+
+def overview(*, hours: int = 24) -> dict:
+    """Everything the staff overview page shows, for the last ``hours``."""
+    since = timezone.now() - timedelta(hours=hours)
+    median, p95 = processing_percentiles(since=since)
+    counts = status_counts(since=since)
+    return {
+        "hours": hours,
+        "since": since,
+        "status_counts": counts,
+        "total": sum(counts.values()),
+        "hourly": hourly_status_counts(since=since),
+        "median": median,
+        "p95": p95,
+        "queue": queue_state(),
+        "oldest_queued_age": oldest_queued_age(),
+        "failures": top_failures(since=since),
+    }

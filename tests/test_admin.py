@@ -1,0 +1,308 @@
+"""The Django admin as staff use it: task list, task page, actions, overview, RQ dashboard."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth.models import Permission
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from removal import storage
+from removal.models import Task, Upload
+from tests.factories import make_task, make_upload, make_user
+from tests.images import make_image
+
+pytestmark = pytest.mark.django_db
+
+TASKS = "/admin/removal/task/"
+Status = Task.Status
+
+
+@pytest.fixture
+def staff(db):
+    return make_user(is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def staff_client(client, staff):
+    client.force_login(staff)
+    return client
+
+
+@pytest.fixture
+def plain_client(client, user):
+    client.force_login(user)
+    return client
+
+
+def bulk_tasks(n: int, *, owner=None, status=Status.COMPLETED) -> None:
+    owners = [owner] if owner else [make_user() for _ in range(3)]
+    uploads = Upload.objects.bulk_create([
+        Upload(id=uuid.uuid4(), owner=owners[i % len(owners)], original_key=f"originals/x/{i}.jpg",
+               original_filename=f"photo-{i}.jpg", format="JPEG", byte_size=1000, width=100,
+               height=100, sha256="0" * 64)
+        for i in range(n)
+    ])
+    Task.objects.bulk_create([
+        Task(upload=u, status=status, progress=100, attempts=1, processing_time=2.5,
+             options={"model": "isnet-general-use"},
+             metrics={"memory_usage_mb": 512.0, "model": "isnet-general-use"})
+        for u in uploads
+    ])
+
+
+def action(client, name: str, tasks) -> object:
+    return client.post(
+        TASKS, {"action": name, "_selected_action": [str(t.pk) for t in tasks]}, follow=True
+    )
+
+
+# --- task list --------------------------------------------------------------------------------
+
+
+def test_task_changelist_query_count_does_not_grow_with_rows(staff_client):
+    bulk_tasks(10)
+    with CaptureQueriesContext(connection) as few:
+        response = staff_client.get(TASKS)
+    assert response.status_code == 200
+    bulk_tasks(400)
+    with CaptureQueriesContext(connection) as many:
+        response = staff_client.get(TASKS)
+    assert response.status_code == 200
+    assert len(response.context["cl"].result_list) == 100  # one full page
+    assert len(many) == len(few)
+    assert len(many) <= 12
+
+
+@pytest.mark.parametrize("query", [
+    "", "?status__exact=failed", "?model=isnet-general-use", "?q=photo-1", "?o=7",
+])
+def test_filtered_and_searched_changelists_stay_within_query_budget(
+    staff_client, django_assert_max_num_queries, query
+):
+    bulk_tasks(150)
+    with django_assert_max_num_queries(12):
+        response = staff_client.get(TASKS + query)
+    assert response.status_code == 200
+
+
+def test_task_list_shows_the_issue_columns(staff_client, user):
+    make_task(owner=user, status=Status.COMPLETED, processing_time=3.25,
+              options={"model": "isnet-general-use"}, metrics={"memory_usage_mb": 612.4})
+    response = staff_client.get(TASKS)
+    html = response.content.decode()
+    for header in ("Owner", "Status", "Progress", "Attempts", "Model", "Time (s)",
+                   "Memory (MB)", "Created at"):
+        assert header in html
+    assert "3.25" in html and "612" in html and user.username in html
+
+
+def test_filters_and_search_narrow_the_task_list(staff_client, user, other_user):
+    mine = make_task(owner=user, status=Status.FAILED,
+                     upload=make_upload(owner=user, original_filename="holiday-beach.jpg"))
+    theirs = make_task(owner=other_user, status=Status.COMPLETED,
+                       options={"model": "isnet-general-use-quant"})
+
+    def listed(query):
+        return {t.pk for t in staff_client.get(TASKS + query).context["cl"].result_list}
+
+    assert listed("?status__exact=failed") == {mine.pk}
+    assert listed("?model=isnet-general-use-quant") == {theirs.pk}
+    assert listed(f"?owner={other_user.email}") == {theirs.pk}
+    assert listed(f"?owner={user.pk}") == {mine.pk}
+    assert listed("?q=beach") == {mine.pk}
+    assert listed(f"?q={other_user.email}") == {theirs.pk}
+    assert listed(f"?q={theirs.pk}") == {theirs.pk}
+    assert listed(f"?q={mine.upload_id}") == {mine.pk}
+    assert listed(f"?upload={theirs.upload_id}") == {theirs.pk}
+
+
+# --- task page --------------------------------------------------------------------------------
+
+
+def test_task_page_shows_images_metrics_and_queue_details(staff_client, user):
+    upload = make_upload(owner=user)
+    storage.write(upload.original_key, make_image())
+    started = timezone.now() - timedelta(seconds=5)
+    task = make_task(
+        upload=upload, status=Status.COMPLETED, attempts=2,
+        result_key=f"results/{uuid.uuid4()}.png",
+        processing_time=2.75, rq_job_id="task-abc-1234", started_at=started,
+        finished_at=timezone.now(), error_message="",
+        metrics={"memory_usage_mb": 700.5, "stage_timings": {"segment": 2.5}},
+    )
+    storage.write(task.result_key, make_image("PNG", mode="RGBA", color=(0, 0, 0, 0)))
+
+    response = staff_client.get(f"{TASKS}{task.pk}/change/")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "task-abc-1234" in html
+    assert "stage_timings.segment" in html and "memory_usage_mb" in html and "700.5" in html
+    assert "linear-gradient(45deg" in html  # result over a checkerboard
+    assert 'name="_save"' not in html  # read-only page: changes go through actions
+
+    # Both thumbnails are signed URLs that really return the stored bytes.
+    urls = [part.split('"')[0] for part in html.split('<img src="')[1:]]
+    assert len(urls) == 2
+    bodies = [b"".join(staff_client.get(url.replace("&amp;", "&")).streaming_content)
+              for url in urls]
+    assert bodies[0] == storage.read(upload.original_key)
+    assert bodies[1] == storage.read(task.result_key)
+
+
+def test_failed_task_page_shows_the_error(staff_client, user):
+    task = make_task(owner=user, status=Status.FAILED, error_message="Processing failed: boom")
+    response = staff_client.get(f"{TASKS}{task.pk}/change/")
+    assert response.status_code == 200
+    assert "Processing failed: boom" in response.content.decode()
+
+
+def test_upload_and_user_admins_render(staff_client, user):
+    upload = make_upload(owner=user, original_filename="cat.png")
+    assert staff_client.get("/admin/removal/upload/").status_code == 200
+    page = staff_client.get(f"/admin/removal/upload/{upload.pk}/change/")
+    assert page.status_code == 200 and "cat.png" in page.content.decode()
+    users = staff_client.get(f"/admin/accounts/user/?q={user.email}")
+    assert users.status_code == 200
+    assert [u.pk for u in users.context["cl"].result_list] == [user.pk]
+
+
+# --- actions ----------------------------------------------------------------------------------
+
+
+def test_retry_action_requeues_failed_tasks_and_skips_others(
+    staff_client, user, empty_queue, django_capture_on_commit_callbacks
+):
+    failed = [make_task(owner=user, status=Status.FAILED, error_message="x") for _ in range(2)]
+    done = make_task(owner=user, status=Status.COMPLETED)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = action(staff_client, "retry_failed", [*failed, done])
+
+    assert response.status_code == 200
+    text = [str(m) for m in response.context["messages"]]
+    assert text == ["Retried 2 failed task(s); skipped 1 that were not failed."]
+    for task in failed:
+        task.refresh_from_db()
+        assert task.status == Status.QUEUED and task.error_message == ""
+    done.refresh_from_db()
+    assert done.status == Status.COMPLETED
+    assert empty_queue.count == 2
+
+
+def test_reprocess_action_creates_new_tasks_with_the_current_model(
+    staff_client, user, empty_queue, settings, django_capture_on_commit_callbacks
+):
+    settings.QUICKBG_MODEL = "isnet-general-use"
+    upload = make_upload(owner=user)
+    same_upload = make_task(upload=upload, status=Status.FAILED)  # older task, same upload
+    old = make_task(upload=upload, status=Status.COMPLETED,
+                    options={"model": "isnet-general-use-quant", "format": "png"})
+    failed = make_task(owner=user, status=Status.FAILED)
+    busy = make_task(owner=user, status=Status.PROCESSING)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = action(staff_client, "reprocess", [old, failed, busy, same_upload])
+
+    text = [str(m) for m in response.context["messages"]]
+    assert text[0].startswith("Queued 2 new task(s); skipped 2")
+    new_for_old = Task.objects.filter(upload=old.upload, status=Status.QUEUED)
+    assert new_for_old.count() == 1
+    assert new_for_old.get().options == {"model": "isnet-general-use", "format": "png"}
+    assert Task.objects.filter(upload=failed.upload, status=Status.QUEUED).count() == 1
+    assert Task.objects.filter(upload=busy.upload).count() == 1
+    old.refresh_from_db()
+    assert old.status == Status.COMPLETED  # the old task is left alone
+    assert empty_queue.count == 2
+
+
+@pytest.mark.parametrize("name", ["retry_failed", "reprocess"])
+def test_actions_are_refused_to_non_staff(plain_client, user, empty_queue, name):
+    failed = make_task(owner=user, status=Status.FAILED)
+    response = plain_client.post(
+        TASKS, {"action": name, "_selected_action": [str(failed.pk)]}
+    )
+    assert response.status_code == 302
+    assert response["Location"].startswith("/admin/login/")
+    assert Task.objects.count() == 1
+    failed.refresh_from_db()
+    assert failed.status == Status.FAILED
+    assert empty_queue.count == 0
+
+
+@pytest.mark.parametrize("name", ["retry_failed", "reprocess"])
+def test_actions_need_the_change_permission(client, user, empty_queue, name):
+    viewer = make_user(is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_task"))
+    client.force_login(viewer)
+    failed = make_task(owner=user, status=Status.FAILED)
+    response = client.post(TASKS, {"action": name, "_selected_action": [str(failed.pk)]})
+    assert response.status_code in (200, 302, 403)
+    failed.refresh_from_db()
+    assert failed.status == Status.FAILED
+    assert Task.objects.count() == 1
+    assert empty_queue.count == 0
+
+
+# --- overview and the RQ dashboard ----------------------------------------------------------
+
+
+def test_overview_page_reports_the_last_24_hours(
+    staff_client, user, empty_queue, django_capture_on_commit_callbacks
+):
+    for seconds in (1.0, 2.0, 3.0, 4.0, 10.0):
+        make_task(owner=user, status=Status.COMPLETED, processing_time=seconds)
+    for _ in range(3):
+        make_task(owner=user, status=Status.FAILED, error_message="Processing failed: disk full")
+    make_task(owner=user, status=Status.FAILED, error_message="File is not a valid image")
+    old = make_task(owner=user, status=Status.FAILED, error_message="ancient")
+    Task.objects.filter(pk=old.pk).update(
+        created_at=timezone.now() - timedelta(days=3),
+        updated_at=timezone.now() - timedelta(days=3),
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        empty_queue.enqueue("removal.jobs.process_task", "not-a-task")
+
+    response = staff_client.get(TASKS + "overview/")
+
+    assert response.status_code == 200
+    ctx = response.context
+    assert ctx["status_counts"] == {"queued": 0, "processing": 0, "completed": 5, "failed": 4}
+    assert ctx["median"] == pytest.approx(3.0)
+    assert ctx["p95"] == pytest.approx(8.8)  # linear interpolation, as percentile_cont
+    assert ctx["queue"].available and ctx["queue"].queued == 1
+    assert [(f["message"], f["n"]) for f in ctx["failures"]] == [
+        ("Processing failed: disk full", 3), ("File is not a valid image", 1),
+    ]
+    html = response.content.decode()
+    assert "/admin/rq/" in html and "disk full" in html
+
+
+def test_overview_is_staff_only(client, plain_client):
+    assert plain_client.get(TASKS + "overview/").status_code == 302
+    client.logout()
+    assert client.get(TASKS + "overview/").status_code == 302
+
+
+def test_admin_index_links_to_overview_and_rq_dashboard(staff_client):
+    html = staff_client.get("/admin/").content.decode()
+    assert 'href="/admin/removal/task/overview/"' in html
+    assert 'href="/admin/rq/"' in html
+    assert staff_client.get("/admin/rq/").status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/admin/rq/", "/admin/rq/queues/0/", "/admin/rq/workers/0/",
+                                  "/admin/rq/stats.json", "/admin/rq/metrics"])
+def test_rq_dashboard_is_closed_to_anonymous_and_non_staff(client, user, path):
+    anonymous = client.get(path)
+    assert anonymous.status_code in (302, 401)
+    if anonymous.status_code == 302:
+        assert "/admin/login/" in anonymous["Location"]
+    client.force_login(user)
+    logged_in = client.get(path)
+    assert logged_in.status_code in (302, 401)
+    assert b"quickbg" not in logged_in.content.lower()
