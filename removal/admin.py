@@ -196,7 +196,6 @@ class TaskAdmin(ReadOnlyAdmin):
     list_select_related = ["upload__owner"]
     search_fields = ["upload__owner__email", "upload__original_filename"]
     search_help_text = "A task or upload id, an owner's email, or part of a file name."
-    date_hierarchy = "created_at"
     actions = ["retry_failed", "reprocess"]
     raw_id_fields = ["upload"]
     fieldsets = [
