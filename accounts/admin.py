@@ -16,6 +16,7 @@ class UserAdmin(DjangoUserAdmin):
     list_filter = ["is_staff", "is_superuser", "is_active", "date_joined"]
     search_fields = ["username", "email", "first_name", "last_name"]
     show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
 
     @admin.display(description="work")
     def work_links(self, obj):

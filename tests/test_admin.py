@@ -80,6 +80,7 @@ def test_task_changelist_query_count_does_not_grow_with_rows(staff_client):
 
 @pytest.mark.parametrize("query", [
     "", "?status__exact=failed", "?model=isnet-general-use", "?q=photo-1", "?o=7",
+    "?_facets=True", "?owner=someone@example.com",
 ])
 def test_filtered_and_searched_changelists_stay_within_query_budget(
     staff_client, django_assert_max_num_queries, query
