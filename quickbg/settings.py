@@ -112,7 +112,8 @@ RQ_QUEUES = {
     },
 }
 # Enqueue only after the surrounding transaction commits (django-rq 4's default, made explicit).
-RQ = {"COMMIT_MODE": "on_db_commit"}
+# ResilientQueue: Redis down at that moment leaves the task for the reconciler, not a 500.
+RQ = {"COMMIT_MODE": "on_db_commit", "QUEUE_CLASS": "quickbg.queue.ResilientQueue"}
 
 # --- Storage --------------------------------------------------------------------------------
 AWS_STORAGE_BUCKET_NAME = env_str("AWS_STORAGE_BUCKET_NAME")
@@ -166,6 +167,9 @@ QUICKBG_MAX_RETRIES = env_int("QUICKBG_MAX_RETRIES", 3, minimum=0)
 QUICKBG_RETRY_DELAY = env_int("QUICKBG_RETRY_DELAY", 60, minimum=0)
 QUICKBG_JOB_TIMEOUT = RQ_QUEUES[QUICKBG_QUEUE]["DEFAULT_TIMEOUT"]
 QUICKBG_URL_EXPIRY = env_int("QUICKBG_URL_EXPIRY", 3600, minimum=1)
+# Workers re-enqueue tasks no live job holds every N s (0 = never), ignoring ones touched recently.
+QUICKBG_RECONCILE_INTERVAL = env_int("QUICKBG_RECONCILE_INTERVAL", 30, minimum=0)
+QUICKBG_RECONCILE_GRACE = env_int("QUICKBG_RECONCILE_GRACE", 30, minimum=0)
 # Django refuses request bodies past this; a little over the image limit for multipart overhead.
 DATA_UPLOAD_MAX_MEMORY_SIZE = int(QUICKBG_MAX_UPLOAD_MB * 1024 * 1024) + 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE

@@ -2,25 +2,104 @@
 
 Why not RQ's default forking ``Worker``: it forks a work horse per job, and an ONNX Runtime
 session must not be created before a fork (its thread pools do not survive it), so every job
-would load the 88 MB model again in a fresh horse. ``SimpleWorker`` runs jobs in its own process,
-where ``removal.processing.get_segmenter`` creates the session once and reuses it. The cost:
-nothing kills a stuck job from outside and a crash takes the worker down, so workers are
-recycled with ``--max-jobs`` and the database stays the source of truth for recovery.
+would load the 88 MB model again in a fresh horse (measured in the README's Performance
+section). ``SimpleWorker`` runs jobs in its own process, where
+``removal.processing.get_segmenter`` creates the session once and reuses it. The costs, and what
+covers them:
 
-Database connections are checked around every job (``close_old_connections``): without a fork
-the worker keeps its connection, and a PostgreSQL restart would otherwise break every later job.
+- nothing kills a stuck job from outside: RQ's SIGALRM timeout still fires in this process, and
+  the model run itself is bounded (see ``removal.pipeline.segment``);
+- a crash takes the worker down: a process manager restarts it, ``--max-jobs`` recycles it, and
+  the reconciler (below) gives its task to another worker.
+
+Two daemon threads run beside the jobs:
+
+- *liveness*: every ``ALIVE_INTERVAL`` s it sets ``quickbg:alive:<worker name>`` with a short
+  TTL. A SIGKILLed worker's key expires within ``ALIVE_TTL`` s, which is how the reconciler tells
+  a dead worker's task from a slow one (RQ's own abandoned-job detection waits minutes);
+- *reconcile*: every ``QUICKBG_RECONCILE_INTERVAL`` s one worker (a Redis lock elects it) runs
+  ``removal.reconcile.reconcile`` to re-enqueue tasks that no live job holds.
+
+Database connections are checked around every job: without a fork the worker keeps its
+connection, and a PostgreSQL restart would otherwise break every later job.
 """
 
 from __future__ import annotations
 
-from django.db import close_old_connections
+import logging
+import threading
+
+from django.conf import settings
+from django.db import close_old_connections, connection
 from rq.worker import SimpleWorker
+
+logger = logging.getLogger(__name__)
+
+ALIVE_INTERVAL = 3
+ALIVE_TTL = 10
+RECONCILE_LOCK = "quickbg:reconcile-lock"
+
+
+def ensure_usable_connection() -> None:
+    """Drop a database connection that the server closed (restart, failover, terminate)."""
+    close_old_connections()
+    if connection.connection is not None and not connection.is_usable():
+        connection.close()
 
 
 class QuickBGWorker(SimpleWorker):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._stop_threads = threading.Event()
+
     def execute_job(self, job, queue):
-        close_old_connections()
+        ensure_usable_connection()
         try:
             return super().execute_job(job, queue)
         finally:
             close_old_connections()
+
+    def work(self, *args, **kwargs):
+        threads = [
+            threading.Thread(target=self._alive_loop, name="quickbg-alive", daemon=True),
+            threading.Thread(target=self._reconcile_loop, name="quickbg-reconcile", daemon=True),
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            return super().work(*args, **kwargs)
+        finally:
+            self._stop_threads.set()
+            try:
+                self.connection.delete(self._alive_key())
+            except Exception:  # noqa: BLE001 - Redis may be gone; the key expires anyway
+                pass
+
+    def _alive_key(self) -> str:
+        from removal.reconcile import alive_key
+
+        return alive_key(self.name)
+
+    def _alive_loop(self) -> None:
+        while not self._stop_threads.is_set():
+            try:
+                self.connection.set(self._alive_key(), "1", ex=ALIVE_TTL)
+            except Exception as exc:  # noqa: BLE001 - keep beating through a Redis outage
+                logger.warning("liveness update failed: %s", exc)
+            self._stop_threads.wait(ALIVE_INTERVAL)
+
+    def _reconcile_loop(self) -> None:
+        from removal.reconcile import reconcile
+
+        interval = settings.QUICKBG_RECONCILE_INTERVAL
+        if interval <= 0:
+            return
+        while not self._stop_threads.wait(interval):
+            try:
+                if self.connection.set(RECONCILE_LOCK, self.name, nx=True, ex=interval):
+                    ensure_usable_connection()
+                    reconcile(grace_seconds=settings.QUICKBG_RECONCILE_GRACE)
+            except Exception as exc:  # noqa: BLE001 - try again next round
+                logger.warning("reconcile failed: %s", exc)
+            finally:
+                close_old_connections()

@@ -1,7 +1,15 @@
-"""The application's error type. The API's exception handler turns it into ``{"detail": ...}``."""
+"""The application's error type, and how worker-side failures are classified and described."""
+
+from __future__ import annotations
+
+import botocore.exceptions
+import redis.exceptions
+from django.db import InterfaceError, OperationalError
 
 
 class QuickBGError(Exception):
+    """An error with a message for the API user; the exception handler maps it to its status."""
+
     status_code = 400
 
     def __init__(self, detail: str, status_code: int | None = None):
@@ -17,3 +25,24 @@ class NotFound(QuickBGError):
 
 class Conflict(QuickBGError):
     status_code = 409
+
+
+# Failures worth retrying: the database, Redis, storage or the network was unavailable.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OperationalError,
+    InterfaceError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    botocore.exceptions.EndpointConnectionError,
+    botocore.exceptions.ConnectionClosedError,
+    botocore.exceptions.ReadTimeoutError,
+    botocore.exceptions.ConnectTimeoutError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line, user-readable description without file-system paths or stack traces."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

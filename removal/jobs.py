@@ -1,10 +1,23 @@
-"""RQ entry points. Thin: claim the task, run the pipeline, record the outcome through services."""
+"""RQ entry points. Thin: claim the task, run the pipeline, record the outcome through services.
+
+Failure routing:
+- bad input (``InvalidImage``) fails the task at once with its message; no retry;
+- a timeout fails it with "Processing timed out after N s";
+- a transient failure (database, Redis, storage, network) hands the task back to the queue and
+  re-raises, so RQ's ``Retry`` (set at enqueue) runs the job again after the backoff interval;
+  once every attempt is used the task fails with the last error;
+- anything else is a bug or an unreadable input: the task fails with a readable message.
+"""
 
 from __future__ import annotations
 
 import logging
 
+from django.conf import settings
+from rq.timeouts import JobTimeoutException
+
 from removal import processing, services
+from removal.errors import TRANSIENT_ERRORS, describe
 from removal.pipeline.validate import InvalidImage
 
 logger = logging.getLogger(__name__)
@@ -21,12 +34,36 @@ def process_task(task_id: str) -> str:
     except InvalidImage as exc:
         services.task_fail(claim=claim, message=str(exc))
         return "failed"
+    except FileNotFoundError:
+        services.task_fail(claim=claim, message="The original image is missing from storage")
+        return "failed"
+    except JobTimeoutException:
+        services.task_fail(
+            claim=claim,
+            message=f"Processing timed out after {settings.QUICKBG_JOB_TIMEOUT} s",
+        )
+        return "failed"
+    except TRANSIENT_ERRORS as exc:
+        return _transient_failure(claim, exc)
     except Exception as exc:
         logger.exception("task %s failed", task_id)
-        services.task_fail(claim=claim, message=f"Processing failed: {exc}")
+        services.task_fail(claim=claim, message=f"Processing failed: {describe(exc)}")
         return "failed"
     services.task_complete(
         claim=claim, result_key=outcome.result_key,
         processing_time=outcome.processing_time, metrics=outcome.metrics,
     )
     return "completed"
+
+
+def _transient_failure(claim: services.Claim, exc: Exception) -> str:
+    message = describe(exc)
+    if claim.attempt >= services.max_attempts():
+        services.task_fail(
+            claim=claim, message=f"Failed after {claim.attempt} attempts: {message}"
+        )
+        return "failed"
+    logger.warning("task %s attempt %s hit a temporary error, will retry: %s",
+                   claim.task.pk, claim.attempt, message)
+    services.task_release_for_retry(claim=claim, message=f"Temporary error, retrying: {message}")
+    raise exc

@@ -77,3 +77,22 @@ class IdempotencyKey(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["owner", "key"], name="unique_idempotency_key")
         ]
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class DirectUpload(models.Model):
+    """An object key the service issued to a user (``POST /uploads/presign``).
+
+    ``POST /uploads`` with ``s3_key`` accepts only a key issued to the caller, compared exactly;
+    a key is used once.
+    """
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+    key = models.CharField(max_length=512, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return self.key

@@ -10,17 +10,20 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
 import django_rq
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
+from rq import Retry
 
 from removal import storage
-from removal.errors import NotFound, QuickBGError
-from removal.models import Task, Upload
+from removal.errors import Conflict, NotFound, QuickBGError
+from removal.models import DirectUpload, IdempotencyKey, Task, Upload
 from removal.pipeline.validate import ImageInfo, InvalidImage, Limits, check_size, inspect
 
 logger = logging.getLogger(__name__)
@@ -82,21 +85,36 @@ def upload_create_from_file(*, owner, file, options: dict | None = None) -> Task
 
 
 def upload_create_from_key(*, owner, key: str, options: dict | None = None) -> Task:
-    """Queue a task for an object the caller already put in storage under their own prefix."""
-    key = _checked_owned_key(owner=owner, key=key)
+    """Queue a task for an object the caller uploaded directly to a key we issued them.
+
+    Only a key issued to this caller by ``direct_upload_issue`` is accepted, compared exactly
+    (never a prefix test: storage backends normalise ``..``), and each key is used once. Another
+    user's key is indistinguishable from an unknown one: both are 404.
+    """
+    _check_key_syntax(key)
+    issued = DirectUpload.objects.filter(owner=owner, key=key).first()
+    if issued is None:
+        raise NotFound(
+            "Unknown s3_key: request an upload URL from POST /api/v1/uploads/presign first"
+        )
+    if issued.used_at is not None:
+        raise Conflict("This s3_key was already submitted; request a new upload URL")
     if not storage.exists(key):
-        raise NotFound(f"No object found at s3_key {key!r}")
+        raise NotFound("Nothing has been uploaded to this s3_key yet")
     _check_size(storage.size(key))
     data = storage.read(key)
     info = _inspect(data)
-    return _create_upload_and_task(
-        upload_id=uuid.uuid4(), owner=owner, key=key, filename=key.rsplit("/", 1)[-1],
-        info=info, sha256=hashlib.sha256(data).hexdigest(), options=options,
-    )
+    with transaction.atomic():
+        if DirectUpload.objects.filter(pk=issued.pk, used_at=None).update(
+                used_at=timezone.now()) != 1:
+            raise Conflict("This s3_key was already submitted; request a new upload URL")
+        return _create_upload_and_task(
+            upload_id=uuid.uuid4(), owner=owner, key=key, filename=key.rsplit("/", 1)[-1],
+            info=info, sha256=hashlib.sha256(data).hexdigest(), options=options,
+        )
 
 
-def _checked_owned_key(*, owner, key: str) -> str:
-    prefix = storage.incoming_prefix(owner.pk)
+def _check_key_syntax(key: str) -> None:
     bad = (
         not key
         or len(key) > 512
@@ -104,14 +122,29 @@ def _checked_owned_key(*, owner, key: str) -> str:
         or "\\" in key
         or "\x00" in key
         or "%" in key
+        or any(ord(ch) < 32 for ch in key)
         or any(part in ("", ".", "..") for part in key.split("/"))
     )
-    if bad or not key.startswith(prefix):
+    if bad:
         raise QuickBGError(
-            f"s3_key must name an object under your own prefix {prefix!r} "
-            "(no '..', leading '/', backslashes or percent-encoding)"
+            "Invalid s3_key: use the key returned by POST /api/v1/uploads/presign, unchanged"
         )
-    return key
+
+
+def direct_upload_issue(*, owner, filename: str) -> dict:
+    """Issue a key in the caller's own prefix and a presigned S3 POST (size-limited) for it."""
+    if not storage.is_s3():
+        raise QuickBGError(
+            "Direct uploads need S3 storage (AWS_STORAGE_BUCKET_NAME); upload the file instead",
+            status_code=400,
+        )
+    key = (f"{storage.incoming_prefix(owner.pk)}{uuid.uuid4()}/"
+           f"{storage.safe_filename(filename)}")
+    post = storage.presigned_post(key, max_bytes=validation_limits().max_bytes)
+    DirectUpload.objects.create(owner=owner, key=key)
+    return {"s3_key": key, "url": post["url"], "fields": post["fields"],
+            "expires_in": settings.QUICKBG_URL_EXPIRY,
+            "max_bytes": validation_limits().max_bytes}
 
 
 def _create_upload_and_task(*, upload_id, owner, key, filename, info, sha256, options) -> Task:
@@ -125,6 +158,45 @@ def _create_upload_and_task(*, upload_id, owner, key, filename, info, sha256, op
         task = Task.objects.create(upload=upload, options=options)
         task_enqueue(task=task)
     return task
+
+
+# --- Idempotency ------------------------------------------------------------------------------
+
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
+
+
+def upload_idempotent(*, owner, key: str, request_hash: str,
+                      perform: Callable[[], tuple[int, dict]]) -> tuple[int, dict]:
+    """Run ``perform`` once per (owner, Idempotency-Key) within 24 h and replay its response.
+
+    The same key with a different request body is a 422; a key whose first request is still
+    running is a 409. A failed first attempt frees the key so the client can try again.
+    """
+    if len(key) > 255:
+        raise QuickBGError("Idempotency-Key must be at most 255 characters")
+    IdempotencyKey.objects.filter(
+        owner=owner, key=key, created_at__lt=timezone.now() - IDEMPOTENCY_WINDOW
+    ).delete()
+    try:
+        with transaction.atomic():
+            record = IdempotencyKey.objects.create(owner=owner, key=key, request_hash=request_hash)
+    except IntegrityError:
+        record = IdempotencyKey.objects.get(owner=owner, key=key)
+        if record.request_hash != request_hash:
+            raise QuickBGError(
+                "This Idempotency-Key was already used with a different request body",
+                status_code=422,
+            ) from None
+        if record.response_status is None:
+            raise Conflict("A request with this Idempotency-Key is still in progress") from None
+        return record.response_status, record.response_body
+    try:
+        status, body = perform()
+    except BaseException:
+        IdempotencyKey.objects.filter(pk=record.pk).delete()
+        raise
+    IdempotencyKey.objects.filter(pk=record.pk).update(response_status=status, response_body=body)
+    return status, body
 
 
 # --- Tasks: queueing ----------------------------------------------------------------------------
@@ -150,8 +222,27 @@ def task_enqueue(*, task: Task) -> str:
         timeout=settings.QUICKBG_JOB_TIMEOUT,
         result_ttl=3600,
         failure_ttl=7 * 24 * 3600,
+        retry=retry_policy(),
     )
     return job_id
+
+
+def retry_intervals() -> list[int]:
+    """Exponential backoff: QUICKBG_RETRY_DELAY, then doubled, once per allowed retry."""
+    delay = settings.QUICKBG_RETRY_DELAY
+    return [delay * 2**n for n in range(settings.QUICKBG_MAX_RETRIES)]
+
+
+def retry_policy() -> Retry | None:
+    """RQ's ``Retry`` for transient failures. Interval retries fire from the worker's scheduler,
+    which ``run_worker`` always starts."""
+    if settings.QUICKBG_MAX_RETRIES == 0:
+        return None
+    return Retry(max=settings.QUICKBG_MAX_RETRIES, interval=retry_intervals())
+
+
+def max_attempts() -> int:
+    return settings.QUICKBG_MAX_RETRIES + 1
 
 
 def task_retry(*, task: Task) -> Task:
@@ -223,31 +314,44 @@ def task_fail(*, claim: Claim, message: str, processing_time: float | None = Non
     return done == 1
 
 
+def task_release_for_retry(*, claim: Claim, message: str) -> bool:
+    """After a transient failure: hand the task back to the queue for RQ's scheduled retry."""
+    return _held(claim).update(
+        status=Status.QUEUED, progress=0, error_message=message[:2000],
+        updated_at=timezone.now(),
+    ) == 1
+
+
+def task_recover(*, task_id, status: str, attempts: int) -> str:
+    """Recover a task that no live job holds (the reconciler calls this).
+
+    A ``processing`` task whose worker died goes back to ``queued`` - or to ``failed`` once it
+    has used every attempt, so a poison image cannot kill workers forever. Guarded on the
+    status and attempt count the caller saw, so a worker that is in fact alive keeps its claim.
+    Returns ``"requeued"``, ``"failed"`` or ``"skipped"``.
+    """
+    now = timezone.now()
+    rows = Task.objects.filter(pk=task_id, status=status, attempts=attempts)
+    if status == Status.PROCESSING and attempts >= max_attempts():
+        moved = rows.update(
+            status=Status.FAILED, finished_at=now, updated_at=now,
+            error_message=f"Processing stopped unexpectedly {attempts} times (worker crashed "
+            "or was killed); giving up",
+        )
+        return "failed" if moved else "skipped"
+    with transaction.atomic():
+        moved = rows.update(status=Status.QUEUED, progress=0, updated_at=now)
+        if not moved:
+            return "skipped"
+        task_enqueue(task=Task.objects.get(pk=task_id))
+    return "requeued"
+
+
 def task_get_for_user(*, user, task_id) -> Task:
     try:
         return Task.objects.select_related("upload").get(pk=task_id, upload__owner=user)
     except (Task.DoesNotExist, ValueError):
         raise NotFound("Not found.") from None
-
-
-# --- Tasks: reprocessing (admin action, `reprocess` command) -----------------------------------
-
-
-def task_reprocess(*, task: Task) -> Task:
-    """Queue a NEW task on the task's upload with the current default model.
-
-    The old task is left as it was (its result stays downloadable); the new task keeps the old
-    one's other options. A task that is still queued or processing is refused (409).
-    """
-    if task.status in (Status.QUEUED, Status.PROCESSING):
-        raise QuickBGError(f"Task {task.pk} is still {task.status}; not reprocessed",
-                           status_code=409)
-    with transaction.atomic():
-        new_task = Task.objects.create(
-            upload_id=task.upload_id, options={**task.options, **default_task_options()}
-        )
-        task_enqueue(task=new_task)
-    return new_task
 
 
 # --- Tasks: reprocessing (admin action, `reprocess` command) -----------------------------------

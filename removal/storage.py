@@ -83,6 +83,16 @@ def download_url(key: str, *, request=None, filename: str | None = None) -> str:
     return request.build_absolute_uri(path) if request is not None else path
 
 
+def presigned_post(key: str, *, max_bytes: int) -> dict:
+    """A presigned S3 POST for exactly ``key``, refusing bodies over ``max_bytes``."""
+    client = default_storage.connection.meta.client
+    return client.generate_presigned_post(
+        Bucket=settings.AWS_STORAGE_BUCKET_NAME, Key=key,
+        Conditions=[["content-length-range", 1, max_bytes]],
+        ExpiresIn=settings.QUICKBG_URL_EXPIRY,
+    )
+
+
 def resolve_download_token(token: str) -> tuple[str, str]:
     """Return ``(key, filename)`` for a valid, unexpired token; raise ``signing.BadSignature``."""
     payload = signing.loads(token, salt=_SIGNING_SALT, max_age=settings.QUICKBG_URL_EXPIRY)

@@ -141,8 +141,69 @@ def subprocess_env() -> dict:
     env.update(
         DJANGO_SETTINGS_MODULE="quickbg.settings",
         QUICKBG_QUEUE=django_settings.QUICKBG_QUEUE,
-        QUICKBG_MEDIA_ROOT=str(django_settings.MEDIA_ROOT),
+        QUICKBG_MEDIA_ROOT=str(
+            django_settings.STORAGES["default"].get("OPTIONS", {}).get("location")
+            or django_settings.MEDIA_ROOT
+        ),
         REDIS_URL=django_settings.RQ_QUEUES[django_settings.QUICKBG_QUEUE]["URL"],
         QUICKBG_ORT_THREADS=str(django_settings.QUICKBG_ORT_THREADS),
     )
     return env
+
+
+class RedisServer:
+    """A redis-server of the test's own on a free loopback port, without persistence, so a
+    test can stop it, restart it empty, or FLUSHALL it without touching anyone else's data."""
+
+    def __init__(self, tmp_path):
+        import shutil
+
+        self.port = free_port()
+        self.dir = tmp_path
+        self.binary = shutil.which("redis-server")
+        self.proc = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        import subprocess
+        import time
+
+        self.proc = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.dir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def restart_empty(self) -> None:
+        self.stop()
+        self.start()
+
+
+@pytest.fixture
+def own_redis(tmp_path, settings):
+    """Point the test queue at a private redis-server (stopped at the end)."""
+    import shutil
+
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server is needed (apt-get install redis-server)")
+    server = RedisServer(tmp_path)
+    server.start()
+    name = settings.QUICKBG_QUEUE
+    settings.RQ_QUEUES = {name: {**settings.RQ_QUEUES[name], "URL": server.url}}
+    yield server
+    server.stop()

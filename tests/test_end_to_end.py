@@ -102,12 +102,18 @@ def test_upload_process_and_download_on_s3(user, client_for, run_worker, s3):
     assert stored == download.content
 
 
-def test_s3_key_upload_of_an_object_the_caller_put_in_the_bucket(user, client_for, run_worker, s3):
-    key = f"incoming/{user.pk}/my-car.jpg"
-    s3.put_object(Bucket="quickbg-test", Key=key, Body=fixture_bytes("car-1.jpg"))
+def test_s3_key_upload_through_a_presigned_post(user, client_for, run_worker, s3):
     client = client_for(user)
+    issued = client.post("/api/v1/uploads/presign", {"filename": "my car.jpg"}, format="json")
+    assert issued.status_code == 201, issued.content
+    grant = issued.json()
+    assert grant["s3_key"].startswith(f"incoming/{user.pk}/")
+    # The client uploads straight to S3 (moto over real HTTP) with the presigned POST.
+    sent = requests.post(grant["url"], data=grant["fields"],
+                         files={"file": ("my car.jpg", fixture_bytes("car-1.jpg"))}, timeout=30)
+    assert sent.status_code in (200, 204), sent.text
 
-    response = client.post("/api/v1/uploads", {"s3_key": key}, format="json")
+    response = client.post("/api/v1/uploads", {"s3_key": grant["s3_key"]}, format="json")
     assert response.status_code == 202, response.content
     body = response.json()
     upload = client.get(f"/api/v1/uploads/{body['upload_id']}").json()

@@ -61,7 +61,7 @@ def test_job_exception_marks_task_failed_with_readable_message(user, run_worker,
     run_worker()
     task.refresh_from_db()
     assert task.status == Task.Status.FAILED
-    assert task.error_message.startswith("Processing failed:")
+    assert task.error_message == "The original image is missing from storage"
     assert task.attempts == 1 and task.finished_at is not None
 
 

@@ -5,6 +5,20 @@ from rest_framework import serializers
 
 from removal import storage
 from removal.models import Task, Upload
+from removal.pipeline.run import InvalidOption, Options
+
+OPTION_HELP = {
+    "format": "Output format: png (default) or webp.",
+    "channels": "rgba (default): the cut-out; alpha: the mask only.",
+    "bg_color": "Hex colour (e.g. #ffffff) to fill the background instead of transparency.",
+    "crop": "Trim transparent margins (default true).",
+    "crop_margin": "Padding kept when trimming: pixels (default 10) or a percentage like 5%.",
+    "refine": "Morphological clean-up of the mask edges (default true).",
+    "alpha_matting": "rembg's alpha matting for fine edges (slow; default false).",
+    "alpha_matting_foreground_threshold": "Alpha matting: foreground threshold (default 240).",
+    "alpha_matting_background_threshold": "Alpha matting: background threshold (default 10).",
+    "alpha_matting_erode_size": "Alpha matting: erode size (default 10).",
+}
 
 
 class UploadCreateSerializer(serializers.Serializer):
@@ -13,13 +27,38 @@ class UploadCreateSerializer(serializers.Serializer):
     )
     s3_key = serializers.CharField(
         required=False, max_length=1024,
-        help_text="Key of an object you already put in the bucket under incoming/<your user id>/.",
+        help_text="A key from POST /api/v1/uploads/presign whose object you have uploaded.",
     )
+
+    def get_fields(self):
+        fields = super().get_fields()
+        for name, help_text in OPTION_HELP.items():
+            fields[name] = serializers.CharField(
+                required=False, allow_blank=True, help_text=help_text
+            )
+        return fields
 
     def validate(self, attrs):
         if bool(attrs.get("file")) == bool(attrs.get("s3_key")):
             raise serializers.ValidationError("Send exactly one of 'file' or 's3_key'.")
+        raw = {name: attrs.pop(name) for name in OPTION_HELP if name in attrs}
+        try:
+            attrs["options"] = Options.parse(raw).to_dict()
+        except InvalidOption as exc:
+            raise serializers.ValidationError({exc.field: exc.message}) from None
         return attrs
+
+
+class PresignRequestSerializer(serializers.Serializer):
+    filename = serializers.CharField(max_length=255, help_text="Name of the file to upload.")
+
+
+class PresignResponseSerializer(serializers.Serializer):
+    s3_key = serializers.CharField()
+    url = serializers.URLField()
+    fields = serializers.DictField(child=serializers.CharField())
+    expires_in = serializers.IntegerField()
+    max_bytes = serializers.IntegerField()
 
 
 class UploadAcceptedSerializer(serializers.Serializer):

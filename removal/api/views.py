@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 
 from django.core import signing
@@ -15,6 +17,8 @@ from rest_framework.response import Response
 
 from removal import services, storage
 from removal.api.serializers import (
+    PresignRequestSerializer,
+    PresignResponseSerializer,
     TaskSerializer,
     UploadAcceptedSerializer,
     UploadCreateSerializer,
@@ -40,13 +44,36 @@ class UploadViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
     def create(self, request):
         form = UploadCreateSerializer(data=request.data)
         form.is_valid(raise_exception=True)
-        if "file" in form.validated_data:
+        key = request.headers.get("Idempotency-Key")
+        if not key:
+            status_code, body = self._create(request, form.validated_data)
+        else:
+            status_code, body = services.upload_idempotent(
+                owner=request.user, key=key, request_hash=_request_hash(form.validated_data),
+                perform=lambda: self._create(request, form.validated_data),
+            )
+        return Response(body, status=status_code)
+
+    @extend_schema(request=PresignRequestSerializer, responses={201: PresignResponseSerializer},
+                   summary="Get a presigned S3 POST to upload an image directly (S3 only)")
+    @action(detail=False, methods=["post"], parser_classes=[JSONParser, FormParser])
+    def presign(self, request):
+        form = PresignRequestSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        body = services.direct_upload_issue(
+            owner=request.user, filename=form.validated_data["filename"]
+        )
+        return Response(body, status=status.HTTP_201_CREATED)
+
+    def _create(self, request, data) -> tuple[int, dict]:
+        options = data.get("options") or {}
+        if "file" in data:
             task = services.upload_create_from_file(
-                owner=request.user, file=form.validated_data["file"]
+                owner=request.user, file=data["file"], options=options
             )
         else:
             task = services.upload_create_from_key(
-                owner=request.user, key=form.validated_data["s3_key"]
+                owner=request.user, key=data["s3_key"], options=options
             )
         body = {
             "upload_id": str(task.upload_id),
@@ -54,7 +81,20 @@ class UploadViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
             "status": task.status,
             "message": "Image queued for processing",
         }
-        return Response(body, status=status.HTTP_202_ACCEPTED)
+        return status.HTTP_202_ACCEPTED, body
+
+
+def _request_hash(data: dict) -> str:
+    """What makes two upload requests "the same" for Idempotency-Key: content and options."""
+    digest = hashlib.sha256()
+    if "file" in data:
+        upload_file = data["file"]
+        for chunk in upload_file.chunks():
+            digest.update(chunk)
+        upload_file.seek(0)
+    digest.update(b"\0" + (data.get("s3_key") or "").encode())
+    digest.update(b"\0" + json.dumps(data.get("options") or {}, sort_keys=True).encode())
+    return digest.hexdigest()
 
 
 class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):

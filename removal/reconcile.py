@@ -1,0 +1,91 @@
+"""Find tasks the database says are queued or processing but that no live job holds.
+
+The database is the source of truth; Redis is only transport and may lose everything (a restart
+without persistence, a FLUSHALL, a worker SIGKILLed mid-job). A task is *held* when:
+
+- its RQ job exists and is queued, scheduled (a retry waiting for its interval) or deferred; or
+- its job is started by a worker whose liveness key (``quickbg:alive:<worker>``, refreshed every
+  few seconds by a thread in each worker, see ``quickbg.worker``) still exists.
+
+Anything else older than a grace period is recovered through ``services.task_recover``:
+processing → queued (or failed after too many attempts), then enqueued again.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.utils import timezone
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+from rq.serializers import JSONSerializer
+
+from removal import services
+from removal.models import Task
+
+logger = logging.getLogger(__name__)
+
+ALIVE_PREFIX = "quickbg:alive:"
+WAITING = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
+
+
+@dataclass
+class Report:
+    checked: int = 0
+    held: int = 0
+    requeued: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+
+def alive_key(worker_name: str) -> str:
+    return f"{ALIVE_PREFIX}{worker_name}"
+
+
+def is_held(task: Task, connection) -> bool:
+    if not task.rq_job_id:
+        return False
+    try:
+        job = Job.fetch(task.rq_job_id, connection=connection, serializer=JSONSerializer)
+    except NoSuchJobError:
+        return False
+    status = job.get_status(refresh=False)
+    if status in WAITING:
+        # A job id may sit in the queue's registry while the list entry itself was lost:
+        # only trust "queued" when the queue really lists it.
+        if status == JobStatus.QUEUED:
+            return connection.lpos(services.get_queue().key, job.id) is not None
+        return True
+    if status == JobStatus.STARTED:
+        return bool(job.worker_name) and bool(connection.exists(alive_key(job.worker_name)))
+    return False
+
+
+def reconcile(*, grace_seconds: int = 30, dry_run: bool = False) -> Report:
+    """Recover every stale queued/processing task. Safe to run from many processes at once:
+    every change is a guarded update."""
+    connection = services.get_queue().connection
+    cutoff = timezone.now() - timedelta(seconds=grace_seconds)
+    report = Report()
+    candidates = Task.objects.filter(
+        status__in=[Task.Status.QUEUED, Task.Status.PROCESSING], updated_at__lt=cutoff
+    ).only("id", "status", "attempts", "rq_job_id", "updated_at")
+    for task in candidates.iterator():
+        report.checked += 1
+        if is_held(task, connection):
+            report.held += 1
+            continue
+        if dry_run:
+            report.requeued.append(str(task.pk))
+            continue
+        outcome = services.task_recover(task_id=task.pk, status=task.status,
+                                        attempts=task.attempts)
+        if outcome == "requeued":
+            report.requeued.append(str(task.pk))
+        elif outcome == "failed":
+            report.failed.append(str(task.pk))
+    if report.requeued or report.failed:
+        logger.warning("reconcile: requeued %s, failed %s (of %s checked)",
+                       len(report.requeued), len(report.failed), report.checked)
+    return report

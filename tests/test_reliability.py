@@ -1,0 +1,252 @@
+"""Focused tests, one per reliability guarantee (the combined suite: test_fault_injection)."""
+
+from __future__ import annotations
+
+import io
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from botocore.config import Config as BotoConfig
+from django.core.management import call_command
+from PIL import Image
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from removal import services, storage
+from removal.models import IdempotencyKey, Task, Upload
+from tests.conftest import free_port, subprocess_env
+from tests.factories import make_task, make_upload
+from tests.images import fixture_bytes, make_image
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def named(data: bytes, name: str = "image.jpg") -> io.BytesIO:
+    buffer = io.BytesIO(data)
+    buffer.name = name
+    return buffer
+
+
+def stored_task(owner, data: bytes, **task_fields) -> Task:
+    upload = make_upload(owner=owner)
+    storage.write(upload.original_key, data)
+    return make_task(upload=upload, **task_fields)
+
+
+# --- retries -------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_jobs_are_enqueued_with_exponential_retry_intervals(user, empty_queue):
+    task = make_task(owner=user)
+    services.task_enqueue(task=task)
+    job = Job.fetch(Task.objects.get(pk=task.pk).rq_job_id, connection=empty_queue.connection,
+                    serializer=JSONSerializer)
+    assert job.retries_left == 3
+    assert job.retry_intervals == [60, 120, 240]
+    assert job.timeout == 300
+
+
+@pytest.mark.django_db(transaction=True)
+def test_transient_storage_failure_is_retried_then_fails_with_reason(user, s3, settings,
+                                                                    run_worker):
+    settings.QUICKBG_RETRY_DELAY = 0  # retry at once so the burst worker runs every attempt
+    task = stored_task(user, make_image())
+    services.task_enqueue(task=task)
+    dead = f"http://127.0.0.1:{free_port()}"  # storage unreachable: connection refused
+    settings.STORAGES = {**settings.STORAGES, "default": {
+        **settings.STORAGES["default"],
+        "OPTIONS": {**settings.STORAGES["default"]["OPTIONS"], "endpoint_url": dead,
+                    "client_config": BotoConfig(
+                        retries={"max_attempts": 1}, connect_timeout=1)},
+    }}
+    run_worker()
+    task.refresh_from_db()
+    assert task.status == Task.Status.FAILED
+    assert task.attempts == 4  # the first try and three retries
+    assert task.error_message.startswith("Failed after 4 attempts: EndpointConnectionError")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_bad_input_fails_at_once_without_retry(user, run_worker, empty_queue):
+    noisy = io.BytesIO()
+    Image.effect_noise((400, 300), 80).convert("RGB").save(noisy, format="JPEG")
+    corrupt = noisy.getvalue()[: len(noisy.getvalue()) // 2]  # header intact, pixels cut off
+    task = stored_task(user, corrupt)
+    services.task_enqueue(task=task)
+    run_worker()
+    task.refresh_from_db()
+    assert task.status == Task.Status.FAILED
+    assert task.attempts == 1
+    assert "truncated or corrupt" in task.error_message
+    assert empty_queue.scheduled_job_registry.count == 0
+
+
+# --- one effective result --------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_only_the_attempt_that_claimed_may_complete(user):
+    task = make_task(owner=user)
+    first = services.task_claim(task_id=task.pk)
+    assert services.task_claim(task_id=task.pk) is None  # already taken
+    # The first worker is presumed dead; the task is recovered and claimed again.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(services, "task_enqueue", lambda task: "job")
+        assert services.task_recover(task_id=task.pk, status="processing", attempts=1) == "requeued"
+    second = services.task_claim(task_id=task.pk)
+    assert (first.attempt, second.attempt) == (1, 2)
+    assert services.task_complete(claim=first, result_key="results/x.png", processing_time=1,
+                                  metrics={}) is False
+    assert services.task_complete(claim=second, result_key="results/x.png", processing_time=1,
+                                  metrics={}) is True
+    task.refresh_from_db()
+    assert (task.status, task.attempts) == (Task.Status.COMPLETED, 2)
+
+
+@pytest.mark.django_db
+def test_a_task_that_keeps_killing_workers_ends_failed(user, settings):
+    task = make_task(owner=user, status=Task.Status.PROCESSING, attempts=4)
+    assert services.task_recover(task_id=task.pk, status="processing", attempts=4) == "failed"
+    task.refresh_from_db()
+    assert task.status == Task.Status.FAILED
+    assert "Processing stopped unexpectedly 4 times" in task.error_message
+
+
+# --- Redis loss and Redis down ------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_tasks_survive_flushall_through_the_reconciler(user, own_redis, client_for):
+    client = client_for(user)
+    ids = [client.post("/api/v1/uploads", {"file": named(make_image())},
+                       format="multipart").json()["task_id"] for _ in range(3)]
+    queue = services.get_queue()
+    assert queue.count == 3
+    queue.connection.flushall()
+    assert queue.count == 0
+    Task.objects.update(updated_at=Task.objects.first().created_at.replace(year=2020))
+    call_command("reconcile_tasks", "--grace", "0")
+    assert queue.count == 3
+    assert sorted(queue.job_ids) == sorted(Task.objects.values_list("rq_job_id", flat=True))
+    assert {str(job.args[0]) for job in queue.jobs} == set(ids)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_redis_down_at_upload_time_is_202_and_reconciled_later(user, own_redis, client_for):
+    client = client_for(user)
+    own_redis.stop()
+    response = client.post("/api/v1/uploads", {"file": named(make_image())}, format="multipart")
+    assert response.status_code == 202, response.content
+    task = Task.objects.get(pk=response.json()["task_id"])
+    assert task.status == Task.Status.QUEUED
+    own_redis.start()
+    assert services.get_queue().count == 0
+    call_command("reconcile_tasks", "--grace", "0")
+    assert services.get_queue().job_ids == [Task.objects.get(pk=task.pk).rq_job_id]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_reconciler_leaves_held_tasks_alone(user, own_redis):
+    task = make_task(owner=user)
+    services.task_enqueue(task=task)
+    Task.objects.update(updated_at=task.created_at.replace(year=2020))
+    job_id = Task.objects.get(pk=task.pk).rq_job_id
+    call_command("reconcile_tasks", "--grace", "0")
+    assert services.get_queue().job_ids == [job_id]  # still the same single job
+
+
+# --- idempotency -----------------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_idempotency_key_replays_the_first_response(user, client_for):
+    client = client_for(user)
+    data = make_image()
+    first = client.post("/api/v1/uploads", {"file": named(data)}, format="multipart",
+                        HTTP_IDEMPOTENCY_KEY="abc-1")
+    again = client.post("/api/v1/uploads", {"file": named(data)}, format="multipart",
+                        HTTP_IDEMPOTENCY_KEY="abc-1")
+    assert first.status_code == again.status_code == 202
+    assert first.json() == again.json()
+    assert (Upload.objects.count(), Task.objects.count()) == (1, 1)
+    other = client.post("/api/v1/uploads", {"file": named(make_image(color=(1, 2, 3)))},
+                        format="multipart", HTTP_IDEMPOTENCY_KEY="abc-1")
+    assert other.status_code == 422
+    assert "different request" in other.json()["detail"]
+    assert Task.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_idempotency_keys_are_per_user_and_expire(user, other_user, client_for):
+    data = make_image()
+    mine = client_for(user).post("/api/v1/uploads", {"file": named(data)}, format="multipart",
+                                 HTTP_IDEMPOTENCY_KEY="k")
+    theirs = client_for(other_user).post("/api/v1/uploads", {"file": named(data)},
+                                         format="multipart", HTTP_IDEMPOTENCY_KEY="k")
+    assert mine.json()["task_id"] != theirs.json()["task_id"]
+    IdempotencyKey.objects.update(created_at=mine_time_minus_a_day())
+    later = client_for(user).post("/api/v1/uploads", {"file": named(data)}, format="multipart",
+                                  HTTP_IDEMPOTENCY_KEY="k")
+    assert later.status_code == 202 and later.json()["task_id"] != mine.json()["task_id"]
+
+
+def mine_time_minus_a_day():
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    return timezone.now() - timedelta(hours=25)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_first_request_frees_the_idempotency_key(user, client_for):
+    client = client_for(user)
+    bad = client.post("/api/v1/uploads", {"file": named(b"not an image")}, format="multipart",
+                      HTTP_IDEMPOTENCY_KEY="retry-me")
+    assert bad.status_code == 400
+    assert IdempotencyKey.objects.count() == 0
+
+
+# --- timeout and graceful shutdown (real model, real worker process) -------------------------
+
+
+@pytest.mark.model
+@pytest.mark.django_db(transaction=True)
+def test_job_past_its_timeout_fails_and_frees_the_worker(user, settings, run_worker, empty_queue):
+    settings.QUICKBG_JOB_TIMEOUT = 1  # one ISNet inference takes longer than this
+    slow = stored_task(user, fixture_bytes("car-1.jpg"))
+    services.task_enqueue(task=slow)
+    settings.QUICKBG_JOB_TIMEOUT = 300
+    quick = stored_task(user, fixture_bytes("car-1.jpg"))
+    services.task_enqueue(task=quick)
+    run_worker()
+    slow.refresh_from_db()
+    quick.refresh_from_db()
+    assert slow.status == Task.Status.FAILED
+    assert slow.error_message == "Processing timed out after 1 s"
+    assert quick.status == Task.Status.COMPLETED  # the same worker went on to the next job
+
+
+@pytest.mark.model
+@pytest.mark.django_db(transaction=True)
+def test_sigterm_lets_the_running_job_finish(user, tmp_path):
+    task = stored_task(user, fixture_bytes("girl-1.jpg"))
+    services.task_enqueue(task=task)
+    worker = subprocess.Popen(
+        [sys.executable, "manage.py", "run_worker", "--name", f"term-{tmp_path.name}"],
+        cwd=ROOT, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while Task.objects.get(pk=task.pk).status != Task.Status.PROCESSING:
+        assert time.monotonic() < deadline, "worker never started the task"
+        assert worker.poll() is None
+        time.sleep(0.05)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=120) == 0
+    task.refresh_from_db()
+    assert task.status == Task.Status.COMPLETED
