@@ -1,4 +1,6 @@
-"""Pure image code: bytes in, bytes out. No Django imports, so it can be tested and benchmarked alone.
+"""Pure image code: bytes in, bytes out. No Django imports: tested and benchmarked alone.
 
-Steps: ``validate`` (inspect + decode), ``segment`` (ISNet mask), ``compose`` (cutout + encode).
+Steps, each a module of plain functions: ``validate`` (inspect + decode), ``segment`` (ISNet
+mask), ``refine`` (morphological clean-up), ``matting`` (optional alpha matting), ``trim``
+(crop to the subject), ``encode`` (compose + PNG/WebP). ``run.process`` chains them.
 """

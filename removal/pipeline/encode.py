@@ -1,0 +1,91 @@
+"""Build the output pixels (cutout, mask only, or on a colour) and encode them.
+
+Output pixels are built from arrays, so nothing of the input's metadata (EXIF, GPS, XMP, ICC)
+is ever written.
+
+PNG encoder, chosen by measurement (12 MP RGBA cutout, 2-core machine, median of 3):
+``fpng`` 0.13 s / 3.19 MB, Pillow ``compress_level=1`` 0.70 s / 3.05 MB, OpenCV level 1 0.98 s,
+imagecodecs libpng level 1 0.86 s, libspng 1.19 s. fpng (a single-pass deflate specialised for
+PNG) is 5x faster for 4 % more bytes; it writes standard PNGs that every decoder reads. It only
+writes 3- and 4-channel images, so the one-channel mask (``channels="alpha"``) goes through
+OpenCV at level 1 (a quarter of the data; ~60 ms at 12 MP).
+
+Pixels under fully transparent alpha are set to black: invisible either way, they compress to
+almost nothing (-30 % bytes at 12 MP) and the original photo cannot be recovered from them.
+
+WebP: lossy quality 90 with lossless alpha (libwebp's default ``alpha_quality=100``), method 4.
+"""
+
+from __future__ import annotations
+
+import io
+
+import cv2
+import numpy as np
+from PIL import Image
+
+CONTENT_TYPES = {"png": "image/png", "webp": "image/webp"}
+WEBP_QUALITY = 90
+
+
+def parse_hex_color(text: str) -> tuple[int, int, int]:
+    """``'#ffcc00'``, ``'ffcc00'`` or ``'#fc0'`` -> ``(255, 204, 0)``; ``ValueError`` otherwise."""
+    value = text.strip().removeprefix("#")
+    if len(value) == 3:
+        value = "".join(c * 2 for c in value)
+    if len(value) != 6 or any(c not in "0123456789abcdefABCDEF" for c in value):
+        raise ValueError(text)
+    return tuple(int(value[i : i + 2], 16) for i in (0, 2, 4))
+
+
+def cutout(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """RGBA (straight alpha) from RGB + alpha; RGB set to 0 where alpha is 0."""
+    height, width = alpha.shape
+    rgba = np.empty((height, width, 4), dtype=np.uint8)
+    cv2.mixChannels([rgb, alpha], [rgba], [0, 0, 1, 1, 2, 2, 3, 3])
+    visible = cv2.compare(alpha, 0, cv2.CMP_GT)
+    return cv2.bitwise_and(rgba, rgba, mask=visible)
+
+
+def on_color(rgb: np.ndarray, alpha: np.ndarray, color: tuple[int, int, int]) -> np.ndarray:
+    """Opaque RGB: the cutout composited over ``color`` (integer maths, rounded)."""
+    a = alpha.astype(np.uint16)[:, :, None]
+    background = np.array(color, dtype=np.uint16)
+    out = rgb.astype(np.uint16) * a
+    out += background * (255 - a)
+    out += 127
+    out //= 255
+    return out.astype(np.uint8)
+
+
+def build(rgb: np.ndarray, alpha: np.ndarray, *, channels: str, bg_color: str | None):
+    """The output pixels: mask only (``alpha``), cutout on a colour, or RGBA cutout."""
+    if channels == "alpha":
+        return np.ascontiguousarray(alpha)
+    if bg_color:
+        return on_color(rgb, alpha, parse_hex_color(bg_color))
+    return cutout(rgb, alpha)
+
+
+def encode(pixels: np.ndarray, fmt: str) -> bytes:
+    """Encode H x W (grey), H x W x 3 (RGB) or H x W x 4 (RGBA) uint8 pixels as PNG or WebP."""
+    if fmt == "webp":
+        return encode_webp(pixels)
+    return encode_png(pixels)
+
+
+def encode_png(pixels: np.ndarray) -> bytes:
+    if pixels.ndim == 2:
+        ok, buffer = cv2.imencode(".png", pixels, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        if not ok:
+            raise RuntimeError("PNG encoding failed")
+        return buffer.tobytes()
+    import fpng
+
+    return fpng.from_ndarray(np.ascontiguousarray(pixels))
+
+
+def encode_webp(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="WEBP", quality=WEBP_QUALITY, method=4)
+    return buffer.getvalue()
