@@ -172,7 +172,23 @@ QUICKBG_RECONCILE_INTERVAL = env_int("QUICKBG_RECONCILE_INTERVAL", 30, minimum=0
 QUICKBG_RECONCILE_GRACE = env_int("QUICKBG_RECONCILE_GRACE", 30, minimum=0)
 # Django refuses request bodies past this; a little over the image limit for multipart overhead.
 DATA_UPLOAD_MAX_MEMORY_SIZE = int(QUICKBG_MAX_UPLOAD_MB * 1024 * 1024) + 1024 * 1024
+DATA_UPLOAD_MAX_NUMBER_FILES = 10  # the API refuses more than one file with a clear message
 FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
+
+# --- Abuse limits ---------------------------------------------------------------------------------
+# Upload rate per user (DRF throttle, counted in Redis so every web process shares it) and a cap
+# on each user's unfinished tasks. NUM_PROXIES: how many reverse proxies sit in front of the
+# service (DRF uses it to find the client address in X-Forwarded-For).
+QUICKBG_UPLOAD_RATE = env_str("QUICKBG_UPLOAD_RATE", "60/min")
+QUICKBG_MAX_QUEUED_TASKS = env_int("QUICKBG_MAX_QUEUED_TASKS", 20, minimum=1)
+NUM_PROXIES = env_int("NUM_PROXIES", 0, minimum=0) or None
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "quickbg",
+    }
+}
 
 # --- API ----------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -185,6 +201,7 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "removal.api.errors.exception_handler",
     "UNAUTHENTICATED_USER": None,
+    "NUM_PROXIES": NUM_PROXIES,
 }
 SIMPLE_JWT = {
     "ACCESS_TOKEN_LIFETIME": timedelta(seconds=env_int("JWT_ACCESS_SECONDS", 300, minimum=1)),
@@ -203,13 +220,45 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- Logging ----------------------------------------------------------------------------------
+# LOG_FORMAT=json (production: one JSON object per event) or plain (development).
 QUICKBG_METRICS_LOG = Path(env_str("QUICKBG_METRICS_LOG", str(BASE_DIR / "logs" / "metrics.log")))
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+LOG_FORMAT = env_str("LOG_FORMAT", "plain" if DEBUG else "json").lower()
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be 'plain' or 'json', got {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"redact": {"()": "quickbg.logs.RedactSecrets"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+            "rename_fields": {"asctime": "timestamp", "levelname": "level", "name": "logger"},
+        },
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT,
+                    "filters": ["redact"]},
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"rq.worker": {"level": LOG_LEVEL}},
+    "loggers": {
+        "rq.worker": {"level": LOG_LEVEL},
+        # Request lines of the development server: same handler, so the same redaction.
+        "django.server": {"handlers": ["console"], "level": "INFO", "propagate": False},
+    },
 }
+
+# --- Production hardening (`manage.py check --deploy` passes with DEBUG off) ------------------
+if not DEBUG:
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", True)
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    # Health checks from a load balancer come over plain HTTP.
+    SECURE_REDIRECT_EXEMPT = [r"^api/v1/health$"]
+if env_bool("SECURE_PROXY_SSL_HEADER", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

@@ -27,6 +27,16 @@ class Conflict(QuickBGError):
     status_code = 409
 
 
+class TooManyTasks(QuickBGError):
+    """The caller has too many unfinished tasks; ``retry_after`` seconds is a fair wait."""
+
+    status_code = 429
+
+    def __init__(self, detail: str, retry_after: int):
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
 # Failures worth retrying: the database, Redis, storage or the network was unavailable.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     OperationalError,

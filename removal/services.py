@@ -22,7 +22,7 @@ from django.utils import timezone
 from rq import Retry
 
 from removal import storage
-from removal.errors import Conflict, NotFound, QuickBGError
+from removal.errors import Conflict, NotFound, QuickBGError, TooManyTasks
 from removal.models import DirectUpload, IdempotencyKey, Task, Upload
 from removal.pipeline.validate import ImageInfo, InvalidImage, Limits, check_size, inspect
 
@@ -68,6 +68,7 @@ def upload_create_from_file(*, owner, file, options: dict | None = None) -> Task
     without loading it.
     """
     _check_size(file.size)
+    check_task_quota(owner=owner)
     data = file.read()
     filename = file.name or ""
     info = _inspect(data)
@@ -92,6 +93,7 @@ def upload_create_from_key(*, owner, key: str, options: dict | None = None) -> T
     user's key is indistinguishable from an unknown one: both are 404.
     """
     _check_key_syntax(key)
+    check_task_quota(owner=owner)
     issued = DirectUpload.objects.filter(owner=owner, key=key).first()
     if issued is None:
         raise NotFound(
@@ -145,6 +147,19 @@ def direct_upload_issue(*, owner, filename: str) -> dict:
     return {"s3_key": key, "url": post["url"], "fields": post["fields"],
             "expires_in": settings.QUICKBG_URL_EXPIRY,
             "max_bytes": validation_limits().max_bytes}
+
+
+def check_task_quota(*, owner) -> None:
+    """Refuse a new upload while the caller already has too many unfinished tasks."""
+    unfinished = Task.objects.filter(
+        upload__owner=owner, status__in=[Status.QUEUED, Status.PROCESSING]
+    ).count()
+    limit = settings.QUICKBG_MAX_QUEUED_TASKS
+    if unfinished >= limit:
+        raise TooManyTasks(
+            f"You have {unfinished} unfinished tasks (limit {limit}); wait for some to finish",
+            retry_after=30,
+        )
 
 
 def _create_upload_and_task(*, upload_id, owner, key, filename, info, sha256, options) -> Task:

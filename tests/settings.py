@@ -28,3 +28,12 @@ STORAGES = {
 AWS_STORAGE_BUCKET_NAME = ""
 QUICKBG_METRICS_LOG = BASE_DIR / "logs" / "test-metrics.log"
 QUICKBG_ORT_THREADS = 2
+
+QUICKBG_UPLOAD_RATE = "10000/min"
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": RQ_QUEUES[QUICKBG_QUEUE]["URL"],
+        "KEY_PREFIX": QUICKBG_QUEUE,
+    }
+}

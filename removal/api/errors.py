@@ -22,7 +22,10 @@ def _first_message(detail, field: str | None = None) -> str:
 
 def exception_handler(exc, context):
     if isinstance(exc, QuickBGError):
-        return Response({"detail": exc.detail}, status=exc.status_code)
+        response = Response({"detail": exc.detail}, status=exc.status_code)
+        if getattr(exc, "retry_after", None):
+            response["Retry-After"] = str(exc.retry_after)
+        return response
     response = drf_exception_handler(exc, context)
     if response is None:
         return None

@@ -24,7 +24,8 @@ from removal.api.serializers import (
     UploadCreateSerializer,
     UploadSerializer,
 )
-from removal.errors import Conflict
+from removal.api.throttling import UploadRateThrottle
+from removal.errors import Conflict, QuickBGError
 from removal.models import Task, Upload
 
 logger = logging.getLogger(__name__)
@@ -41,7 +42,14 @@ class UploadViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
         request=UploadCreateSerializer, responses={202: UploadAcceptedSerializer},
         summary="Upload an image (multipart `file`, or `s3_key`) and queue its processing",
     )
+    def get_throttles(self):
+        if self.action == "create":
+            return [UploadRateThrottle()]
+        return super().get_throttles()
+
     def create(self, request):
+        if sum(len(files) for _, files in request.FILES.lists()) > 1:
+            raise QuickBGError("Send one image per request (field 'file')")
         form = UploadCreateSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         key = request.headers.get("Idempotency-Key")

@@ -1,0 +1,225 @@
+"""Access control, JWT handling, abuse limits, production settings and log hygiene."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import os
+import secrets
+import subprocess
+import sys
+import time
+import zlib
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import urlparse
+
+import jwt
+import pytest
+from django.core import signing
+from rest_framework.test import APIClient
+from rest_framework_simplejwt.tokens import AccessToken
+from rq.job import Job
+
+from quickbg.logs import RedactSecrets
+from removal import services, storage
+from removal.models import Task, Upload
+from tests.factories import make_task, make_upload
+from tests.images import make_image
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.django_db
+
+
+def named(data: bytes, name: str = "image.jpg") -> io.BytesIO:
+    buffer = io.BytesIO(data)
+    buffer.name = name
+    return buffer
+
+
+def bearer(token: str) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    return client
+
+
+# --- JWT ---------------------------------------------------------------------------------------
+
+
+def test_access_token_lives_five_minutes(user):
+    token = AccessToken.for_user(user)
+    assert token["exp"] - token["iat"] == 300
+
+
+def test_expired_token_is_401(user):
+    token = AccessToken.for_user(user)
+    token.set_exp(lifetime=-timedelta(seconds=1))
+    assert bearer(str(token)).get("/api/v1/tasks").status_code == 401
+
+
+def test_tampered_token_is_401(user, other_user):
+    header, payload, signature = str(AccessToken.for_user(user)).split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    claims["user_id"] = str(other_user.pk)
+    forged = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    assert bearer(f"{header}.{forged}.{signature}").get("/api/v1/tasks").status_code == 401
+
+
+def test_alg_none_token_is_401(user):
+    claims = dict(AccessToken.for_user(user).payload)
+    unsigned = jwt.encode(claims, key=None, algorithm="none")
+    assert bearer(unsigned).get("/api/v1/tasks").status_code == 401
+
+
+def test_inactive_users_token_is_401(user):
+    token = str(AccessToken.for_user(user))
+    user.is_active = False
+    user.save()
+    assert bearer(token).get("/api/v1/tasks").status_code == 401
+
+
+def test_a_separate_signing_key_can_be_configured(settings):
+    """JWT_SIGNING_KEY signs tokens instead of SECRET_KEY (so rotating one leaves the other)."""
+    script = (
+        "import django; django.setup()\n"
+        "from rest_framework_simplejwt.tokens import AccessToken\n"
+        "token = AccessToken(); token['user_id'] = '1'; print(token)\n"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "quickbg.settings",
+           "JWT_SIGNING_KEY": "a-separate-jwt-signing-key-0123456789abcdef"}
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    token = proc.stdout.strip().splitlines()[-1]
+    claims = jwt.decode(token, "a-separate-jwt-signing-key-0123456789abcdef",
+                        algorithms=["HS256"])
+    assert claims["user_id"] == "1"
+    with pytest.raises(jwt.InvalidSignatureError):
+        jwt.decode(token, settings.SECRET_KEY, algorithms=["HS256"])
+    assert bearer(token).get("/api/v1/tasks").status_code == 401  # this process: other key
+
+
+# --- Access: two users over every endpoint -----------------------------------------------------
+
+
+def test_other_users_objects_are_404_everywhere(user, other_user, client_for):
+    theirs = make_task(owner=other_user, status=Task.Status.COMPLETED,
+                       result_key="results/theirs.png")
+    client = client_for(user)
+    for path in (f"/api/v1/tasks/{theirs.pk}", f"/api/v1/tasks/{theirs.pk}/result",
+                 f"/api/v1/uploads/{theirs.upload_id}"):
+        assert client.get(path).status_code == 404, path
+    assert client.post(f"/api/v1/tasks/{theirs.pk}/retry").status_code == 404
+    assert client.get("/api/v1/tasks").json()["count"] == 0
+    assert client.get("/api/v1/uploads").json()["count"] == 0
+
+
+def test_download_url_serves_its_one_object_and_expires(user, client_for, settings):
+    storage.write("results/a.png", b"first")
+    storage.write("results/b.png", b"second")
+    task = make_task(owner=user, status=Task.Status.COMPLETED, result_key="results/a.png")
+    url = client_for(user).get(f"/api/v1/tasks/{task.pk}").json()["presigned_url"]
+    path = urlparse(url).path
+    anonymous = APIClient()
+    assert b"".join(anonymous.get(path).streaming_content) == b"first"
+    # The token names its object; editing it to reach another object breaks the signature.
+    forged = signing.dumps({"k": "results/b.png", "f": ""}, salt="not-the-right-salt")
+    assert anonymous.get(f"/api/v1/files/{forged}").status_code == 404
+    settings.QUICKBG_URL_EXPIRY = 1
+    time.sleep(2.1)
+    expired = anonymous.get(path)
+    assert expired.status_code == 404
+
+
+# --- Abuse limits ------------------------------------------------------------------------------
+
+
+def test_upload_rate_is_throttled_with_retry_after(user, client_for, settings):
+    settings.QUICKBG_UPLOAD_RATE = "2/hour"
+    client = client_for(user)
+    codes = [client.post("/api/v1/uploads", {"file": named(make_image())},
+                         format="multipart").status_code for _ in range(3)]
+    assert codes == [202, 202, 429]
+    refused = client.post("/api/v1/uploads", {"file": named(make_image())}, format="multipart")
+    assert refused.status_code == 429 and int(refused["Retry-After"]) > 0
+    assert Task.objects.count() == 2
+
+
+def test_unfinished_task_cap_is_429_with_retry_after(user, client_for, settings):
+    settings.QUICKBG_MAX_QUEUED_TASKS = 2
+    for _ in range(2):
+        make_task(owner=user)
+    response = client_for(user).post("/api/v1/uploads", {"file": named(make_image())},
+                                     format="multipart")
+    assert response.status_code == 429
+    assert response["Retry-After"] == "30"
+    assert "unfinished tasks (limit 2)" in response.json()["detail"]
+    assert Upload.objects.count() == 2
+
+
+def test_more_than_one_file_is_400(user, client_for):
+    response = client_for(user).post(
+        "/api/v1/uploads", {"file": [named(make_image()), named(make_image())]},
+        format="multipart",
+    )
+    assert response.status_code == 400
+    assert response.json()["detail"] == "Send one image per request (field 'file')"
+    assert Task.objects.count() == 0
+
+
+# --- Production settings, queue serializer, logs ----------------------------------------------
+
+
+def test_check_deploy_passes_with_the_documented_production_environment():
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "quickbg.settings", "DEBUG": "false",
+           "SECRET_KEY": secrets.token_urlsafe(50), "ALLOWED_HOSTS": "quickbg.example.com"}
+    proc = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level",
+                           "WARNING"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.django_db(transaction=True)
+def test_queue_stores_jobs_as_json_not_pickle(user, empty_queue):
+    task = make_task(owner=user)
+    services.task_enqueue(task=task)
+    raw = empty_queue.connection.hget(Job.key_for(Task.objects.get(pk=task.pk).rq_job_id),
+                                      "data")
+    decoded = json.loads(zlib.decompress(raw))  # RQ compresses; JSON inside, not pickle
+    assert decoded[0] == "removal.jobs.process_task"
+    assert [str(task.pk)] in decoded
+
+
+def test_signed_urls_and_tokens_are_redacted_from_logs():
+    record = logging.LogRecord(
+        "django.server", logging.INFO, __file__, 1,
+        '"GET %s HTTP/1.1" 200 -- %s',
+        ("/api/v1/files/eyJrIjoicmVzdWx0cy9hLnBuZyJ9:1vN:abc",
+         "https://s3/x.png?X-Amz-Credential=AKIA/2026&X-Amz-Signature=deadbeef "
+         "Authorization: Bearer eyJ.abc.def"),
+        None,
+    )
+    RedactSecrets().filter(record)
+    message = record.getMessage()
+    assert "eyJrIjoicmVzdWx0cy9hLnBuZyJ9" not in message and "deadbeef" not in message
+    assert "AKIA" not in message and "eyJ.abc.def" not in message
+    assert message.count("<redacted>") == 4
+
+
+def test_every_log_handler_redacts(settings):
+    for handler in settings.LOGGING["handlers"].values():
+        assert "redact" in handler.get("filters", [])
+
+
+def test_storage_keys_of_uploads_are_server_chosen(user, client_for):
+    response = client_for(user).post(
+        "/api/v1/uploads", {"file": named(make_image(), "../../etc/passwd.jpg")},
+        format="multipart",
+    )
+    assert response.status_code == 202
+    upload = Upload.objects.get(pk=response.json()["upload_id"])
+    assert upload.original_key.startswith(f"originals/{user.pk}/{upload.pk}/")
+    assert ".." not in upload.original_key
+    assert make_upload  # factories imported for other tests in this module
