@@ -8,4 +8,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("removal.api.urls")),
     path("metrics", metrics_view, name="metrics"),
+    path("", include("removal.web")),
 ]

@@ -1,0 +1,286 @@
+"""The web page in a real browser: headless Debian Chromium driven by Selenium.
+
+Against pytest-django's ``live_server`` (a real HTTP server on the test database) and a real
+QuickBG worker, the tests sign in, upload a fixture photo, watch the task finish, and check that
+the cut-out image actually loaded in the page; an oversized upload shows the API's own message.
+
+How the worker runs: in this process, after the page has queued the task — the same
+``run_worker --burst`` the end-to-end API tests use (``run_worker`` fixture). The live server
+thread keeps answering the page's polls while the worker runs, so the page sees the task go from
+queued to completed. In-process needs no database URL or media folder handed to a subprocess, and
+works on any database the suite runs on, so it is the reliable choice.
+
+Browser: ``/usr/bin/chromium`` with ``/usr/bin/chromedriver`` (Debian's ``chromium`` and
+``chromium-driver``; ``.ci/install-browser.sh`` installs them). The tests skip only when
+``/usr/bin/chromium`` is missing. Screenshots go to ``var/screenshots/`` (kept after the run).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from removal.models import Task
+from tests.factories import PASSWORD, make_task
+from tests.images import FIXTURES
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+SCREENSHOTS = Path(settings.BASE_DIR) / "var" / "screenshots"
+CHROME_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--disable-dev-shm-usage", "--window-size=1280,1700", "--lang=en-US",
+]
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason="/usr/bin/chromium is missing: install Debian's chromium and chromium-driver "
+               "(.ci/install-browser.sh)",
+    ),
+]
+
+
+@pytest.fixture
+def browser(tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    assert CHROMEDRIVER.exists(), (
+        "/usr/bin/chromium is installed but /usr/bin/chromedriver is not: "
+        "apt-get install chromium-driver (.ci/install-browser.sh)"
+    )
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in CHROME_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
+    service = Service(
+        executable_path=str(CHROMEDRIVER), log_output=str(tmp_path / "chromedriver.log")
+    )
+    driver = webdriver.Chrome(service=service, options=options)
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+    shutil.rmtree(tmp_path / "chromium-profile", ignore_errors=True)
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def wait_for(driver, condition, timeout: float = 20, message: str = ""):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(condition, message)
+
+
+def text_of(driver, element_id: str) -> str:
+    return driver.find_element("id", element_id).text
+
+
+def is_shown(driver, element_id: str) -> bool:
+    return driver.find_element("id", element_id).is_displayed()
+
+
+def sign_in(driver, live_server, username: str, password: str = PASSWORD) -> None:
+    driver.get(live_server.url + "/")
+    wait_for(driver, lambda d: d.execute_script("return document.body.dataset.ready"))
+    driver.find_element("id", "username").send_keys(username)
+    driver.find_element("id", "password").send_keys(password)
+    driver.find_element("id", "login-submit").click()
+
+
+def session_tokens(driver) -> dict:
+    return driver.execute_script(
+        "return {access: sessionStorage.getItem('quickbg.access'),"
+        " refresh: sessionStorage.getItem('quickbg.refresh')}"
+    )
+
+
+def choose_file(driver, path: Path) -> None:
+    driver.find_element("id", "file").send_keys(str(path))
+    wait_for(driver, lambda d: d.find_element("id", "upload-submit").is_enabled())
+
+
+def record_progress_texts(driver) -> None:
+    """Keep every status text the page shows, so the test can check what a user saw."""
+    driver.execute_script(
+        "window.seenStatus = [];"
+        "const el = document.getElementById('progress-text');"
+        "new MutationObserver(() => window.seenStatus.push(el.textContent))"
+        "  .observe(el, {childList: true, characterData: true, subtree: true});"
+    )
+
+
+def screenshot(driver, tmp_path: Path, name: str) -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    driver.set_window_size(1280, max(900, min(int(height) + 160, 4000)))
+    target = SCREENSHOTS / name
+    assert driver.save_screenshot(str(tmp_path / name))
+    shutil.copyfile(tmp_path / name, target)
+    assert target.stat().st_size > 10_000
+    return target
+
+
+# --- tests ----------------------------------------------------------------------------------
+
+
+@pytest.mark.model
+def test_sign_in_upload_and_see_the_cutout(browser, live_server, user, run_worker, tmp_path):
+    sign_in(browser, live_server, user.username)
+    wait_for(browser, lambda d: is_shown(d, "app-section"), message="the app did not open")
+    assert text_of(browser, "account-name") == user.username
+    assert not is_shown(browser, "login-section")
+
+    choose_file(browser, FIXTURES / "car-1.jpg")
+    assert "car-1.jpg" in text_of(browser, "file-name")
+    browser.find_element("id", "opt-format").send_keys("PNG")
+    record_progress_texts(browser)
+    browser.find_element("id", "upload-submit").click()
+
+    # The page shows the queued task while no worker is running.
+    wait_for(browser, lambda d: text_of(d, "job-status") == "QUEUED",
+             message="the page never showed the task as queued")
+    assert "Queued" in text_of(browser, "progress-text")
+    task = Task.objects.get(upload__owner=user)
+    assert task.status == Task.Status.QUEUED
+    assert task.upload.original_filename == "car-1.jpg"
+
+    run_worker()  # the real worker, real model; the page keeps polling meanwhile
+
+    wait_for(
+        browser,
+        lambda d: d.execute_script(
+            "const img = document.getElementById('result-img');"
+            "return !img.hidden && img.complete && img.naturalWidth > 0;"
+        ),
+        timeout=60, message="the result image never loaded",
+    )
+    task.refresh_from_db()
+    assert task.status == Task.Status.COMPLETED
+    assert text_of(browser, "job-status") == "COMPLETED"
+    assert browser.find_element("id", "progress").get_attribute("value") == "100"
+    seen = browser.execute_script("return window.seenStatus")
+    assert "Queued — waiting for a worker…" in seen and seen[-1] == "Done", seen
+
+    # Before: the original the user picked; after: the PNG from the API, over a checkerboard.
+    sizes = browser.execute_script(
+        "const b = document.getElementById('before-img');"
+        "const r = document.getElementById('result-img');"
+        "return {before: [b.naturalWidth, b.naturalHeight],"
+        " after: [r.naturalWidth, r.naturalHeight], src: r.src,"
+        " frame: getComputedStyle(r.parentElement).backgroundImage};"
+    )
+    assert sizes["before"] == [task.upload.width, task.upload.height]
+    assert 0 < sizes["after"][0] <= task.upload.width  # trimmed cut-out, never larger
+    assert "/api/v1/files/" in sizes["src"]
+    assert "linear-gradient" in sizes["frame"]
+
+    download = browser.find_element("id", "download")
+    assert download.is_displayed()
+    assert download.get_attribute("href") == sizes["src"]
+    assert download.get_attribute("download") is not None
+
+    # Recent tasks lists it with its file name and final status.
+    wait_for(browser, lambda d: "car-1.jpg" in text_of(d, "tasks-body"))
+    row = browser.find_element("css selector", f'tr[data-task-id="{task.pk}"]')
+    assert "completed" in row.text.lower()
+    assert row.find_element("link text", "Download").get_attribute("href").startswith(
+        live_server.url + "/api/v1/files/"
+    )
+
+    path = screenshot(browser, tmp_path, "browser-flow.png")
+    print(f"screenshot: {path}")
+
+
+def test_oversized_file_shows_the_api_message(
+    browser, live_server, user, client_for, tmp_path, empty_queue
+):
+    limit = int(settings.QUICKBG_MAX_UPLOAD_MB * 1024 * 1024)
+    big = tmp_path / "huge-photo.jpg"
+    big.write_bytes(b"\xff\xd8\xff\xe0" + os.urandom(limit + 2 * 1024 * 1024))
+
+    sign_in(browser, live_server, user.username)
+    wait_for(browser, lambda d: is_shown(d, "app-section"))
+    choose_file(browser, big)
+    browser.find_element("id", "upload-submit").click()
+
+    wait_for(browser, lambda d: is_shown(d, "upload-error"), timeout=30,
+             message="no error was shown for an oversized file")
+    shown = text_of(browser, "upload-error")
+    assert "exceeds maximum" in shown
+    # Exactly the API's own `detail` for the same file, not a message the page made up.
+    with big.open("rb") as fh:
+        api_response = client_for(user).post("/api/v1/uploads", {"file": fh}, format="multipart")
+    assert api_response.status_code == 400
+    assert shown == api_response.json()["detail"]
+    assert not is_shown(browser, "job-section")
+    assert Task.objects.count() == 0
+    assert empty_queue.count == 0
+    screenshot(browser, tmp_path, "browser-oversized.png")
+
+
+def test_wrong_password_shows_the_api_message(browser, live_server, user):
+    sign_in(browser, live_server, user.username, password="not-the-password")
+    wait_for(browser, lambda d: is_shown(d, "login-error"))
+    assert text_of(browser, "login-error") == "No active account found with the given credentials"
+    assert not is_shown(browser, "app-section")
+    assert session_tokens(browser) == {"access": None, "refresh": None}
+
+
+def _forged_token(exp: int) -> str:
+    """A JWT-shaped token with the given expiry and a signature the server will reject."""
+
+    def part(data: dict) -> str:
+        raw = json.dumps(data).encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    return f"{part({'alg': 'HS256', 'typ': 'JWT'})}.{part({'exp': exp})}.bm90LWEtc2lnbmF0dXJl"
+
+
+@pytest.mark.parametrize(
+    "exp", [1, 4_102_444_800], ids=["expired-access-token", "access-token-rejected-with-401"]
+)
+def test_access_token_is_refreshed(browser, live_server, user, exp):
+    sign_in(browser, live_server, user.username)
+    wait_for(browser, lambda d: is_shown(d, "app-section"))
+    wait_for(browser, lambda d: is_shown(d, "tasks-empty"))
+    first = session_tokens(browser)
+    assert first["access"] and first["refresh"]
+    task = make_task(owner=user)  # appears only if the next list request succeeds
+
+    forged = _forged_token(exp)
+    browser.execute_script("sessionStorage.setItem('quickbg.access', arguments[0])", forged)
+    browser.find_element("id", "refresh-tasks").click()
+
+    wait_for(browser, lambda d: session_tokens(d)["access"] not in (None, forged, first["access"]),
+             message="the page did not get a new access token")
+    now = session_tokens(browser)
+    assert now["refresh"] != first["refresh"]  # rotated by the server
+    assert is_shown(browser, "app-section")
+    wait_for(browser, lambda d: d.find_elements("css selector", f'tr[data-task-id="{task.pk}"]'),
+             message="the task list was not reloaded with the new token")
+    assert not is_shown(browser, "tasks-error")
+
+
+def test_expired_session_returns_to_sign_in(browser, live_server, user):
+    sign_in(browser, live_server, user.username)
+    wait_for(browser, lambda d: is_shown(d, "app-section"))
+    browser.execute_script(
+        "sessionStorage.setItem('quickbg.access', arguments[0]);"
+        "sessionStorage.setItem('quickbg.refresh', 'no-longer-valid');",
+        _forged_token(1),
+    )
+    browser.find_element("id", "refresh-tasks").click()
+    wait_for(browser, lambda d: is_shown(d, "login-section"))
+    assert text_of(browser, "login-error") == "Your session has expired. Please sign in again."
+    assert session_tokens(browser) == {"access": None, "refresh": None}
