@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 
 from django.conf import settings
+from rq import get_current_job
 from rq.timeouts import JobTimeoutException
 
 from removal import processing, services
@@ -38,10 +39,9 @@ def process_task(task_id: str) -> str:
         services.task_fail(claim=claim, message="The original image is missing from storage")
         return "failed"
     except JobTimeoutException:
-        services.task_fail(
-            claim=claim,
-            message=f"Processing timed out after {settings.QUICKBG_JOB_TIMEOUT} s",
-        )
+        job = get_current_job()
+        limit = job.timeout if job is not None and job.timeout else settings.QUICKBG_JOB_TIMEOUT
+        services.task_fail(claim=claim, message=f"Processing timed out after {limit} s")
         return "failed"
     except TRANSIENT_ERRORS as exc:
         return _transient_failure(claim, exc)
