@@ -324,3 +324,54 @@ def test_unfiltered_task_list_uses_the_row_estimate_on_a_big_table(staff_client)
     # A filtered list is counted exactly.
     failed = staff_client.get(TASKS + "?status__exact=failed")
     assert failed.context["cl"].result_count == 0
+
+
+def test_task_page_thumbnails_are_presigned_s3_urls(staff_client, user, s3):
+    import requests
+
+    upload = make_upload(owner=user)
+    original = make_image()
+    storage.write(upload.original_key, original)
+    task = make_task(upload=upload, status=Status.COMPLETED,
+                     result_key=f"results/{uuid.uuid4()}.png")
+    result = make_image("PNG", mode="RGBA", color=(0, 0, 0, 0))
+    storage.write(task.result_key, result)
+
+    html = staff_client.get(f"{TASKS}{task.pk}/change/").content.decode()
+
+    urls = [part.split('"')[0].replace("&amp;", "&") for part in html.split('<img src="')[1:]]
+    assert len(urls) == 2 and all("X-Amz-Signature=" in url for url in urls)
+    assert [requests.get(url, timeout=10).content for url in urls] == [original, result]
+
+
+@pytest.mark.model
+@pytest.mark.django_db(transaction=True)
+def test_retried_task_is_processed_by_a_real_worker(client, user, run_worker, empty_queue):
+    client.force_login(make_user(is_staff=True, is_superuser=True))
+    upload = make_upload(owner=user, width=400, height=300)
+    storage.write(upload.original_key, fixture_car_small())
+    failed = make_task(upload=upload, status=Status.FAILED, attempts=1,
+                       error_message="Processing failed: worker lost")
+
+    action(client, "retry_failed", [failed])
+    assert empty_queue.count == 1
+    run_worker()
+
+    failed.refresh_from_db()
+    assert failed.status == Status.COMPLETED, failed.error_message
+    assert failed.attempts == 2 and failed.error_message == ""
+    assert storage.exists(failed.result_key)
+
+
+def fixture_car_small() -> bytes:
+    import io
+
+    from PIL import Image
+
+    from tests.images import fixture_bytes
+
+    image = Image.open(io.BytesIO(fixture_bytes("car-1.jpg")))
+    image.thumbnail((400, 400))
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="JPEG")
+    return buffer.getvalue()
