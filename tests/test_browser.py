@@ -28,7 +28,7 @@ from django.conf import settings
 
 from removal.models import Task
 from tests.factories import PASSWORD, make_task
-from tests.images import FIXTURES
+from tests.images import FIXTURES, make_image
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -74,6 +74,12 @@ def browser(tmp_path):
 
 
 # --- helpers --------------------------------------------------------------------------------
+
+
+def dropdown(element):
+    from selenium.webdriver.support.ui import Select
+
+    return Select(element)
 
 
 def wait_for(driver, condition, timeout: float = 20, message: str = ""):
@@ -284,3 +290,82 @@ def test_expired_session_returns_to_sign_in(browser, live_server, user):
     wait_for(browser, lambda d: is_shown(d, "login-section"))
     assert text_of(browser, "login-error") == "Your session has expired. Please sign in again."
     assert session_tokens(browser) == {"access": None, "refresh": None}
+
+
+def test_upload_sends_the_chosen_output_options(browser, live_server, user, tmp_path):
+    """The form's controls reach POST /api/v1/uploads as the API's field names and values."""
+    image = tmp_path / "small.png"
+    image.write_bytes(make_image("PNG", size=(120, 90)))
+    sign_in(browser, live_server, user.username)
+    wait_for(browser, lambda d: is_shown(d, "app-section"))
+    # Record the multipart fields of every POST the page makes to /uploads.
+    browser.execute_script(
+        "window.sentForms = [];"
+        "const realFetch = window.fetch;"
+        "window.fetch = (url, init = {}) => {"
+        "  if (String(url).endsWith('/uploads') && init.body instanceof FormData) {"
+        "    window.sentForms.push([...init.body.entries()].map("
+        "      ([k, v]) => [k, typeof v === 'string' ? v : v.name]));"
+        "  }"
+        "  return realFetch(url, init);"
+        "};"
+    )
+    choose_file(browser, image)
+    dropdown(browser.find_element("id", "opt-format")).select_by_value("webp")
+    dropdown(browser.find_element("id", "opt-channels")).select_by_value("alpha")
+    browser.find_element("id", "opt-bg-on").click()
+    browser.execute_script("document.getElementById('opt-bg-color').value = '#00ff88'")
+    margin = browser.find_element("id", "opt-crop-margin")
+    margin.clear()
+    margin.send_keys("5%")
+    browser.find_element("id", "opt-refine").click()  # off
+    browser.find_element("id", "opt-alpha-matting").click()  # on
+    browser.find_element("id", "upload-submit").click()
+
+    wait_for(browser, lambda d: text_of(d, "job-status") == "QUEUED")
+    sent = browser.execute_script("return window.sentForms")
+    assert sent == [[
+        ["file", "small.png"], ["format", "webp"], ["channels", "alpha"], ["crop", "true"],
+        ["refine", "false"], ["alpha_matting", "true"], ["crop_margin", "5%"],
+        ["bg_color", "00ff88"],
+    ]]
+    task = Task.objects.get(upload__owner=user)
+    assert task.upload.original_filename == "small.png"
+
+    # With cropping off, no margin is sent.
+    browser.find_element("id", "opt-crop").click()
+    assert not browser.find_element("id", "opt-crop-margin").is_enabled()
+    browser.find_element("id", "upload-submit").click()
+    wait_for(browser, lambda d: len(d.execute_script("return window.sentForms")) == 2)
+    second = dict(browser.execute_script("return window.sentForms")[1])
+    assert second["crop"] == "false" and "crop_margin" not in second
+
+
+def test_dropped_file_is_uploaded(browser, live_server, user):
+    """Drag and drop: a file dropped on the zone is the one uploaded."""
+    png = base64.b64encode(make_image("PNG", size=(160, 120), color=(20, 120, 220))).decode()
+    sign_in(browser, live_server, user.username)
+    wait_for(browser, lambda d: is_shown(d, "app-section"))
+    browser.execute_script(
+        "const bytes = Uint8Array.from(atob(arguments[0]), (c) => c.charCodeAt(0));"
+        "const data = new DataTransfer();"
+        "data.items.add(new File([bytes], 'dropped.png', {type: 'image/png'}));"
+        "const zone = document.getElementById('dropzone');"
+        "zone.dispatchEvent(new DragEvent('dragover', {dataTransfer: data, bubbles: true,"
+        " cancelable: true}));"
+        "window.zoneHighlighted = zone.classList.contains('dragover');"
+        "zone.dispatchEvent(new DragEvent('drop', {dataTransfer: data, bubbles: true,"
+        " cancelable: true}));",
+        png,
+    )
+    assert browser.execute_script("return window.zoneHighlighted") is True
+    assert "dragover" not in browser.find_element("id", "dropzone").get_attribute("class")
+    assert text_of(browser, "file-name").startswith("dropped.png")
+    browser.find_element("id", "upload-submit").click()
+
+    wait_for(browser, lambda d: text_of(d, "job-status") == "QUEUED")
+    upload = Task.objects.select_related("upload").get(upload__owner=user).upload
+    assert (upload.original_filename, upload.width, upload.height) == ("dropped.png", 160, 120)
+    # The "before" view shows the dropped image itself.
+    wait_for(browser, lambda d: d.execute_script(
+        "return document.getElementById('before-img').naturalWidth") == 160)
