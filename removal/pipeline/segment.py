@@ -1,9 +1,9 @@
 """ISNet segmentation on ONNX Runtime, with our own pre- and post-processing.
 
-rembg creates the session (``new_session("dis_custom", model_path=...)``) so the model is loaded
-exactly as rembg loads it, but ``DisCustomSession.predict`` is not used: it resizes with PIL
-LANCZOS and normalises in float64, which costs more than a third of an inference at 12 MP. We do
-the same arithmetic with OpenCV and float32 and call ``session.inner_session.run`` directly:
+The ORT session is created as rembg creates it (see ``Segmenter``), but
+``DisCustomSession.predict`` is not used: it resizes with PIL LANCZOS (both ways) and
+normalises in float64, slow at 12 MP (``bench/pipeline.py`` prints (b) against (c)). We do the
+same arithmetic with OpenCV and float32 and call the ORT session directly:
 
 * in: ``cv2.resize`` to 1024x1024, INTER_AREA when both sides shrink (an area average is what
   LANCZOS approximates when shrinking; 0.16 s at 12 MP against PIL's ~0.5 s), INTER_CUBIC when
@@ -29,20 +29,25 @@ import numpy as np
 INPUT_SIZE = 1024
 
 
-def session_options(threads: int, *, mem_arena: bool = False):
+def session_options(threads: int, *, mem_arena: bool = False, mem_pattern: bool = False):
     """ONNX Runtime options for the worker.
 
     ``threads`` is the intra-op pool size (``QUICKBG_ORT_THREADS``; 0 lets ORT use one per core).
     Keep workers x threads <= cores. Inter-op parallelism stays at 1: ISNet is one chain of convs.
 
-    The CPU memory arena is OFF by default, chosen by measurement (``bench/pipeline.py
-    --arena``, 2-core machine, ORT 1.32, fp16 ISNet, input always 1x3x1024x1024): with the arena
-    the process held ~1.5 GB RSS after the first inference and kept it between jobs; without it
-    the steady-state RSS between jobs was ~0.5 GB and the peak ~0.9 GB, while the median
-    inference time was the same within noise (< 2 %). ORT's arena keeps every activation block
-    it ever allocated, so a worker that sits idle between jobs would hold a gigabyte for
-    nothing; malloc gives large blocks back. Our input shape never varies (we always resize
-    to 1024x1024), so the arena's "grows with each new shape" problem does not arise either way.
+    Memory settings, chosen by measurement (``bench/pipeline.py --arena``; 2-core machine,
+    ORT 1.32, fp16 ISNet, input always 1x3x1024x1024, VmHWM of a fresh process):
+
+    * CPU memory arena OFF. With it, a worker that processed one 4096x4096 job kept 2.42 GB
+      resident between jobs (peak 2.62 GB); without it 0.69 GB between jobs (peak 1.59 GB).
+      The arena keeps every activation block it ever allocated; malloc gives large blocks
+      back. Inference time was the same within the (large, shared-machine) noise.
+    * Memory pattern OFF. The pre-planned single activation block raises the inference peak
+      by ~200 MB (bare session: 1.40 GB -> 1.20 GB VmHWM without it) for no measurable speed
+      (3.07 s vs 3.02 s, same machine, interleaved runs); our shape never varies anyway, so
+      there is nothing for the arena or the pattern to learn between jobs.
+    * Graph optimisation stays at ORT_ENABLE_ALL: EXTENDED would hold 330 MB less (no NCHWc
+      weight copies) but ran ~1.5-2x slower in the same test.
     """
     import onnxruntime as ort
 
@@ -51,28 +56,48 @@ def session_options(threads: int, *, mem_arena: bool = False):
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.enable_cpu_mem_arena = mem_arena
+    opts.enable_mem_pattern = mem_pattern
     return opts
 
 
 class Segmenter:
-    """An ISNet session plus the arithmetic around it. Thread-safe for ``predict``."""
+    """An ISNet ONNX Runtime session plus the arithmetic around it. ``run`` is thread-safe.
 
-    def __init__(self, model_path: str | os.PathLike, threads: int = 0, *, mem_arena=False):
+    The session is created here, with exactly what rembg's ``BaseSession`` passes
+    (``ort.InferenceSession(path, sess_options, providers=["CPUExecutionProvider"])``), rather
+    than through ``rembg.new_session``: importing rembg loads numba, scipy, scikit-image and
+    pymatting, +175 MB resident in every worker, which alone would break the 1.2 GB budget
+    for a 4096x4096 job. ``session`` still gives a genuine rembg ``DisCustomSession`` around
+    this same ORT session, built on first use (for ``rembg.remove`` in the quality test and
+    the benchmark); rembg is only imported then, or when alpha matting is asked for.
+    """
+
+    def __init__(self, model_path: str | os.PathLike, threads: int = 0, *, mem_arena=False,
+                 mem_pattern=False):
+        import onnxruntime as ort
+
         path = Path(model_path).resolve()
-        # rembg only loads custom models from under its home folder.
-        os.environ["U2NET_HOME"] = str(path.parent)
-        from rembg import new_session
-
-        self.session = new_session(
-            "dis_custom",
-            model_path=str(path),
-            sess_opts=session_options(threads, mem_arena=mem_arena),
+        self.inner = ort.InferenceSession(
+            str(path),
+            sess_options=session_options(threads, mem_arena=mem_arena, mem_pattern=mem_pattern),
             providers=["CPUExecutionProvider"],
         )
-        self.inner = self.session.inner_session
         self.input_name = self.inner.get_inputs()[0].name
         self.model_path = path
         self.threads = threads
+        self._rembg_session = None
+
+    @property
+    def session(self):
+        """rembg's ``DisCustomSession`` sharing this ORT session (no second model load)."""
+        if self._rembg_session is None:
+            from rembg.sessions.dis_custom import DisCustomSession
+
+            wrapper = DisCustomSession.__new__(DisCustomSession)
+            wrapper.model_name = "dis_custom"
+            wrapper.inner_session = self.inner
+            self._rembg_session = wrapper
+        return self._rembg_session
 
     def run(self, tensor: np.ndarray) -> np.ndarray:
         """The bare model: 1x3x1024x1024 float32 in, 1x1x1024x1024 float32 out."""

@@ -56,13 +56,15 @@ def test_session_options_take_the_thread_count_and_turn_the_arena_off():
     assert opts.intra_op_num_threads == 3
     assert opts.inter_op_num_threads == 1
     assert opts.enable_cpu_mem_arena is False
+    assert opts.enable_mem_pattern is False
 
 
 @pytest.mark.model
 def test_the_segmenter_is_created_once_per_process(segmenter):
     again = segment.get_segmenter(segmenter.model_path, 2)
     assert again is segmenter
-    assert segmenter.inner is segmenter.session.inner_session
+    assert segmenter.inner is segmenter.session.inner_session  # rembg's wrapper, same session
+    assert segmenter.session is segmenter.session
     assert segmenter.inner.get_session_options().intra_op_num_threads == 2
 
 

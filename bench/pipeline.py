@@ -1,0 +1,220 @@
+"""Speed and memory of the pipeline against bare ONNX Runtime and rembg.remove, same model.
+
+    .venv/bin/python bench/pipeline.py [--repeats 5] [--threads 2] [--matting] [--arena]
+
+In one process and one run, on the same model file, the same ORT session (``threads`` intra-op
+threads) and the same inputs (a 12 MP JPEG made by upscaling a fixture, and a ~1 MP fixture):
+
+  (a) bare inference: ``session.run`` on a prepared 1x3x1024x1024 float32 tensor;
+  (b) ``rembg.remove(jpeg_bytes, session=rembg_session)`` -> PNG bytes;
+  (c) ``removal.pipeline.run.process`` (default options: crop on, refine on) -> PNG bytes.
+
+Rounds are interleaved (a, b, c, a, b, c, ...) so load from other processes on a shared machine
+hits all three alike; medians are printed with the ratios (c)/(a) and (b)/(c).
+
+Then, each in a fresh subprocess so the figure is the kernel's honest high-water mark (VmHWM)
+of a worker-like process: the peak RSS while processing a 4096x4096 JPEG (load the model,
+process once). ``--arena`` also compares ORT's CPU memory arena on/off; ``--matting`` times
+alpha matting on the ~1 MP input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+FIXTURES = ROOT.parent / "shared" / "fixtures"
+MODEL = Path.home() / ".cache" / "quickbg" / "models" / "isnet-general-use-fp16.onnx"
+TARGETS = {"12mp": (1.15, 1.6), "1mp": (1.05, None)}
+RSS_TARGET_MB = 1.2 * 1024
+
+
+def make_inputs(folder: Path) -> dict[str, bytes]:
+    """12 MP: girl-1 upscaled to 4000x3000 (JPEG q90). ~1 MP: cloth-1 (739x1134) as it is."""
+    from PIL import Image
+
+    big = Image.open(FIXTURES / "girl-1.jpg").convert("RGB")
+    big = big.resize((4000, 3000), Image.Resampling.BICUBIC)
+    path = folder / "girl-12mp.jpg"
+    big.save(path, format="JPEG", quality=90)
+    return {"12mp": path.read_bytes(), "1mp": (FIXTURES / "cloth-1.jpg").read_bytes()}
+
+
+def timed(fn, *args, **kwargs) -> tuple[float, object]:
+    start = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return time.perf_counter() - start, out
+
+
+def bench_speed(model: Path, threads: int, repeats: int) -> dict:
+    import numpy as np
+    from rembg import remove
+
+    from removal.pipeline.run import Options, process
+    from removal.pipeline.segment import Segmenter
+    from removal.pipeline.validate import Limits
+
+    segmenter = Segmenter(model, threads)
+    tensor = np.random.default_rng(0).random((1, 3, 1024, 1024), dtype=np.float32) - 0.5
+    segmenter.run(tensor)  # warm-up, not counted
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="quickbg-bench-") as tmp:
+        inputs = make_inputs(Path(tmp))
+        for label, data in inputs.items():
+            runs = {"a": [], "b": [], "c": []}
+            stages: list[dict] = []
+            for _ in range(repeats):
+                runs["a"].append(timed(segmenter.run, tensor)[0])
+                runs["b"].append(timed(remove, data, session=segmenter.session)[0])
+                seconds, result = timed(
+                    process, data, segmenter=segmenter, options=Options(),
+                    limits=Limits(max_bytes=1 << 30),
+                )
+                runs["c"].append(seconds)
+                stages.append(result.metrics["stage_timings"])
+            median = {k: statistics.median(v) for k, v in runs.items()}
+            results[label] = {
+                "bytes": len(data),
+                "median_s": {k: round(v, 3) for k, v in median.items()},
+                "all_s": {k: [round(x, 3) for x in v] for k, v in runs.items()},
+                "c_over_a": round(median["c"] / median["a"], 3),
+                "b_over_c": round(median["b"] / median["c"], 3),
+                "c_stages_median": {
+                    k: round(statistics.median(s[k] for s in stages), 4) for k in stages[0]
+                },
+                "output": f"{result.width}x{result.height}, {len(result.data)} bytes",
+            }
+    return results
+
+
+def bench_matting(model: Path, threads: int) -> dict:
+    from removal.pipeline.run import Options, process
+    from removal.pipeline.segment import get_segmenter
+    from removal.pipeline.validate import Limits
+
+    segmenter = get_segmenter(model, threads)
+    data = (FIXTURES / "cloth-1.jpg").read_bytes()
+    seconds, result = timed(lambda: process(
+        data, segmenter=segmenter, options=Options(alpha_matting=True), limits=Limits()
+    ))
+    return {"seconds": round(seconds, 3), "stages": result.metrics["stage_timings"]}
+
+
+def rss_child(model: str, threads: int, arena: bool, size: int) -> None:
+    """Run in a subprocess: a worker's life for one big job. Prints JSON."""
+    import numpy as np
+    from PIL import Image
+
+    from removal.pipeline.memory import PeakMemory
+    from removal.pipeline.run import Options, process
+    from removal.pipeline.segment import Segmenter
+    from removal.pipeline.validate import Limits
+
+    rng = np.random.default_rng(1)
+    small = Image.open(FIXTURES / "animal-2.jpg").convert("RGB").resize((size, size))
+    noisy = np.clip(np.asarray(small, dtype=np.int16) + rng.integers(-8, 8, (size, size, 3)),
+                    0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noisy).save(buffer, format="JPEG", quality=92)
+    data = buffer.getvalue()
+    del small, noisy, buffer
+
+    with PeakMemory() as whole:
+        segmenter = Segmenter(model, threads, mem_arena=arena)
+        loaded = whole.read()
+        times = []
+        for _ in range(2):
+            seconds, result = timed(lambda: process(
+                data, segmenter=segmenter, options=Options(), limits=Limits(max_bytes=1 << 30)
+            ))
+            times.append(round(seconds, 3))
+    import psutil
+
+    print(json.dumps({
+        "size": f"{size}x{size}", "arena": arena, "input_bytes": len(data),
+        "rss_after_model_load_mb": loaded, "peak_rss_mb": whole.mb,
+        "rss_between_jobs_mb": round(psutil.Process().memory_info().rss / 2**20, 1),
+        "per_task_reset": whole.per_task, "seconds": times,
+        "output": f"{result.width}x{result.height}",
+    }))
+
+
+def measure_rss(model: Path, threads: int, arena: bool, size: int = 4096) -> dict:
+    proc = subprocess.run(
+        [sys.executable, __file__, "--rss-child", "--model", str(model), "--threads",
+         str(threads), "--size", str(size)] + (["--arena-on"] if arena else []),
+        capture_output=True, text=True, check=True,
+    )
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def verdict(value: float, limit: float, lower_is_better: bool = True) -> str:
+    ok = value <= limit if lower_is_better else value >= limit
+    return "meets" if ok else "MISSES"
+
+
+def report(speed: dict, rss: dict) -> None:
+    print("\nmedian seconds  (a) bare ORT   (b) rembg.remove   (c) ours   (c)/(a)   (b)/(c)")
+    for label, r in speed.items():
+        m = r["median_s"]
+        print(f"  {label:>5}        {m['a']:>8.3f}   {m['b']:>12.3f}   {m['c']:>8.3f}"
+              f"   {r['c_over_a']:>7.3f}   {r['b_over_c']:>7.3f}")
+    for label, r in speed.items():
+        ca_target, bc_target = TARGETS[label]
+        line = f"  {label}: (c)/(a) {r['c_over_a']} vs <= {ca_target}: "
+        line += verdict(r["c_over_a"], ca_target)
+        if bc_target:
+            line += f"; (b)/(c) {r['b_over_c']} vs >= {bc_target}: "
+            line += verdict(r["b_over_c"], bc_target, lower_is_better=False)
+        print(line)
+        print(f"    ours per stage (median s): {r['c_stages_median']}")
+        print(f"    all runs: {r['all_s']}; output {r['output']}")
+    print(f"\npeak RSS, worker-like process, 4096x4096 JPEG: {rss['peak_rss_mb']:.0f} MB "
+          f"(target <= {RSS_TARGET_MB:.0f} MB: {verdict(rss['peak_rss_mb'], RSS_TARGET_MB)}); "
+          f"after model load {rss['rss_after_model_load_mb']:.0f} MB, "
+          f"between jobs {rss['rss_between_jobs_mb']:.0f} MB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--model", type=Path, default=MODEL)
+    parser.add_argument("--matting", action="store_true", help="also time alpha matting (1 MP)")
+    parser.add_argument("--arena", action="store_true", help="also measure ORT's arena on")
+    parser.add_argument("--no-speed", action="store_true", help="memory only")
+    parser.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--arena-on", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--size", type=int, default=4096, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.rss_child:
+        rss_child(str(args.model), args.threads, args.arena_on, args.size)
+        return
+
+    import cv2
+
+    cv2.setNumThreads(args.threads)
+    print(f"model {args.model.name}, threads {args.threads}, repeats {args.repeats}")
+    rss = measure_rss(args.model, args.threads, arena=False)
+    print("memory (arena off, the default):", json.dumps(rss))
+    if args.arena:
+        print("memory (arena on):", json.dumps(measure_rss(args.model, args.threads, arena=True)))
+    speed = {} if args.no_speed else bench_speed(args.model, args.threads, args.repeats)
+    if args.matting:
+        print("alpha matting, ~1 MP:", json.dumps(bench_matting(args.model, args.threads)))
+    if speed:
+        report(speed, rss)
+
+
+if __name__ == "__main__":
+    main()
