@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from django.conf import settings
+from rq.timeouts import JobTimeoutException
 
 from removal import modelstore, storage
 from removal.pipeline import segment
@@ -22,6 +23,8 @@ from removal.pipeline.validate import InvalidImage
 from removal.services import Claim, task_set_progress, validation_limits
 
 logger = logging.getLogger("quickbg.metrics")
+# Seconds kept back from the job timeout so a stopped model run is reported before RQ's own.
+TIMEOUT_MARGIN = 2.0
 
 
 @dataclass
@@ -87,10 +90,15 @@ def _run(claim: Claim, started: float, timings: dict, peak: PeakMemory) -> Outco
     timings["fetch"] = round(time.perf_counter() - t, 4)
     task_set_progress(claim=claim, progress=10)
 
-    result = process(
-        data, segmenter=get_segmenter(name), options=options, limits=validation_limits(),
-        on_progress=lambda percent: task_set_progress(claim=claim, progress=percent),
-    )
+    left = settings.QUICKBG_JOB_TIMEOUT - (time.perf_counter() - started) - TIMEOUT_MARGIN
+    try:
+        result = process(
+            data, segmenter=get_segmenter(name), options=options, limits=validation_limits(),
+            on_progress=lambda percent: task_set_progress(claim=claim, progress=percent),
+            inference_timeout=max(left, 1.0),
+        )
+    except segment.InferenceTimeout as exc:
+        raise JobTimeoutException(str(exc)) from exc
     timings.update(result.metrics["stage_timings"])
 
     t = time.perf_counter()

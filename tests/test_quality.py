@@ -44,7 +44,7 @@ class SameInference:
         self.segmenter = segmenter
         self.outputs: dict[bytes, np.ndarray] = {}
 
-    def run(self, tensor: np.ndarray) -> np.ndarray:
+    def run(self, tensor: np.ndarray, timeout: float | None = None) -> np.ndarray:
         key = hashlib.sha256(tensor.tobytes()).digest()
         if key not in self.outputs:
             self.outputs[key] = self.segmenter.run(tensor)

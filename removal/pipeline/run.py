@@ -179,11 +179,11 @@ def confidence(alpha: np.ndarray) -> float:
     return round(1.0 - undecided / alpha.size, 4)
 
 
-def _mask(decoded, segmenter, options: Options, clock: _Clock) -> np.ndarray:
+def _mask(decoded, segmenter, options: Options, clock: _Clock, timeout) -> np.ndarray:
     """Full-resolution alpha: model, clean-up at model resolution, input alpha, matting."""
     tensor = segment.preprocess(decoded.rgb)
     clock.lap("preprocess")
-    prediction = segmenter.run(tensor)
+    prediction = segmenter.run(tensor, timeout=timeout)
     clock.lap("inference")
     small = segment.postprocess(prediction)
     if options.refine:
@@ -211,15 +211,17 @@ def process(
     options: Options,
     limits: Limits,
     on_progress: Callable[[int], None] | None = None,
+    inference_timeout: float | None = None,
 ) -> Result:
-    """Cut the subject out of ``data``. Raises ``InvalidImage`` (incl. no foreground)."""
+    """Cut the subject out of ``data``. Raises ``InvalidImage`` (incl. no foreground), and
+    ``segment.InferenceTimeout`` when the model run exceeds ``inference_timeout`` seconds."""
     progress = on_progress or (lambda percent: None)
     clock = _Clock()
     decoded = decode(data, limits)
     clock.lap("decode")
     progress(20)
 
-    alpha = _mask(decoded, segmenter, options, clock)
+    alpha = _mask(decoded, segmenter, options, clock, inference_timeout)
     progress(75)
 
     box, crop = trim.crop_box(alpha, trim.Margin.parse(options.crop_margin))

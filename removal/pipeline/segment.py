@@ -29,6 +29,10 @@ import numpy as np
 INPUT_SIZE = 1024
 
 
+class InferenceTimeout(Exception):
+    """The model run was stopped because it took longer than it was given."""
+
+
 def session_options(threads: int, *, mem_arena: bool = False, mem_pattern: bool = False):
     """ONNX Runtime options for the worker.
 
@@ -99,9 +103,31 @@ class Segmenter:
             self._rembg_session = wrapper
         return self._rembg_session
 
-    def run(self, tensor: np.ndarray) -> np.ndarray:
-        """The bare model: 1x3x1024x1024 float32 in, 1x1x1024x1024 float32 out."""
-        return self.inner.run(None, {self.input_name: tensor})[0]
+    def run(self, tensor: np.ndarray, timeout: float | None = None) -> np.ndarray:
+        """The bare model: 1x3x1024x1024 float32 in, 1x1x1024x1024 float32 out.
+
+        ``timeout`` (seconds) bounds the run: a timer sets ORT's ``RunOptions.terminate`` and
+        ``InferenceTimeout`` is raised. A signal-based job timeout (RQ's SIGALRM) cannot
+        interrupt a thread that is inside ``session.run``, so the worker passes the time its
+        job has left.
+        """
+        feed = {self.input_name: tensor}
+        if not timeout:
+            return self.inner.run(None, feed)[0]
+        import onnxruntime as ort
+
+        run_options = ort.RunOptions()
+        timer = threading.Timer(timeout, setattr, (run_options, "terminate", True))
+        timer.daemon = True
+        timer.start()
+        try:
+            return self.inner.run(None, feed, run_options)[0]
+        except Exception as exc:
+            if run_options.terminate:
+                raise InferenceTimeout(f"Model inference exceeded {timeout:.0f} s") from exc
+            raise
+        finally:
+            timer.cancel()
 
     def predict_small(self, rgb: np.ndarray) -> np.ndarray:
         """Mask at the model's resolution (1024x1024 uint8) for an RGB uint8 image."""

@@ -34,6 +34,6 @@ class DiscModel:
             self.output[0, 0][disc] = 1.0
         self.inputs: list[np.ndarray] = []
 
-    def run(self, tensor: np.ndarray) -> np.ndarray:
+    def run(self, tensor: np.ndarray, timeout: float | None = None) -> np.ndarray:
         self.inputs.append(tensor)
         return self.output.copy()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -77,3 +79,13 @@ def test_real_model_finds_a_bright_subject_on_dark_background(segmenter):
     assert mask.shape == (300, 400)
     assert mask[150, 200] > 200  # centre of the disc
     assert mask[10, 10] < 30  # corner
+
+
+@pytest.mark.model
+def test_a_model_run_is_stopped_at_its_timeout(segmenter):
+    tensor = np.zeros((1, 3, INPUT_SIZE, INPUT_SIZE), dtype=np.float32)
+    started = time.perf_counter()
+    with pytest.raises(segment.InferenceTimeout, match="exceeded"):
+        segmenter.run(tensor, timeout=0.05)
+    assert time.perf_counter() - started < 2.0  # a full run takes ~2.7 s or more
+    assert segmenter.run(tensor, timeout=600).shape == (1, 1, INPUT_SIZE, INPUT_SIZE)
