@@ -60,6 +60,14 @@ def test_decompression_bomb_warning_is_an_error(monkeypatch):
         decode(make_image("PNG", size=(150, 100)), Limits(max_dimension=10_000))
 
 
+def test_grey_jpeg_becomes_rgb():
+    grey = Image.fromarray(np.tile(np.arange(0, 240, 2, dtype=np.uint8), (80, 1)))
+    rgb = decode(encode(grey, "JPEG", quality=95), LIMITS).rgb
+    assert rgb.shape == (80, 120, 3)
+    assert np.array_equal(rgb[:, :, 0], rgb[:, :, 2])
+    assert abs(int(rgb[40, 60, 1]) - 120) <= 2
+
+
 def test_truncated_jpeg_is_corrupt():
     data = encode(gradient(400, 300), "JPEG")
     with pytest.raises(InvalidImage, match="truncated or corrupt"):
