@@ -309,7 +309,7 @@ class TaskAdmin(ReadOnlyAdmin):
         self.message_user(
             request,
             f"Queued {created} new task(s); skipped {skipped} (still queued or processing, "
-            "or a second task of the same upload).",
+            "or their upload already has a task queued or processing).",
             messages.SUCCESS if created else messages.WARNING,
         )
 

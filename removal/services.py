@@ -381,9 +381,18 @@ def task_reprocess(*, task: Task) -> Task:
     if task.status in (Status.QUEUED, Status.PROCESSING):
         raise QuickBGError(f"Task {task.pk} is still {task.status}; not reprocessed",
                            status_code=409)
+    if upload_has_task_in_flight(upload_id=task.upload_id):
+        raise QuickBGError(f"Upload {task.upload_id} already has a task queued or processing",
+                           status_code=409)
     with transaction.atomic():
         new_task = Task.objects.create(
             upload_id=task.upload_id, options={**task.options, **default_task_options()}
         )
         task_enqueue(task=new_task)
     return new_task
+
+
+def upload_has_task_in_flight(*, upload_id) -> bool:
+    return Task.objects.filter(
+        upload_id=upload_id, status__in=(Status.QUEUED, Status.PROCESSING)
+    ).exists()

@@ -137,6 +137,19 @@ def test_reprocess_same_upload_is_queued_once(user, django_capture_on_commit_cal
 
 
 @pytest.mark.django_db
+def test_reprocess_twice_queues_nothing_new(user, empty_queue,
+                                            django_capture_on_commit_callbacks):
+    failed = make_task(owner=user, status=Status.FAILED)
+    with django_capture_on_commit_callbacks(execute=True):
+        run("reprocess", "--status", "failed")
+        dry = run("reprocess", "--status", "failed", "--dry-run")
+        again = run("reprocess", "--status", "failed")
+    assert len(new_tasks_of(failed)) == 1 and empty_queue.count == 1
+    assert "Dry run, nothing changed: 0 would queue, 1 skipped (upload busy)." in dry
+    assert "Done: 0 queued, 1 skipped (upload busy)." in again
+
+
+@pytest.mark.django_db
 def test_reprocess_needs_a_selector():
     make_task(status=Status.FAILED)
     _, error = run_failing("reprocess")

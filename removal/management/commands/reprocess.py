@@ -3,9 +3,11 @@
 Selects tasks (``--status``, ``--since``/``--until``, ``--user``, ``--model``, ``--ids``), oldest
 first, and for each one queues a new task on the same upload with the current default model
 (``services.task_reprocess``); the selected tasks themselves are left as they are. Tasks still
-queued or processing are skipped, and so is a second selected task of an upload already queued
-in this run. ``--dry-run`` lists what would be queued and changes nothing. ``--wait`` polls the
-database until the new tasks finish (or ``--timeout``) and reports how they ended.
+queued or processing are skipped, and so are uploads that already have a task queued or
+processing (running the same command twice queues nothing new) and a second selected task of an
+upload already handled in this run. ``--dry-run`` lists what would be queued and changes
+nothing. ``--wait`` polls the database until the new tasks finish (or ``--timeout``) and reports
+how they ended.
 """
 
 from __future__ import annotations
@@ -167,6 +169,11 @@ class Command(BaseCommand):
                     counts["skipped (same upload)"] += 1
                     continue
                 seen_uploads.add(task.upload_id)
+                if services.upload_has_task_in_flight(upload_id=task.upload_id):
+                    self.line(bar, f"{label}: skipped, its upload already has a task queued or "
+                                   "processing")
+                    counts["skipped (upload busy)"] += 1
+                    continue
                 if dry_run:
                     self.line(bar, f"{label}: would queue a new task")
                     counts[verb] += 1
