@@ -180,6 +180,8 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
 # on each user's unfinished tasks. NUM_PROXIES: how many reverse proxies sit in front of the
 # service (DRF uses it to find the client address in X-Forwarded-For).
 QUICKBG_UPLOAD_RATE = env_str("QUICKBG_UPLOAD_RATE", "60/min")
+# Bearer token for GET /metrics (Prometheus); empty = the endpoint is off (404).
+QUICKBG_METRICS_TOKEN = env_str("QUICKBG_METRICS_TOKEN")
 QUICKBG_MAX_QUEUED_TASKS = env_int("QUICKBG_MAX_QUEUED_TASKS", 20, minimum=1)
 NUM_PROXIES = env_int("NUM_PROXIES", 0, minimum=0) or None
 CACHES = {

@@ -3,7 +3,8 @@
 The database is the source of truth; Redis is only transport and may lose everything (a restart
 without persistence, a FLUSHALL, a worker SIGKILLed mid-job). A task is *held* when:
 
-- its RQ job exists and is queued, scheduled (a retry waiting for its interval) or deferred; or
+- its RQ job exists and is queued (and really in the queue's list), deferred, or scheduled (a
+  retry waiting for its interval, and not overdue by more than the grace period); or
 - its job is started by a worker whose liveness key (``quickbg:alive:<worker>``, refreshed every
   few seconds by a thread in each worker, see ``quickbg.worker``) still exists.
 
@@ -43,7 +44,7 @@ def alive_key(worker_name: str) -> str:
     return f"{ALIVE_PREFIX}{worker_name}"
 
 
-def is_held(task: Task, connection) -> bool:
+def is_held(task: Task, connection, *, grace_seconds: int = 30) -> bool:
     if not task.rq_job_id:
         return False
     try:
@@ -54,8 +55,16 @@ def is_held(task: Task, connection) -> bool:
     if status in WAITING:
         # A job id may sit in the queue's registry while the list entry itself was lost:
         # only trust "queued" when the queue really lists it.
+        queue = services.get_queue()
         if status == JobStatus.QUEUED:
-            return connection.lpos(services.get_queue().key, job.id) is not None
+            return connection.lpos(queue.key, job.id) is not None
+        if status == JobStatus.SCHEDULED:
+            # A retry waiting for its interval - unless no scheduler moved it when it was due.
+            try:
+                due = queue.scheduled_job_registry.get_scheduled_time(job)
+            except NoSuchJobError:
+                return False
+            return due > timezone.now() - timedelta(seconds=grace_seconds)
         return True
     if status == JobStatus.STARTED:
         return bool(job.worker_name) and bool(connection.exists(alive_key(job.worker_name)))
@@ -73,7 +82,7 @@ def reconcile(*, grace_seconds: int = 30, dry_run: bool = False) -> Report:
     ).only("id", "status", "attempts", "rq_job_id", "updated_at")
     for task in candidates.iterator():
         report.checked += 1
-        if is_held(task, connection):
+        if is_held(task, connection, grace_seconds=grace_seconds):
             report.held += 1
             continue
         if dry_run:

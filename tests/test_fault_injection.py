@@ -42,8 +42,9 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.model]
 
 
 class Workers:
-    def __init__(self, env: dict):
+    def __init__(self, env: dict, log_dir: Path):
         self.env = env
+        self.log_dir = log_dir
         self.procs: dict[str, subprocess.Popen] = {}
         self.generation = 0
 
@@ -52,7 +53,8 @@ class Workers:
         name = f"fault-{os.getpid()}-{slot}-{self.generation}"
         self.procs[name] = subprocess.Popen(
             [sys.executable, "manage.py", "run_worker", "--name", name],
-            cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL,
+            stderr=open(self.log_dir / f"{name}.log", "wb"),  # noqa: SIM115 - closed by exit
         )
 
     def keep_running(self) -> None:
@@ -112,6 +114,7 @@ def cut_database_connections() -> int:
 def test_no_task_is_lost_through_kills_redis_loss_and_database_cuts(
     user, client_for, own_redis, settings, tmp_path
 ):
+    settings.QUICKBG_MAX_QUEUED_TASKS = N_TASKS
     media = tmp_path / "media"
     settings.STORAGES = {**settings.STORAGES, "default": {
         "BACKEND": "django.core.files.storage.FileSystemStorage",
@@ -126,7 +129,7 @@ def test_no_task_is_lost_through_kills_redis_loss_and_database_cuts(
     }
     ids = upload_all(client_for(user))
     redis = services.get_queue().connection
-    workers = Workers(env)
+    workers = Workers(env, tmp_path)
     kills, redis_restarts, db_cuts = [], 0, 0  # kills: (task id, killed at)
     recovery: dict[str, float] = {}
     started = time.monotonic()
@@ -171,6 +174,8 @@ def test_no_task_is_lost_through_kills_redis_loss_and_database_cuts(
         [name for name in results if name.rsplit(".", 1)[0] not in set(ids)]
     )
     max_recovery = max(recovery.values(), default=0.0)
+    print("\nrecovery seconds per kill:", {k: round(v, 1) for k, v in recovery.items()},
+          "worker logs:", tmp_path)
     print(
         f"\nfault suite: tasks={N_TASKS} kills={len(kills)} redis_restarts={redis_restarts} "
         f"db_cuts={db_cuts} lost={lost} duplicates={duplicates} "

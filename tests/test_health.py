@@ -15,6 +15,22 @@ def test_health_reports_every_check(api):
     assert {k: body["checks"][k] for k in ("api", "database", "redis", "storage")} == {
         "api": "ok", "database": "ok", "redis": "ok", "storage": "ok",
     }
+    assert body["model"] == {"name": "isnet-general-use", "present": True}
+    assert body["queue"]["depth"] == 0 and body["queue"]["workers"] >= 0
+
+
+def test_health_reports_queue_depth_and_a_missing_model(api, user, settings, tmp_path,
+                                                        django_capture_on_commit_callbacks):
+    from removal import services
+    from tests.factories import make_task
+
+    with django_capture_on_commit_callbacks(execute=True):
+        services.task_enqueue(task=make_task(owner=user))
+    settings.QUICKBG_MODELS_DIR = tmp_path
+    body = api.get("/api/v1/health").json()
+    assert body["queue"]["depth"] == 1
+    assert body["model"]["present"] is False
+    assert body["status"] == "healthy"  # informational, not an outage
 
 
 def test_health_is_503_when_redis_is_down(api, settings):
@@ -25,6 +41,7 @@ def test_health_is_503_when_redis_is_down(api, settings):
     assert response.status_code == 503
     assert response.json()["checks"]["redis"].startswith("error")
     assert response.json()["checks"]["database"] == "ok"
+    assert response.json()["queue"] is None
 
 
 def test_health_is_503_when_the_bucket_is_missing(api, s3, settings):

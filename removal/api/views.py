@@ -4,6 +4,7 @@ import hashlib
 import json
 import logging
 
+from django.conf import settings
 from django.core import signing
 from django.core.files.storage import default_storage
 from django.db import connection
@@ -15,7 +16,7 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 
-from removal import services, storage
+from removal import modelstore, services, stats, storage
 from removal.api.serializers import (
     PresignRequestSerializer,
     PresignResponseSerializer,
@@ -38,15 +39,15 @@ class UploadViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
     def get_queryset(self):
         return Upload.objects.filter(owner=self.request.user)
 
-    @extend_schema(
-        request=UploadCreateSerializer, responses={202: UploadAcceptedSerializer},
-        summary="Upload an image (multipart `file`, or `s3_key`) and queue its processing",
-    )
     def get_throttles(self):
         if self.action == "create":
             return [UploadRateThrottle()]
         return super().get_throttles()
 
+    @extend_schema(
+        request=UploadCreateSerializer, responses={202: UploadAcceptedSerializer},
+        summary="Upload an image (multipart `file`, or `s3_key`) and queue its processing",
+    )
     def create(self, request):
         if sum(len(files) for _, files in request.FILES.lists()) > 1:
             raise QuickBGError("Send one image per request (field 'file')")
@@ -145,7 +146,19 @@ def health(request):
             logger.warning("health check %s failed: %s", name, exc)
             checks[name] = f"error: {type(exc).__name__}"
     healthy = all(value == "ok" for value in checks.values())
-    body = {"status": "healthy" if healthy else "unhealthy", "service": "quickbg", "checks": checks}
+    queue = stats.queue_state()  # never raises
+    body = {
+        "status": "healthy" if healthy else "unhealthy",
+        "service": "quickbg",
+        "checks": checks,
+        # Informational: a web-only process has no weights, and a deep queue is not an outage.
+        "model": {
+            "name": settings.QUICKBG_MODEL,
+            "present": modelstore.is_present(settings.QUICKBG_MODELS_DIR, settings.QUICKBG_MODEL),
+        },
+        "queue": {"name": queue.name, "depth": queue.queued, "running": queue.started,
+                  "failed": queue.failed, "workers": queue.workers} if queue.available else None,
+    }
     return Response(body, status=200 if healthy else 503)
 
 
