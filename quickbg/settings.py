@@ -18,6 +18,8 @@ from quickbg.env import env_bool, env_float, env_int, env_list, env_str
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 DEBUG = env_bool("DEBUG", True)
+# Local state of `make run` (SQLite file, media, redis data, demo password).
+STATE_DIR = Path(env_str("QUICKBG_STATE_DIR", str(BASE_DIR / "var")))
 SECRET_KEY = env_str("SECRET_KEY")
 if not SECRET_KEY:
     if not DEBUG:
@@ -45,6 +47,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files for the web page and the admin under gunicorn (no separate web server needed).
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -73,7 +77,7 @@ TEMPLATES = [
 ]
 
 # --- Database --------------------------------------------------------------------------------
-DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'var' / 'quickbg.sqlite3'}")
+DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{STATE_DIR / 'quickbg.sqlite3'}")
 try:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
 except Exception as exc:  # dj-database-url raises several types for a malformed URL
@@ -117,7 +121,7 @@ RQ = {"COMMIT_MODE": "on_db_commit", "QUEUE_CLASS": "quickbg.queue.ResilientQueu
 
 # --- Storage --------------------------------------------------------------------------------
 AWS_STORAGE_BUCKET_NAME = env_str("AWS_STORAGE_BUCKET_NAME")
-MEDIA_ROOT = Path(env_str("QUICKBG_MEDIA_ROOT", str(BASE_DIR / "var" / "media")))
+MEDIA_ROOT = Path(env_str("QUICKBG_MEDIA_ROOT", str(STATE_DIR / "media")))
 if AWS_STORAGE_BUCKET_NAME:
     AWS_S3_ENDPOINT_URL = env_str("AWS_S3_ENDPOINT_URL") or None
     AWS_S3_REGION_NAME = env_str("AWS_S3_REGION_NAME", "us-east-1")

@@ -56,8 +56,8 @@ class Command(BaseCommand):
         parser.add_argument("--workers", type=int, default=1, help="Number of workers.")
 
     def handle(self, *args, **options):
-        var = Path(settings.BASE_DIR) / "var"
-        var.mkdir(exist_ok=True)
+        var = Path(settings.STATE_DIR)
+        var.mkdir(parents=True, exist_ok=True)
         children: list[subprocess.Popen] = []
         env = os.environ.copy()
         try:
@@ -71,9 +71,10 @@ class Command(BaseCommand):
                 ))
                 env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
                 self._wait_for_port(port)
-                self.stdout.write(f"Started redis-server on port {port} (data in var/redis)")
+                self.stdout.write(f"Started redis-server on port {port} (data in {var}/redis)")
             call_command("migrate", interactive=False, verbosity=0)
             password = self._demo_password(var)
+            self._var = var
             manage = [sys.executable, str(Path(settings.BASE_DIR) / "manage.py")]
             children.append(subprocess.Popen(
                 [*manage, "runserver", f"0.0.0.0:{options['port']}", "--noreload"], env=env
@@ -129,10 +130,11 @@ class Command(BaseCommand):
         self.stdout.write(
             f"""
 QuickBG is running (Ctrl-C stops everything).
+  Web page:   {base}/
   API:        {base}/api/v1/
   API docs:   {base}/api/v1/docs
   Admin:      {base}/admin/
-  Demo login: {DEMO_USER} / {password}   (staff; password kept in var/demo-password)
+  Demo login: {DEMO_USER} / {password}   (staff; password kept in {self._var}/demo-password)
 
 Try it with curl:
   export QUICKBG={base} QUICKBG_USER={DEMO_USER} QUICKBG_PASSWORD={password}
