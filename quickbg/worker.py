@@ -102,4 +102,4 @@ class QuickBGWorker(SimpleWorker):
             except Exception as exc:  # noqa: BLE001 - try again next round
                 logger.warning("reconcile failed: %s", exc)
             finally:
-                close_old_connections()
+                connection.close()  # this thread's own connection; reopened next round

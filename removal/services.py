@@ -221,7 +221,7 @@ def get_queue():
     return django_rq.get_queue(settings.QUICKBG_QUEUE)
 
 
-def task_enqueue(*, task: Task) -> str:
+def task_enqueue(*, task: Task, at_front: bool = False) -> str:
     """Put a queued task on the RQ queue once the current transaction commits.
 
     The job id is generated here (inside a transaction django-rq's ``enqueue`` returns ``None``)
@@ -238,6 +238,7 @@ def task_enqueue(*, task: Task) -> str:
         result_ttl=3600,
         failure_ttl=7 * 24 * 3600,
         retry=retry_policy(),
+        at_front=at_front,
     )
     return job_id
 
@@ -358,7 +359,9 @@ def task_recover(*, task_id, status: str, attempts: int) -> str:
         moved = rows.update(status=Status.QUEUED, progress=0, updated_at=now)
         if not moved:
             return "skipped"
-        task_enqueue(task=Task.objects.get(pk=task_id))
+        # At the front: the task already waited its turn once, and the recovery bound should not
+        # grow with the queue's depth.
+        task_enqueue(task=Task.objects.get(pk=task_id), at_front=True)
     return "requeued"
 
 

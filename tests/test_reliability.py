@@ -96,7 +96,7 @@ def test_only_the_attempt_that_claimed_may_complete(user):
     assert services.task_claim(task_id=task.pk) is None  # already taken
     # The first worker is presumed dead; the task is recovered and claimed again.
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(services, "task_enqueue", lambda task: "job")
+        patch.setattr(services, "task_enqueue", lambda task, at_front=False: "job")
         assert services.task_recover(task_id=task.pk, status="processing", attempts=1) == "requeued"
     second = services.task_claim(task_id=task.pk)
     assert (first.attempt, second.attempt) == (1, 2)

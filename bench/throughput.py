@@ -1,0 +1,170 @@
+"""End-to-end throughput: N images through the real API, Redis and RQ workers.
+
+Starts gunicorn (the API) and QuickBG workers as subprocesses against PostgreSQL and Redis,
+uploads N images over HTTP, polls until every task is done, and prints images/second for one
+worker (2 ORT threads) and two workers (1 thread each) against 1/(a), where (a) is one bare
+ONNX Runtime inference of the same model with 2 threads, measured in this run. While tasks run
+it also polls ``GET /api/v1/tasks/{id}`` and prints its p50/p99 latency.
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/quickbg_bench \\
+    REDIS_URL=redis://127.0.0.1:6379/0 .venv/bin/python bench/throughput.py --images 12
+
+Target (issue 3): images/second >= 0.9 x 1/(a) on a 2-core machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT.parent / "shared" / "fixtures"
+sys.path.insert(0, str(ROOT))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def bare_inference_seconds(repeats: int = 5) -> float:
+    from removal import modelstore
+    from removal.pipeline.segment import Segmenter
+
+    models = os.environ.get("QUICKBG_MODELS_DIR", str(Path.home() / ".cache/quickbg/models"))
+    segmenter = Segmenter(modelstore.verify(models), 2)
+    tensor = np.random.default_rng(0).random((1, 3, 1024, 1024), dtype=np.float32)
+    segmenter.run(tensor)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        segmenter.run(tensor)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def ensure_database(url: str) -> None:
+    import psycopg
+
+    name = url.rsplit("/", 1)[1]
+    admin = url.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def manage(env: dict, *args: str) -> str:
+    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True,
+                          capture_output=True, text=True).stdout
+
+
+def wait_http(url: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(url, timeout=2).status_code < 500:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def run_round(env: dict, base: str, token: str, images: list[bytes], workers: int,
+              threads: int) -> tuple[float, list[float]]:
+    name = f"bench-{uuid.uuid4().hex[:6]}"
+    worker_env = env | {"QUICKBG_ORT_THREADS": str(threads)}
+    procs = [subprocess.Popen([sys.executable, "manage.py", "run_worker", "--name", f"{name}-{n}"],
+                              cwd=ROOT, env=worker_env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL) for n in range(workers)]
+    headers = {"Authorization": f"Bearer {token}"}
+    latencies: list[float] = []
+    try:
+        time.sleep(8)  # workers load the model before the clock starts
+        started = time.monotonic()
+        ids = []
+        for n, data in enumerate(images):
+            response = requests.post(f"{base}/api/v1/uploads", headers=headers,
+                                     files={"file": (f"img{n}.jpg", data)}, timeout=60)
+            response.raise_for_status()
+            ids.append(response.json()["task_id"])
+        pending = set(ids)
+        while pending:
+            for task_id in list(pending):
+                t0 = time.perf_counter()
+                body = requests.get(f"{base}/api/v1/tasks/{task_id}", headers=headers,
+                                    timeout=30).json()
+                latencies.append(time.perf_counter() - t0)
+                if body["status"] in ("completed", "failed"):
+                    if body["status"] == "failed":
+                        raise RuntimeError(f"task failed: {body['error_message']}")
+                    pending.discard(task_id)
+            time.sleep(0.2)
+        elapsed = time.monotonic() - started
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=120)
+    return len(images) / elapsed, latencies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=12)
+    args = parser.parse_args()
+
+    database_url = os.environ.get("DATABASE_URL",
+                                  "postgres://postgres@127.0.0.1:5432/quickbg_bench")
+    ensure_database(database_url)
+    media = tempfile.mkdtemp(prefix="quickbg-bench-")
+    env = {**os.environ, "DATABASE_URL": database_url, "QUICKBG_MEDIA_ROOT": media,
+           "QUICKBG_QUEUE": f"quickbg-bench-{os.getpid()}", "QUICKBG_UPLOAD_RATE": "100000/min",
+           "QUICKBG_MAX_QUEUED_TASKS": "100000", "DJANGO_SETTINGS_MODULE": "quickbg.settings",
+           "LOG_LEVEL": "WARNING"}
+    manage(env, "migrate", "--noinput")
+    password = uuid.uuid4().hex
+    username = f"bench-{uuid.uuid4().hex[:6]}"
+    manage(env, "shell", "-c",
+           "from accounts.models import User; "
+           f"User.objects.create_user(username='{username}', password='{password}')")
+
+    a = bare_inference_seconds()
+    port = free_port()
+    web = subprocess.Popen([sys.executable, "-m", "gunicorn", "quickbg.wsgi", "--bind",
+                            f"127.0.0.1:{port}", "--workers", "2"], cwd=ROOT, env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{base}/api/v1/health")
+        token = requests.post(f"{base}/api/v1/auth/token",
+                              json={"username": username, "password": password},
+                              timeout=10).json()["access"]
+        photos = sorted(FIXTURES.glob("*.jpg"))
+        images = [photos[n % len(photos)].read_bytes() for n in range(args.images)]
+        print(f"(a) bare ORT inference, 2 threads: {a:.2f} s  ->  1/(a) = {1 / a:.3f} images/s")
+        for workers, threads in ((1, 2), (2, 1)):
+            rate, latencies = run_round(env, base, token, images, workers, threads)
+            p50 = statistics.median(latencies) * 1000
+            p99 = float(np.percentile(latencies, 99)) * 1000
+            print(f"{workers} worker(s) x {threads} thread(s): {rate:.3f} images/s = "
+                  f"{rate * a:.2f} x 1/(a)   GET /tasks/{{id}} p50 {p50:.0f} ms, p99 {p99:.0f} ms")
+    finally:
+        web.terminate()
+        web.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
