@@ -124,7 +124,7 @@ def bench_matting(model: Path, threads: int) -> dict:
     return {"seconds": round(seconds, 3), "stages": result.metrics["stage_timings"]}
 
 
-def rss_child(model: str, threads: int, arena: bool, size: int) -> None:
+def rss_child(model: str, threads: int, arena: bool, size: int, pattern: bool = False) -> None:
     """Run in a subprocess: a worker's life for one big job. Prints JSON."""
     import numpy as np
     from PIL import Image
@@ -144,7 +144,7 @@ def rss_child(model: str, threads: int, arena: bool, size: int) -> None:
     del small, noisy, buffer
 
     with PeakMemory() as whole:
-        segmenter = Segmenter(model, threads, mem_arena=arena)
+        segmenter = Segmenter(model, threads, mem_arena=arena, mem_pattern=pattern)
         loaded = whole.read()
         times = []
         for _ in range(2):
@@ -156,17 +156,19 @@ def rss_child(model: str, threads: int, arena: bool, size: int) -> None:
 
     print(json.dumps({
         "size": f"{size}x{size}", "arena": arena, "input_bytes": len(data),
-        "rss_after_model_load_mb": loaded, "peak_rss_mb": whole.mb,
+        "mem_pattern": pattern, "rss_after_model_load_mb": loaded, "peak_rss_mb": whole.mb,
         "rss_between_jobs_mb": round(psutil.Process().memory_info().rss / 2**20, 1),
         "per_task_reset": whole.per_task, "seconds": times,
         "output": f"{result.width}x{result.height}",
     }))
 
 
-def measure_rss(model: Path, threads: int, arena: bool, size: int = 4096) -> dict:
+def measure_rss(model: Path, threads: int, arena: bool, size: int = 4096,
+                pattern: bool = False) -> dict:
     proc = subprocess.run(
         [sys.executable, __file__, "--rss-child", "--model", str(model), "--threads",
-         str(threads), "--size", str(size)] + (["--arena-on"] if arena else []),
+         str(threads), "--size", str(size)] + (["--arena-on"] if arena else [])
+        + (["--pattern-on"] if pattern else []),
         capture_output=True, text=True, check=True,
     )
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -214,10 +216,11 @@ def main() -> None:
     parser.add_argument("--no-speed", action="store_true", help="memory only")
     parser.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--arena-on", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--pattern-on", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, default=4096, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rss_child:
-        rss_child(str(args.model), args.threads, args.arena_on, args.size)
+        rss_child(str(args.model), args.threads, args.arena_on, args.size, args.pattern_on)
         return
 
     import cv2
@@ -228,6 +231,8 @@ def main() -> None:
     print("memory (arena off, the default):", json.dumps(rss))
     if args.arena:
         print("memory (arena on):", json.dumps(measure_rss(args.model, args.threads, arena=True)))
+        print("memory (memory pattern on):",
+              json.dumps(measure_rss(args.model, args.threads, arena=False, pattern=True)))
     speed = {} if args.no_speed else bench_speed(args.model, args.threads, args.repeats)
     if args.matting:
         print("alpha matting, ~1 MP:", json.dumps(bench_matting(args.model, args.threads)))

@@ -43,13 +43,17 @@ def session_options(threads: int, *, mem_arena: bool = False, mem_pattern: bool 
     ORT 1.32, fp16 ISNet, input always 1x3x1024x1024, VmHWM of a fresh process):
 
     * CPU memory arena OFF. With it, a worker that processed one 4096x4096 job kept 2.42 GB
-      resident between jobs (peak 2.62 GB); without it 0.69 GB between jobs (peak 1.59 GB).
-      The arena keeps every activation block it ever allocated; malloc gives large blocks
-      back. Inference time was the same within the (large, shared-machine) noise.
-    * Memory pattern OFF. The pre-planned single activation block raises the inference peak
-      by ~200 MB (bare session: 1.40 GB -> 1.20 GB VmHWM without it) for no measurable speed
-      (3.07 s vs 3.02 s, same machine, interleaved runs); our shape never varies anyway, so
-      there is nothing for the arena or the pattern to learn between jobs.
+      resident between jobs (peak 2.62 GB); without it 0.69 GB between jobs (peak 1.59 GB;
+      both measured before the two changes below). The arena keeps every activation block it
+      ever allocated; malloc gives large blocks back. Over the pattern alone it gained at most
+      ~10 % speed (numbers below).
+    * Memory pattern OFF, for the 1.2 GB budget, at a cost in speed. The pattern pre-plans one
+      block for all activations: a worker-like process on a 4096x4096 JPEG peaked at 1251 MB
+      with it and 959 MB without it (budget 1229 MB). But it is faster: interleaved runs of
+      three sessions in one process (shared, loaded machine) took 5.45-5.6 s with the pattern,
+      6.3-6.8 s without, 4.6-5.5 s with ORT's defaults (arena + pattern, peak 2.2 GB). So
+      without the pattern inference costs ~15-20 % more CPU. ``get_segmenter(...,
+      mem_pattern=True)`` switches it on where memory is plentiful.
     * glibc's mmap threshold is pinned at 128 KiB (``memory.return_large_blocks_to_the_os``,
       called by ``Segmenter``): peak 1.2 GB -> 0.96 GB, between jobs 0.55 GB -> 0.29 GB.
     * Graph optimisation stays at ORT_ENABLE_ALL: EXTENDED would hold 330 MB less (no NCHWc
@@ -183,13 +187,14 @@ def upscale(mask: np.ndarray, width: int, height: int) -> np.ndarray:
 
 
 _lock = threading.Lock()
-_segmenters: dict[tuple[str, int], Segmenter] = {}
+_segmenters: dict[tuple[str, int, bool], Segmenter] = {}
 
 
-def get_segmenter(model_path: str | os.PathLike, threads: int = 0) -> Segmenter:
+def get_segmenter(model_path: str | os.PathLike, threads: int = 0, *,
+                  mem_pattern: bool = False) -> Segmenter:
     """The process-wide segmenter for this model file, created on first call and then reused."""
-    key = (str(model_path), threads)
+    key = (str(model_path), threads, mem_pattern)
     with _lock:
         if key not in _segmenters:
-            _segmenters[key] = Segmenter(model_path, threads)
+            _segmenters[key] = Segmenter(model_path, threads, mem_pattern=mem_pattern)
         return _segmenters[key]
