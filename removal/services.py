@@ -365,13 +365,6 @@ def task_recover(*, task_id, status: str, attempts: int) -> str:
     return "requeued"
 
 
-def task_get_for_user(*, user, task_id) -> Task:
-    try:
-        return Task.objects.select_related("upload").get(pk=task_id, upload__owner=user)
-    except (Task.DoesNotExist, ValueError):
-        raise NotFound("Not found.") from None
-
-
 # --- Tasks: reprocessing (admin action, `reprocess` command) -----------------------------------
 
 
