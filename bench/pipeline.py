@@ -100,6 +100,12 @@ def bench_speed(model: Path, threads: int, repeats: int) -> dict:
                 "all_s": {k: [round(x, 3) for x in v] for k, v in runs.items()},
                 "c_over_a": round(median["c"] / median["a"], 3),
                 "cpu_median_s": {k: round(v, 3) for k, v in cpu_median.items()},
+                # Paired per round: what each adds to the model run it was interleaved with.
+                "overhead_s": {
+                    k: round(statistics.median(x - y for x, y in zip(runs[k], runs["a"],
+                                                                      strict=True)), 3)
+                    for k in ("b", "c")
+                },
                 "cpu_c_over_a": round(cpu_median["c"] / cpu_median["a"], 3),
                 "cpu_b_over_c": round(cpu_median["b"] / cpu_median["c"], 3),
                 "b_over_c": round(median["b"] / median["c"], 3),
@@ -198,6 +204,10 @@ def report(speed: dict, rss: dict) -> None:
             line += f"; (b)/(c) {r['b_over_c']} vs >= {bc_target}: "
             line += verdict(r["b_over_c"], bc_target, lower_is_better=False)
         print(line)
+        print(f"    beyond the model run (median of paired differences, wall s): "
+              f"rembg.remove +{r['overhead_s']['b']}, ours +{r['overhead_s']['c']}; "
+              f"ours non-inference stages sum to "
+              f"{sum(v for k, v in r['c_stages_median'].items() if k != 'inference'):.3f} s")
         print(f"    ours per stage (median s): {r['c_stages_median']}")
         print(f"    all runs: {r['all_s']}; output {r['output']}")
     print(f"\npeak RSS, worker-like process, 4096x4096 JPEG: {rss['peak_rss_mb']:.0f} MB "
