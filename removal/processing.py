@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from django.conf import settings
+from rq import get_current_job
 from rq.timeouts import JobTimeoutException
 
 from removal import modelstore, storage
@@ -55,6 +56,12 @@ def _options(task) -> Options:
         raise InvalidImage(f"Invalid option {exc}") from None
 
 
+def job_timeout() -> float:
+    """The running RQ job's own timeout (set when it was enqueued), else the setting."""
+    job = get_current_job()
+    return float(job.timeout) if job is not None and job.timeout else settings.QUICKBG_JOB_TIMEOUT
+
+
 def compression_ratio(original_size: int, processed_size: int) -> float | None:
     """original / processed bytes: > 1 when the result is smaller than the upload."""
     return round(original_size / processed_size, 3) if processed_size else None
@@ -90,7 +97,7 @@ def _run(claim: Claim, started: float, timings: dict, peak: PeakMemory) -> Outco
     timings["fetch"] = round(time.perf_counter() - t, 4)
     task_set_progress(claim=claim, progress=10)
 
-    left = settings.QUICKBG_JOB_TIMEOUT - (time.perf_counter() - started) - TIMEOUT_MARGIN
+    left = job_timeout() - (time.perf_counter() - started) - TIMEOUT_MARGIN
     try:
         result = process(
             data, segmenter=get_segmenter(name), options=options, limits=validation_limits(),
