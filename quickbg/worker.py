@@ -96,7 +96,8 @@ class QuickBGWorker(SimpleWorker):
             return
         while not self._stop_threads.wait(interval):
             try:
-                if self.connection.set(RECONCILE_LOCK, self.name, nx=True, ex=interval):
+                lock = f"{RECONCILE_LOCK}:{settings.QUICKBG_QUEUE}"
+                if self.connection.set(lock, self.name, nx=True, ex=interval):
                     ensure_usable_connection()
                     reconcile(grace_seconds=settings.QUICKBG_RECONCILE_GRACE)
             except Exception as exc:  # noqa: BLE001 - try again next round

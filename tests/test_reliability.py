@@ -250,3 +250,41 @@ def test_sigterm_lets_the_running_job_finish(user, tmp_path):
     assert worker.wait(timeout=120) == 0
     task.refresh_from_db()
     assert task.status == Task.Status.COMPLETED
+
+
+# --- worker death ------------------------------------------------------------------------------
+
+
+@pytest.mark.model
+@pytest.mark.django_db(transaction=True)
+def test_worker_killed_mid_inference_hands_its_task_to_another(user, tmp_path):
+    task = stored_task(user, fixture_bytes("car-1.jpg"))
+    services.task_enqueue(task=task)
+    env = subprocess_env() | {"QUICKBG_RECONCILE_INTERVAL": "2", "QUICKBG_RECONCILE_GRACE": "3",
+                              "QUICKBG_ORT_THREADS": "1"}
+
+    def worker(name: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "manage.py", "run_worker", "--name", name],
+                                cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+
+    first = worker(f"doomed-{tmp_path.name}")
+    deadline = time.monotonic() + 120
+    while Task.objects.get(pk=task.pk).status != Task.Status.PROCESSING:
+        assert time.monotonic() < deadline and first.poll() is None
+        time.sleep(0.05)
+    time.sleep(0.5)  # inside the model run
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=30)
+    killed_at = time.monotonic()
+    second = worker(f"rescuer-{tmp_path.name}")
+    try:
+        while Task.objects.get(pk=task.pk).status != Task.Status.COMPLETED:
+            assert time.monotonic() - killed_at < 120, "not recovered within 2 minutes"
+            time.sleep(0.2)
+    finally:
+        second.terminate()
+        second.wait(timeout=60)
+    task.refresh_from_db()
+    assert task.attempts == 2
+    assert storage.exists(f"results/{task.pk}.png")
