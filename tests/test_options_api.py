@@ -1,0 +1,131 @@
+"""Output options on POST /uploads: validated, stored on the task, echoed, and honoured."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from removal import services, storage
+from removal.models import Task
+from tests.conftest import subprocess_env
+from tests.factories import make_upload
+from tests.images import fixture_bytes, make_image
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def named(data: bytes, name: str = "car.jpg") -> io.BytesIO:
+    buffer = io.BytesIO(data)
+    buffer.name = name
+    return buffer
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("format", "gif"), ("channels", "rgb"), ("bg_color", "not-a-colour"), ("crop", "maybe"),
+     ("crop_margin", "90%"), ("crop_margin", "-3"), ("refine", "2"),
+     ("alpha_matting", "yes please"),
+     ("alpha_matting_erode_size", "1000")],
+)
+def test_invalid_option_is_400_naming_the_field(user, client_for, empty_queue, field, value):
+    response = client_for(user).post("/api/v1/uploads",
+                                     {"file": named(make_image()), field: value},
+                                     format="multipart")
+    assert response.status_code == 400
+    assert response.json()["detail"].startswith(f"{field}: ")
+    assert Task.objects.count() == 0 and empty_queue.count == 0
+
+
+@pytest.mark.django_db
+def test_options_are_stored_and_echoed(user, client_for):
+    client = client_for(user)
+    response = client.post("/api/v1/uploads", {
+        "file": named(make_image()), "format": "webp", "channels": "alpha", "bg_color": "#00ff00",
+        "crop": "false", "crop_margin": "5%", "refine": "false",
+    }, format="multipart")
+    assert response.status_code == 202, response.content
+    options = client.get(f"/api/v1/tasks/{response.json()['task_id']}").json()["options"]
+    assert (options["format"], options["channels"], options["bg_color"], options["crop"],
+            options["crop_margin"], options["refine"], options["alpha_matting"]) == (
+        "webp", "alpha", "#00ff00", False, "5%", False, False)
+    assert options["model"] == "isnet-general-use"
+
+
+@pytest.mark.model
+@pytest.mark.django_db(transaction=True)
+def test_options_shape_the_result(user, client_for, run_worker):
+    client = client_for(user)
+    car = fixture_bytes("car-1.jpg")
+    ids = {
+        name: client.post("/api/v1/uploads", {"file": named(car), **fields},
+                          format="multipart").json()["task_id"]
+        for name, fields in {
+            "webp-uncropped": {"format": "webp", "crop": "false"},
+            "mask": {"channels": "alpha", "crop": "false"},
+            "green": {"bg_color": "00ff00", "crop": "false"},
+            "cropped": {},
+        }.items()
+    }
+    run_worker()
+    tasks = {name: Task.objects.get(pk=task_id) for name, task_id in ids.items()}
+    assert all(t.status == Task.Status.COMPLETED for t in tasks.values()), {
+        n: t.error_message for n, t in tasks.items()}
+    original = Image.open(io.BytesIO(car))
+
+    webp = Image.open(io.BytesIO(storage.read(tasks["webp-uncropped"].result_key)))
+    assert webp.format == "WEBP" and webp.size == original.size
+    assert tasks["webp-uncropped"].result_key.endswith(".webp")
+
+    mask = Image.open(io.BytesIO(storage.read(tasks["mask"].result_key)))
+    assert mask.mode == "L" and mask.size == original.size
+    values = np.asarray(mask)
+    assert values[0, 0] == 0 and values[values.shape[0] // 2, values.shape[1] // 2] >= 250
+
+    green = np.asarray(Image.open(io.BytesIO(storage.read(tasks["green"].result_key))))
+    assert tuple(green[0, 0][:3]) == (0, 255, 0)
+
+    cropped = tasks["cropped"]
+    bbox = cropped.metrics["bbox"]
+    result = Image.open(io.BytesIO(storage.read(cropped.result_key)))
+    assert result.width < original.width or result.height < original.height
+    assert result.size == (min(bbox[2] + 10, original.width) - max(bbox[0] - 10, 0),
+                           min(bbox[3] + 10, original.height) - max(bbox[1] - 10, 0))
+    for key in ("memory_usage_mb", "original_size", "processed_size", "compression_ratio",
+                "stage_timings", "model", "bbox", "confidence"):
+        assert key in cropped.metrics, key
+    api = client.get(f"/api/v1/tasks/{cropped.pk}").json()
+    assert api["metrics"]["bbox"] == bbox and api["metrics"]["confidence"] > 0.9
+
+
+@pytest.mark.model
+@pytest.mark.django_db(transaction=True)
+def test_a_polling_client_sees_progress_move(user, tmp_path):
+    upload = make_upload(owner=user)
+    storage.write(upload.original_key, fixture_bytes("cloth-1.jpg"))
+    task = Task.objects.create(upload=upload)
+    services.task_enqueue(task=task)
+    worker = subprocess.Popen(
+        [sys.executable, "manage.py", "run_worker", "--burst", "--name", f"p-{tmp_path.name}"],
+        cwd=ROOT, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    seen = []
+    deadline = time.monotonic() + 180
+    while worker.poll() is None and time.monotonic() < deadline:
+        row = Task.objects.values_list("status", "progress").get(pk=task.pk)
+        if not seen or seen[-1] != row:
+            seen.append(row)
+        time.sleep(0.02)
+    worker.wait(timeout=60)
+    seen.append(Task.objects.values_list("status", "progress").get(pk=task.pk))
+    processing = [p for status, p in seen if status == "processing"]
+    assert len(set(processing)) >= 3, seen  # several steps observed while it ran
+    assert processing == sorted(processing)
+    assert seen[-1] == ("completed", 100)
