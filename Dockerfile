@@ -10,6 +10,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     QUICKBG_MODELS_DIR=/models \
+    DEBUG=false \
     PORT=8000
 
 RUN apt-get update \
@@ -37,4 +38,4 @@ RUN useradd --create-home --uid 1000 quickbg \
 USER quickbg
 
 EXPOSE 8000
-CMD ["sh", "-c", "exec gunicorn quickbg.wsgi --bind 0.0.0.0:${PORT} --workers ${WEB_CONCURRENCY:-2} --timeout 120 --access-logfile -"]
+CMD ["sh", "-c", "exec gunicorn quickbg.wsgi --bind 0.0.0.0:${PORT} --workers ${WEB_CONCURRENCY:-2} --timeout 120"]

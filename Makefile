@@ -1,5 +1,10 @@
 # The few commands people type. `make run` and `make test` each set up everything they need.
 PYTHON ?= python3
+# Local development defaults; production sets its own environment (DEBUG=false, SECRET_KEY, ...).
+DEBUG ?= true
+export DEBUG
+# The tests run against PostgreSQL (never SQLite); override for another server.
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/quickbg
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
@@ -21,7 +26,7 @@ run: model
 	$(PY) manage.py run_local
 
 test: model
-	$(VENV)/bin/pytest
+	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} $(VENV)/bin/pytest
 
 lint: install
 	$(VENV)/bin/ruff check .

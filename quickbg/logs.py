@@ -31,4 +31,7 @@ class RedactSecrets(logging.Filter):
         cleaned = redact(message)
         if cleaned != message:
             record.msg, record.args = cleaned, ()
+        # Django attaches the request to request-log records; the JSON formatter prints it.
+        if hasattr(record, "request"):
+            record.request = redact(str(record.request))
         return True

@@ -20,7 +20,7 @@ class ResilientQueue(DjangoRQ):
     def original_enqueue_call(self, *args, **kwargs):
         try:
             return super().original_enqueue_call(*args, **kwargs)
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        except redis.exceptions.RedisError as exc:  # down, read-only after failover, OOM...
             logger.error(
                 "Redis unavailable, job %s left for the reconciler: %s", kwargs.get("job_id"), exc
             )

@@ -17,7 +17,9 @@ from quickbg.env import env_bool, env_float, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-DEBUG = env_bool("DEBUG", True)
+# Off unless asked for: `make run` / `make test` set DEBUG=true; a deployment that forgets the
+# variable gets production behaviour (and must then set SECRET_KEY), never the dev key.
+DEBUG = env_bool("DEBUG", False)
 # Local state of `make run` (SQLite file, media, redis data, demo password).
 STATE_DIR = Path(env_str("QUICKBG_STATE_DIR", str(BASE_DIR / "var")))
 SECRET_KEY = env_str("SECRET_KEY")
@@ -191,6 +193,7 @@ QUICKBG_UPLOAD_RATE = env_str("QUICKBG_UPLOAD_RATE", "60/min")
 # Bearer token for GET /metrics (Prometheus); empty = the endpoint is off (404).
 QUICKBG_METRICS_TOKEN = env_str("QUICKBG_METRICS_TOKEN")
 QUICKBG_MAX_QUEUED_TASKS = env_int("QUICKBG_MAX_QUEUED_TASKS", 20, minimum=1)
+QUICKBG_AUTH_RATE = env_str("QUICKBG_AUTH_RATE", "20/min")  # token requests per client address
 NUM_PROXIES = env_int("NUM_PROXIES", 0, minimum=0) or None
 CACHES = {
     "default": {
@@ -255,6 +258,8 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "rq.worker": {"level": LOG_LEVEL},
+        # Replaces Django's default handlers (which would print request lines unredacted).
+        "django": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
         # Request lines of the development server: same handler, so the same redaction.
         "django.server": {"handlers": ["console"], "level": "INFO", "propagate": False},
     },

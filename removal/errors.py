@@ -53,6 +53,17 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 
 
 def describe(exc: BaseException) -> str:
-    """A one-line, user-readable description without file-system paths or stack traces."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    """What kind of failure it was, for the task's ``error_message`` (which the API shows).
+
+    Never the exception's own text: it can hold host names, paths or credentials. The details go
+    to the worker's log with the task id.
+    """
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        return "the database was temporarily unavailable"
+    if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
+        return "the queue (Redis) was temporarily unavailable"
+    if isinstance(exc, botocore.exceptions.BotoCoreError):
+        return "the storage service was temporarily unavailable"
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return "a network connection failed"
+    return f"an unexpected error ({type(exc).__name__}); the details are in the worker log"

@@ -26,7 +26,8 @@ logger = logging.getLogger(__name__)
 
 def process_task(task_id: str) -> str:
     """Process one task. The only argument is the task id (JSON-serialised by RQ)."""
-    claim = services.task_claim(task_id=task_id)
+    job = get_current_job()
+    claim = services.task_claim(task_id=task_id, job_id=job.id if job is not None else None)
     if claim is None:
         logger.info("task %s is not queued any more; nothing to do", task_id)
         return "skipped"
@@ -39,7 +40,6 @@ def process_task(task_id: str) -> str:
         services.task_fail(claim=claim, message="The original image is missing from storage")
         return "failed"
     except JobTimeoutException:
-        job = get_current_job()
         limit = job.timeout if job is not None and job.timeout else settings.QUICKBG_JOB_TIMEOUT
         services.task_fail(claim=claim, message=f"Processing timed out after {limit} s")
         return "failed"
@@ -59,11 +59,12 @@ def process_task(task_id: str) -> str:
 def _transient_failure(claim: services.Claim, exc: Exception) -> str:
     message = describe(exc)
     if claim.attempt >= services.max_attempts():
+        logger.error("task %s failed after %s attempts: %r", claim.task.pk, claim.attempt, exc)
         services.task_fail(
             claim=claim, message=f"Failed after {claim.attempt} attempts: {message}"
         )
         return "failed"
-    logger.warning("task %s attempt %s hit a temporary error, will retry: %s",
-                   claim.task.pk, claim.attempt, message)
+    logger.warning("task %s attempt %s hit a temporary error, will retry: %r",
+                   claim.task.pk, claim.attempt, exc)
     services.task_release_for_retry(claim=claim, message=f"Temporary error, retrying: {message}")
     raise exc

@@ -81,7 +81,10 @@ def upload_create_from_file(*, owner, file, options: dict | None = None) -> Task
             sha256=hashlib.sha256(data).hexdigest(), options=options,
         )
     except Exception:
-        storage.delete_quietly(key)
+        # Remove the stored original only if its rows were not committed: a failure after the
+        # commit (an on-commit hook) leaves a real task that still needs its original.
+        if not Upload.objects.filter(pk=upload_id).exists():
+            storage.delete_quietly(key)
         raise
 
 
@@ -139,6 +142,15 @@ def direct_upload_issue(*, owner, filename: str) -> dict:
         raise QuickBGError(
             "Direct uploads need S3 storage (AWS_STORAGE_BUCKET_NAME); upload the file instead",
             status_code=400,
+        )
+    check_task_quota(owner=owner)
+    recent = timezone.now() - timedelta(seconds=settings.QUICKBG_URL_EXPIRY)
+    unused = DirectUpload.objects.filter(owner=owner, used_at=None, created_at__gt=recent).count()
+    if unused >= settings.QUICKBG_MAX_QUEUED_TASKS:
+        raise TooManyTasks(
+            f"You have {unused} upload URLs not yet submitted (limit "
+            f"{settings.QUICKBG_MAX_QUEUED_TASKS}); submit or let them expire",
+            retry_after=60,
         )
     key = (f"{storage.incoming_prefix(owner.pk)}{uuid.uuid4()}/"
            f"{storage.safe_filename(filename)}")
@@ -264,8 +276,9 @@ def max_attempts() -> int:
 def task_retry(*, task: Task) -> Task:
     """Put a failed task back on the queue (owner via the API, staff via the admin)."""
     with transaction.atomic():
+        # A retry gets the full retry budget again: attempts count from zero.
         moved = Task.objects.filter(pk=task.pk, status=Status.FAILED).update(
-            status=Status.QUEUED, progress=0, error_message="", started_at=None,
+            status=Status.QUEUED, progress=0, attempts=0, error_message="", started_at=None,
             finished_at=None, updated_at=timezone.now(),
         )
         if moved != 1:
@@ -287,13 +300,18 @@ class Claim:
     attempt: int
 
 
-def task_claim(*, task_id) -> Claim | None:
-    """Move a queued task to processing. ``None`` when it is not queued (done, or taken)."""
+def task_claim(*, task_id, job_id: str | None = None) -> Claim | None:
+    """Move a queued task to processing. ``None`` when it is not queued (done, or taken).
+
+    ``job_id`` is the RQ job doing the work: recorded in the same update, so the reconciler
+    checks the job that really holds the task (not a newer one that found it taken).
+    """
     now = timezone.now()
-    claimed = Task.objects.filter(pk=task_id, status=Status.QUEUED).update(
-        status=Status.PROCESSING, attempts=F("attempts") + 1, progress=5, started_at=now,
-        updated_at=now, error_message="",
-    )
+    changes = dict(status=Status.PROCESSING, attempts=F("attempts") + 1, progress=5,
+                   started_at=now, updated_at=now, error_message="")
+    if job_id:
+        changes["rq_job_id"] = job_id
+    claimed = Task.objects.filter(pk=task_id, status=Status.QUEUED).update(**changes)
     if claimed != 1:
         return None
     task = Task.objects.select_related("upload").get(pk=task_id)

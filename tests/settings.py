@@ -7,11 +7,17 @@ PostgreSQL and Redis running on the machine (see ``.ci/run``) and refuses to fal
 import os
 import tempfile
 
-from quickbg.settings import *  # noqa: F403
-from quickbg.settings import BASE_DIR, DATABASES, RQ_QUEUES
+# Before the real settings read it; subprocesses started by tests inherit it.
+os.environ.setdefault("DEBUG", "true")
 
-if os.environ.get("CI") and DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
-    raise RuntimeError("CI must run the tests against PostgreSQL: set DATABASE_URL")
+from quickbg.settings import *  # noqa: E402, F403
+from quickbg.settings import BASE_DIR, DATABASES, RQ_QUEUES  # noqa: E402
+
+if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+    raise RuntimeError(
+        "The tests run against PostgreSQL, never SQLite: set DATABASE_URL, e.g. "
+        "postgres://postgres@127.0.0.1:5432/quickbg (`make test` does)"
+    )
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
@@ -30,6 +36,7 @@ QUICKBG_METRICS_LOG = BASE_DIR / "logs" / "test-metrics.log"
 QUICKBG_ORT_THREADS = 2
 
 QUICKBG_UPLOAD_RATE = "10000/min"
+QUICKBG_AUTH_RATE = "100000/min"
 CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",

@@ -68,7 +68,9 @@ def test_transient_storage_failure_is_retried_then_fails_with_reason(user, s3, s
     task.refresh_from_db()
     assert task.status == Task.Status.FAILED
     assert task.attempts == 4  # the first try and three retries
-    assert task.error_message.startswith("Failed after 4 attempts: EndpointConnectionError")
+    assert task.error_message == (
+        "Failed after 4 attempts: the storage service was temporarily unavailable"
+    )
 
 
 @pytest.mark.django_db(transaction=True)
@@ -288,3 +290,29 @@ def test_worker_killed_mid_inference_hands_its_task_to_another(user, tmp_path):
     task.refresh_from_db()
     assert task.attempts == 2
     assert storage.exists(f"results/{task.pk}.png")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_read_only_redis_at_upload_time_keeps_the_task_and_its_original(user, own_redis,
+                                                                        client_for):
+    queue = services.get_queue()
+    queue.connection.execute_command("REPLICAOF", "127.0.0.1", str(free_port()))  # read-only
+    response = client_for(user).post("/api/v1/uploads", {"file": named(make_image())},
+                                     format="multipart")
+    assert response.status_code == 202, response.content
+    task = Task.objects.select_related("upload").get(pk=response.json()["task_id"])
+    assert task.status == Task.Status.QUEUED
+    assert storage.exists(task.upload.original_key)
+    queue.connection.execute_command("REPLICAOF", "NO", "ONE")
+    call_command("reconcile_tasks", "--grace", "0")
+    assert queue.job_ids == [Task.objects.get(pk=task.pk).rq_job_id]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_retry_of_a_failed_task_gets_the_full_retry_budget(user, client_for):
+    task = make_task(owner=user, status=Task.Status.FAILED, attempts=4,
+                     error_message="Failed after 4 attempts: ...")
+    response = client_for(user).post(f"/api/v1/tasks/{task.pk}/retry")
+    assert response.status_code == 202
+    task.refresh_from_db()
+    assert (task.status, task.attempts) == (Task.Status.QUEUED, 0)

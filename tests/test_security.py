@@ -208,6 +208,14 @@ def test_signed_urls_and_tokens_are_redacted_from_logs():
     assert message.count("<redacted>") == 4
 
 
+def test_request_attached_to_a_log_record_is_redacted():
+    record = logging.LogRecord("django.request", logging.WARNING, __file__, 1, "Not Found: %s",
+                               ("/api/v1/files/SECRETTOKEN",), None)
+    record.request = "<WSGIRequest: GET '/api/v1/files/SECRETTOKEN'>"
+    RedactSecrets().filter(record)
+    assert "SECRETTOKEN" not in record.getMessage() and "SECRETTOKEN" not in record.request
+
+
 def test_every_log_handler_redacts(settings):
     for handler in settings.LOGGING["handlers"].values():
         assert "redact" in handler.get("filters", [])
@@ -223,3 +231,36 @@ def test_storage_keys_of_uploads_are_server_chosen(user, client_for):
     assert upload.original_key.startswith(f"originals/{user.pk}/{upload.pk}/")
     assert ".." not in upload.original_key
     assert make_upload  # factories imported for other tests in this module
+
+
+def test_token_requests_are_throttled_per_address(user, api, settings):
+    settings.QUICKBG_AUTH_RATE = "3/hour"
+    codes = [api.post("/api/v1/auth/token", {"username": user.username, "password": "guess"},
+                      format="json", REMOTE_ADDR="203.0.113.9").status_code for _ in range(4)]
+    assert codes == [401, 401, 401, 429]
+    elsewhere = api.post("/api/v1/auth/token", {"username": user.username, "password": "x"},
+                         format="json", REMOTE_ADDR="203.0.113.10")
+    assert elsewhere.status_code == 401
+
+
+@pytest.mark.django_db(transaction=True)
+def test_presign_is_capped_per_user(user, client_for, s3, settings):
+    settings.QUICKBG_MAX_QUEUED_TASKS = 2
+    client = client_for(user)
+    codes = [client.post("/api/v1/uploads/presign", {"filename": "a.jpg"},
+                         format="json").status_code for _ in range(3)]
+    assert codes == [201, 201, 429]
+
+
+def test_json_upload_options_accept_booleans(user, client_for):
+    from removal.models import DirectUpload
+
+    key = f"incoming/{user.pk}/abc/photo.jpg"
+    DirectUpload.objects.create(owner=user, key=key)
+    response = client_for(user).post(
+        "/api/v1/uploads", {"s3_key": key, "crop": False, "refine": True, "crop_margin": 4},
+        format="json",
+    )
+    # The key was issued but nothing was uploaded: the options themselves were accepted.
+    assert response.status_code == 404
+    assert response.json()["detail"] == "Nothing has been uploaded to this s3_key yet"

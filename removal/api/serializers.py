@@ -21,6 +21,20 @@ OPTION_HELP = {
 }
 
 
+@extend_schema_field({"oneOf": [{"type": "string"}, {"type": "boolean"}, {"type": "integer"}]})
+class OptionField(serializers.Field):
+    """An output option as sent: a form string, or a JSON string/boolean/number.
+    ``Options.parse`` validates it (and names the field when it is wrong)."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, (str, bool, int)):
+            raise serializers.ValidationError("must be a string, boolean or number")
+        return data
+
+    def to_representation(self, value):
+        return value
+
+
 class UploadCreateSerializer(serializers.Serializer):
     file = serializers.FileField(
         required=False, allow_empty_file=True, help_text="The image (JPEG, PNG, WEBP or BMP)."
@@ -33,9 +47,7 @@ class UploadCreateSerializer(serializers.Serializer):
     def get_fields(self):
         fields = super().get_fields()
         for name, help_text in OPTION_HELP.items():
-            fields[name] = serializers.CharField(
-                required=False, allow_blank=True, help_text=help_text
-            )
+            fields[name] = OptionField(required=False, help_text=help_text)
         return fields
 
     def validate(self, attrs):
@@ -110,7 +122,8 @@ class TaskSerializer(serializers.ModelSerializer):
         if not self._done(task):
             return None
         stem = (task.upload.original_filename or "image").rsplit(".", 1)[0]
+        extension = task.result_key.rsplit(".", 1)[-1]
         return storage.download_url(
             task.result_key, request=self.context.get("request"),
-            filename=f"{storage.safe_filename(stem)}-nobg.png",
+            filename=f"{storage.safe_filename(stem)}-nobg.{extension}",
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from django.conf import settings
-from rest_framework.throttling import UserRateThrottle
+from rest_framework.throttling import SimpleRateThrottle, UserRateThrottle
 
 logger = logging.getLogger(__name__)
 
@@ -27,4 +27,26 @@ class UploadRateThrottle(UserRateThrottle):
             return super().allow_request(request, view)
         except Exception as exc:  # noqa: BLE001 - cache down: fail open, loudly
             logger.error("upload throttle unavailable (%s); allowing the request", exc)
+            return True
+
+
+class AuthRateThrottle(SimpleRateThrottle):
+    """``QUICKBG_AUTH_RATE`` token requests per client address (password guessing). Behind
+    proxies, ``NUM_PROXIES`` makes DRF take the address from X-Forwarded-For."""
+
+    scope = "auth"
+
+    def get_rate(self):
+        return settings.QUICKBG_AUTH_RATE
+
+    def get_cache_key(self, request, view):
+        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+
+    def allow_request(self, request, view):
+        self.rate = self.get_rate()
+        self.num_requests, self.duration = self.parse_rate(self.rate)
+        try:
+            return super().allow_request(request, view)
+        except Exception as exc:  # noqa: BLE001 - cache down: fail open, loudly
+            logger.error("auth throttle unavailable (%s); allowing the request", exc)
             return True

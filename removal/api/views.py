@@ -3,6 +3,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import mimetypes
 
 from django.conf import settings
 from django.core import signing
@@ -40,7 +41,7 @@ class UploadViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
         return Upload.objects.filter(owner=self.request.user)
 
     def get_throttles(self):
-        if self.action == "create":
+        if self.action in ("create", "presign"):
             return [UploadRateThrottle()]
         return super().get_throttles()
 
@@ -128,13 +129,18 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         return HttpResponseRedirect(url)
 
 
+def _database_ping() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+
+
 @extend_schema(auth=[], responses={200: dict, 503: dict})
 @api_view(["GET"])
 @permission_classes([AllowAny])
 def health(request):
     checks = {"api": "ok"}
     probes = {
-        "database": lambda: connection.cursor().execute("SELECT 1"),
+        "database": _database_ping,
         "redis": lambda: services.get_queue().connection.ping(),
         "storage": storage.check,
     }
@@ -174,5 +180,5 @@ def file_download(request, token: str):
         raise Http404("File not found")
     return FileResponse(
         default_storage.open(key, "rb"), as_attachment=bool(filename), filename=filename or None,
-        content_type="image/png" if key.endswith(".png") else None,
+        content_type=mimetypes.guess_type(key)[0] or "application/octet-stream",
     )

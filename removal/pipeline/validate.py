@@ -103,8 +103,14 @@ def _open(data: bytes) -> Image.Image:
         ) from None
 
 
+# Pillow names JPEGs that carry a multi-picture (MPF) block "MPO"; many phone photos do. The
+# first picture is the photo itself, so they are JPEGs for us.
+FORMAT_ALIASES = {"MPO": "JPEG"}
+
+
 def _check_header(image: Image.Image, byte_size: int, limits: Limits) -> ImageInfo:
     fmt = (image.format or "").upper()
+    fmt = FORMAT_ALIASES.get(fmt, fmt)
     if fmt not in SUPPORTED_FORMATS:
         raise InvalidImage(
             f"Unsupported image format: {fmt or 'unknown'}. Supported formats: {SUPPORTED_TEXT}"

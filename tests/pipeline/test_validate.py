@@ -155,3 +155,23 @@ def test_animated_png_uses_the_first_frame():
     data = encode(frames[0], "PNG", save_all=True, append_images=frames[1:])
     rgb = decode(data, LIMITS).rgb
     assert rgb[32, 32].tolist() == [0, 250, 0]
+
+
+def test_jpeg_with_a_multi_picture_block_is_a_jpeg():
+    """Phone cameras write MPF blocks; Pillow then calls the file MPO."""
+    import io as _io
+
+    from PIL import Image as _Image
+
+    from removal.pipeline.validate import Limits, decode, inspect
+
+    first = _Image.new("RGB", (120, 90), (200, 10, 10))
+    second = _Image.new("RGB", (60, 45), (10, 200, 10))
+    buffer = _io.BytesIO()
+    first.save(buffer, format="MPO", save_all=True, append_images=[second])
+    data = buffer.getvalue()
+    assert _Image.open(_io.BytesIO(data)).format == "MPO"
+    info = inspect(data, Limits())
+    assert (info.format, info.width, info.height) == ("JPEG", 120, 90)
+    decoded = decode(data, Limits())
+    assert (decoded.width, decoded.height) == (120, 90)
