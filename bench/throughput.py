@@ -133,7 +133,7 @@ def main() -> None:
     env = {**os.environ, "DATABASE_URL": database_url, "QUICKBG_MEDIA_ROOT": media,
            "QUICKBG_QUEUE": f"quickbg-bench-{os.getpid()}", "QUICKBG_UPLOAD_RATE": "100000/min",
            "QUICKBG_MAX_QUEUED_TASKS": "100000", "DJANGO_SETTINGS_MODULE": "quickbg.settings",
-           "LOG_LEVEL": "WARNING"}
+           "LOG_LEVEL": "WARNING", "DEBUG": os.environ.get("DEBUG", "true")}
     manage(env, "migrate", "--noinput")
     password = uuid.uuid4().hex
     username = f"bench-{uuid.uuid4().hex[:6]}"
