@@ -88,7 +88,7 @@ class OwnerFilter(admin.SimpleListFilter):
             return queryset
         owner = self.owner_path
         match = Q(**{f"{owner}__username": value}) | Q(**{f"{owner}__email__iexact": value})
-        if value.isdigit():
+        if value.isascii() and value.isdigit() and len(value) < 19:  # fits a bigint
             match |= Q(**{f"{owner}_id": int(value)})
         return queryset.filter(match)
 

@@ -133,7 +133,7 @@ class Command(BaseCommand):
         if options["user"]:
             value = options["user"].strip()
             match = Q(upload__owner__username=value) | Q(upload__owner__email__iexact=value)
-            if value.isdigit():
+            if value.isascii() and value.isdigit() and len(value) < 19:  # fits a bigint
                 match |= Q(upload__owner_id=int(value))
             qs = qs.filter(match)
         if options["model"]:
