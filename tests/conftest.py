@@ -207,3 +207,13 @@ def own_redis(tmp_path, settings):
     settings.RQ_QUEUES = {name: {**settings.RQ_QUEUES[name], "URL": server.url}}
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def segmenter():
+    """The real ISNet session (2 threads), loaded once for the whole test run. ``make test``
+    fetches the weights first, so this fails rather than skips when they are missing."""
+    from removal import modelstore
+    from removal.pipeline.segment import get_segmenter
+
+    return get_segmenter(modelstore.verify(django_settings.QUICKBG_MODELS_DIR), 2)

@@ -23,19 +23,6 @@ PHOTOS = sorted(p.name for p in FIXTURES.glob("*") if p.suffix.lower() in (".jpg
 pytestmark = pytest.mark.model
 
 
-@pytest.fixture(scope="module")
-def segmenter():
-    from django.conf import settings
-
-    from removal.modelstore import DEFAULT_MODEL, MODELS
-    from removal.pipeline.segment import get_segmenter
-
-    path = settings.QUICKBG_MODELS_DIR / MODELS[DEFAULT_MODEL].filename
-    if not path.is_file():
-        pytest.skip(f"model weights not found at {path}")
-    return get_segmenter(path, 2)
-
-
 class SameInference:
     """The real segmenter, remembering its raw output per input tensor: the refined and raw
     variants of a photo share one inference (the model is deterministic), halving test time."""

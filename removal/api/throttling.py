@@ -1,4 +1,4 @@
-"""Per-user upload throttle, counted in the Redis cache so every web process shares it."""
+"""Upload and token throttles, counted in the Redis cache so every web process shares them."""
 
 from __future__ import annotations
 
@@ -10,15 +10,15 @@ from rest_framework.throttling import SimpleRateThrottle, UserRateThrottle
 logger = logging.getLogger(__name__)
 
 
-class UploadRateThrottle(UserRateThrottle):
-    """``QUICKBG_UPLOAD_RATE`` uploads per user (e.g. ``60/min``). Read at request time so the
-    setting can change without a restart. If Redis is unreachable the upload is let through
-    (the task cap and the reconciler still hold); refusing every upload would be worse."""
+class SettingsRate:
+    """Read the rate from a Django setting at request time (so it can change without a
+    restart), and let the request through if the Redis cache is unreachable: the task cap and
+    the reconciler still hold, and refusing every request would be worse."""
 
-    scope = "uploads"
+    rate_setting = ""
 
     def get_rate(self):
-        return settings.QUICKBG_UPLOAD_RATE
+        return getattr(settings, self.rate_setting)
 
     def allow_request(self, request, view):
         self.rate = self.get_rate()
@@ -26,27 +26,23 @@ class UploadRateThrottle(UserRateThrottle):
         try:
             return super().allow_request(request, view)
         except Exception as exc:  # noqa: BLE001 - cache down: fail open, loudly
-            logger.error("upload throttle unavailable (%s); allowing the request", exc)
+            logger.error("%s unavailable (%s); allowing the request", self.scope, exc)
             return True
 
 
-class AuthRateThrottle(SimpleRateThrottle):
+class UploadRateThrottle(SettingsRate, UserRateThrottle):
+    """``QUICKBG_UPLOAD_RATE`` uploads (and presigned upload URLs) per user, e.g. ``60/min``."""
+
+    scope = "uploads"
+    rate_setting = "QUICKBG_UPLOAD_RATE"
+
+
+class AuthRateThrottle(SettingsRate, SimpleRateThrottle):
     """``QUICKBG_AUTH_RATE`` token requests per client address (password guessing). Behind
     proxies, ``NUM_PROXIES`` makes DRF take the address from X-Forwarded-For."""
 
     scope = "auth"
-
-    def get_rate(self):
-        return settings.QUICKBG_AUTH_RATE
+    rate_setting = "QUICKBG_AUTH_RATE"
 
     def get_cache_key(self, request, view):
         return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
-
-    def allow_request(self, request, view):
-        self.rate = self.get_rate()
-        self.num_requests, self.duration = self.parse_rate(self.rate)
-        try:
-            return super().allow_request(request, view)
-        except Exception as exc:  # noqa: BLE001 - cache down: fail open, loudly
-            logger.error("auth throttle unavailable (%s); allowing the request", exc)
-            return True

@@ -3,23 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
-from removal.modelstore import DEFAULT_MODEL, MODELS
 from removal.pipeline.segment import INPUT_SIZE
-
-
-@pytest.fixture(scope="session")
-def segmenter():
-    """The real ISNet session, loaded once for the whole test run."""
-    from django.conf import settings
-
-    from removal.pipeline.segment import get_segmenter
-
-    path = settings.QUICKBG_MODELS_DIR / MODELS[DEFAULT_MODEL].filename
-    if not path.is_file():
-        pytest.skip(f"model weights not found at {path}")
-    return get_segmenter(path, 2)
 
 
 class DiscModel:
