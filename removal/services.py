@@ -176,6 +176,10 @@ def check_task_quota(*, owner) -> None:
 
 def _create_upload_and_task(*, upload_id, owner, key, filename, info, sha256, options) -> Task:
     with transaction.atomic():
+        # Re-check the cap under a lock on the user's row, so concurrent uploads cannot
+        # overshoot it (the early check only spares storing a file that would be refused).
+        list(type(owner).objects.select_for_update().filter(pk=owner.pk).values_list("pk"))
+        check_task_quota(owner=owner)
         upload = Upload.objects.create(
             id=upload_id, owner=owner, original_key=key, original_filename=filename[:255],
             format=info.format, byte_size=info.byte_size, width=info.width, height=info.height,
