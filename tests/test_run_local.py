@@ -73,9 +73,13 @@ def test_make_run_starts_everything_and_ctrl_c_stops_it(tmp_path):
             except requests.ConnectionError:
                 time.sleep(0.5)
         assert health is not None and health.status_code == 200, health and health.text
-        token = requests.post(f"http://127.0.0.1:{port}/api/v1/auth/token",
-                              json={"username": "demo", "password": password}, timeout=10)
-        assert token.status_code == 200
+        # The banner's own curl lines work as printed.
+        lines = banner[banner.index("TOKEN=$(curl"):].splitlines()
+        printed = "\n".join(line.strip() for line in lines[:3])  # the TOKEN command
+        proc_curl = subprocess.run(["bash", "-e", "-c", printed + '\necho "token:${#TOKEN}"'],
+                                   capture_output=True, text=True, timeout=60)
+        assert proc_curl.returncode == 0, proc_curl.stderr
+        assert int(re.search(r"token:(\d+)", proc_curl.stdout).group(1)) > 100
     finally:
         ctrl_c(proc)
     assert not port_open(port) and not port_open(redis_port)

@@ -137,7 +137,12 @@ QuickBG is running (Ctrl-C stops everything).
   Demo login: {DEMO_USER} / {password}   (staff; password kept in {self._var}/demo-password)
 
 Try it with curl:
+  TOKEN=$(curl -sf -X POST {base}/api/v1/auth/token -H 'Content-Type: application/json' \\
+    -d '{{"username": "{DEMO_USER}", "password": "{password}"}}' \\
+    | python3 -c 'import json, sys; print(json.load(sys.stdin)["access"])')
+  curl -s -H "Authorization: Bearer $TOKEN" -F file=@photo.jpg {base}/api/v1/uploads
+  curl -s -H "Authorization: Bearer $TOKEN" {base}/api/v1/tasks/<task_id>
+The whole sequence (upload, poll, download) is under "Use the API with curl" in README.md:
   export QUICKBG={base} QUICKBG_USER={DEMO_USER} QUICKBG_PASSWORD={password}
-  then run the commands under "Use the API with curl" in README.md.
 """
         )
