@@ -44,18 +44,21 @@ def alive_key(worker_name: str) -> str:
     return f"{ALIVE_PREFIX}{worker_name}"
 
 
-def is_held(task: Task, connection, *, grace_seconds: int = 30) -> bool:
+def is_held(task: Task, queue, queued_ids: set[str], *, grace_seconds: int = 30) -> bool:
+    """``queued_ids``: the job ids the queue lists right now (read once per pass)."""
     if not task.rq_job_id:
         return False
+    if task.rq_job_id in queued_ids:
+        return True
+    connection = queue.connection
     try:
         job = Job.fetch(task.rq_job_id, connection=connection, serializer=JSONSerializer)
     except NoSuchJobError:
         return False
     status = job.get_status(refresh=False)
     if status in WAITING:
-        # A job id may sit in the queue's registry while the list entry itself was lost:
-        # only trust "queued" when the queue really lists it.
-        queue = services.get_queue()
+        # Marked queued but not in the snapshot: either moved there since (a scheduled retry
+        # coming due) or lost with the list. Ask the queue once more.
         if status == JobStatus.QUEUED:
             return connection.lpos(queue.key, job.id) is not None
         if status == JobStatus.SCHEDULED:
@@ -74,7 +77,8 @@ def is_held(task: Task, connection, *, grace_seconds: int = 30) -> bool:
 def reconcile(*, grace_seconds: int = 30, dry_run: bool = False) -> Report:
     """Recover every stale queued/processing task. Safe to run from many processes at once:
     every change is a guarded update."""
-    connection = services.get_queue().connection
+    queue = services.get_queue()
+    queued_ids = set(queue.get_job_ids())
     cutoff = timezone.now() - timedelta(seconds=grace_seconds)
     report = Report()
     candidates = Task.objects.filter(
@@ -82,7 +86,7 @@ def reconcile(*, grace_seconds: int = 30, dry_run: bool = False) -> Report:
     ).only("id", "status", "attempts", "rq_job_id", "updated_at")
     for task in candidates.iterator():
         report.checked += 1
-        if is_held(task, connection, grace_seconds=grace_seconds):
+        if is_held(task, queue, queued_ids, grace_seconds=grace_seconds):
             report.held += 1
             continue
         if dry_run:

@@ -24,7 +24,7 @@ from rq import Retry
 from removal import storage
 from removal.errors import Conflict, NotFound, QuickBGError, TooManyTasks
 from removal.models import DirectUpload, IdempotencyKey, Task, Upload
-from removal.pipeline.validate import ImageInfo, InvalidImage, Limits, check_size, inspect
+from removal.pipeline.validate import Limits, check_size, inspect
 
 logger = logging.getLogger(__name__)
 
@@ -44,20 +44,6 @@ def default_task_options() -> dict:
     return {"model": settings.QUICKBG_MODEL}
 
 
-def _inspect(data: bytes) -> ImageInfo:
-    try:
-        return inspect(data, validation_limits())
-    except InvalidImage as exc:
-        raise QuickBGError(str(exc), status_code=exc.status_code) from None
-
-
-def _check_size(byte_size: int) -> None:
-    try:
-        check_size(byte_size, validation_limits())
-    except InvalidImage as exc:
-        raise QuickBGError(str(exc), status_code=exc.status_code) from None
-
-
 # --- Uploads -----------------------------------------------------------------------------------
 
 
@@ -67,11 +53,11 @@ def upload_create_from_file(*, owner, file, options: dict | None = None) -> Task
     The declared size is checked before the body is read, so an oversized file is refused
     without loading it.
     """
-    _check_size(file.size)
+    check_size(file.size, validation_limits())
     check_task_quota(owner=owner)
     data = file.read()
     filename = file.name or ""
-    info = _inspect(data)
+    info = inspect(data, validation_limits())
     upload_id = uuid.uuid4()
     key = storage.original_key(owner_id=owner.pk, upload_id=upload_id, filename=filename)
     storage.write(key, data)
@@ -106,9 +92,9 @@ def upload_create_from_key(*, owner, key: str, options: dict | None = None) -> T
         raise Conflict("This s3_key was already submitted; request a new upload URL")
     if not storage.exists(key):
         raise NotFound("Nothing has been uploaded to this s3_key yet")
-    _check_size(storage.size(key))
+    check_size(storage.size(key), validation_limits())
     data = storage.read(key)
-    info = _inspect(data)
+    info = inspect(data, validation_limits())
     with transaction.atomic():
         if DirectUpload.objects.filter(pk=issued.pk, used_at=None).update(
                 used_at=timezone.now()) != 1:

@@ -7,6 +7,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from removal.errors import QuickBGError
+from removal.pipeline.validate import InvalidImage
 
 
 def _first_message(detail, field: str | None = None) -> str:
@@ -21,6 +22,8 @@ def _first_message(detail, field: str | None = None) -> str:
 
 
 def exception_handler(exc, context):
+    if isinstance(exc, InvalidImage):  # the pipeline's own error: a message for the user
+        return Response({"detail": str(exc)}, status=exc.status_code)
     if isinstance(exc, QuickBGError):
         response = Response({"detail": exc.detail}, status=exc.status_code)
         if getattr(exc, "retry_after", None):
