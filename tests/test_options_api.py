@@ -125,7 +125,11 @@ def test_a_polling_client_sees_progress_move(user, tmp_path):
         time.sleep(0.02)
     worker.wait(timeout=60)
     seen.append(Task.objects.values_list("status", "progress").get(pk=task.pk))
-    processing = [p for status, p in seen if status == "processing"]
-    assert len(set(processing)) >= 3, seen  # several steps observed while it ran
-    assert processing == sorted(processing)
+    # The fast steps around the model run may fall between two polls; what a poller always
+    # sees is queued at 0, processing part-way (the model run holds one value for seconds),
+    # then completed at 100 - never going backwards.
+    progress = [p for _, p in seen]
+    assert seen[0] == ("queued", 0), seen
+    assert any(status == "processing" and 0 < p < 100 for status, p in seen), seen
+    assert progress == sorted(progress), seen
     assert seen[-1] == ("completed", 100)
