@@ -2,21 +2,28 @@
 
     .venv/bin/python bench/pipeline.py [--repeats 5] [--threads 2] [--matting] [--arena]
 
-In one process and one run, on the same model file, the same ORT session (``threads`` intra-op
-threads) and the same inputs (a 12 MP JPEG made by upscaling a fixture, and a ~1 MP fixture):
+In one process and one run, on the same weights file, with ``threads`` intra-op threads
+everywhere, on the same inputs (a 12 MP JPEG made by upscaling a fixture, and a ~1 MP fixture):
 
-  (a) bare inference: ``session.run`` on a prepared 1x3x1024x1024 float32 tensor;
-  (b) ``rembg.remove(jpeg_bytes, session=rembg_session)`` -> PNG bytes;
-  (c) ``removal.pipeline.run.process`` (default options: crop on, refine on) -> PNG bytes.
+  (a)  bare inference on the worker's own session (the serving graph derived from the file,
+       ``removal/pipeline/graph.py``, with ``segment.session_options``): ``session.run`` on a
+       prepared 1x3x1024x1024 float32 tensor. The floor for (c): what (c)/(a) is about;
+  (a0) bare inference on the weights file as shipped, ORT's default session options: what
+       onnxruntime gives anyone out of the box;
+  (b)  ``rembg.remove(jpeg_bytes, session=new_session("dis_custom", model_path=<the file>))``
+       -> PNG bytes: rembg exactly as a user runs it by hand, its own session on the same file;
+  (b') ``rembg.remove`` around the worker's session, to split (b)/(c) into what the serving
+       graph gains and what our pre/post-processing gains;
+  (c)  ``removal.pipeline.run.process`` (default options: crop on, refine on) -> PNG bytes.
 
-Rounds are interleaved (a, b, c, a, b, c, ...) so load from other processes on a shared machine
-hits all three alike; medians are printed with the ratios (c)/(a) and (b)/(c), in wall seconds
-(what the targets are about) and in process CPU seconds (less disturbed by other processes).
+Rounds are interleaved (a0, a, b, b', c, a0, ...) so load from other processes on a shared
+machine hits all alike; medians are printed with the ratios (c)/(a) and (b)/(c), in wall
+seconds (what the targets are about) and in process CPU seconds (less disturbed by others).
 
 Then, each in a fresh subprocess so the figure is the kernel's honest high-water mark (VmHWM)
 of a worker-like process: the peak RSS while processing a 4096x4096 JPEG (load the model,
-process once). ``--arena`` also compares ORT's CPU memory arena on/off; ``--matting`` times
-alpha matting on the ~1 MP input.
+process twice). ``--arena`` also measures ORT's CPU memory arena off and the memory pattern
+on; ``--matting`` times alpha matting on the ~1 MP input.
 """
 
 from __future__ import annotations
@@ -62,8 +69,23 @@ def timed(fn, *args, **kwargs) -> tuple[float, object]:
     return time.perf_counter() - start, out
 
 
+def rembg_own_session(model: Path, threads: int):
+    """rembg's session for the file, made the way rembg documents for a custom ISNet file."""
+    import os
+
+    import onnxruntime as ort
+
+    os.environ["U2NET_HOME"] = str(model.parent)  # rembg only opens models under its home
+    from rembg import new_session
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    return new_session("dis_custom", model_path=str(model), sess_opts=opts)
+
+
 def bench_speed(model: Path, threads: int, repeats: int) -> dict:
     import numpy as np
+    import onnxruntime as ort
     from rembg import remove
 
     from removal.pipeline.run import Options, process
@@ -71,27 +93,37 @@ def bench_speed(model: Path, threads: int, repeats: int) -> dict:
     from removal.pipeline.validate import Limits
 
     segmenter = Segmenter(model, threads)
+    defaults = ort.SessionOptions()
+    defaults.intra_op_num_threads = threads
+    shipped = ort.InferenceSession(str(model), defaults, providers=["CPUExecutionProvider"])
+    rembg_session = rembg_own_session(model, threads)
     tensor = np.random.default_rng(0).random((1, 3, 1024, 1024), dtype=np.float32) - 0.5
-    segmenter.run(tensor)  # warm-up, not counted
+    feed = {shipped.get_inputs()[0].name: tensor}
+    calls = {
+        "a0": lambda data: shipped.run(None, feed),
+        "a": lambda data: segmenter.run(tensor),
+        "b": lambda data: remove(data, session=rembg_session),
+        "b'": lambda data: remove(data, session=segmenter.session),
+        "c": lambda data: process(data, segmenter=segmenter, options=Options(),
+                                  limits=Limits(max_bytes=1 << 30)),
+    }
     results = {}
     with tempfile.TemporaryDirectory(prefix="quickbg-bench-") as tmp:
         inputs = make_inputs(Path(tmp))
         for label, data in inputs.items():
-            runs = {"a": [], "b": [], "c": []}
-            cpu = {"a": [], "b": [], "c": []}
+            runs = {k: [] for k in calls}
+            cpu = {k: [] for k in calls}
             stages: list[dict] = []
+            for call in calls.values():
+                call(data)  # warm-up per input, not counted: first calls fault memory in
             for _ in range(repeats):
-                runs["a"].append(timed(segmenter.run, tensor)[0])
-                cpu["a"].append(CPU_TIMES[-1])
-                runs["b"].append(timed(remove, data, session=segmenter.session)[0])
-                cpu["b"].append(CPU_TIMES[-1])
-                seconds, result = timed(
-                    process, data, segmenter=segmenter, options=Options(),
-                    limits=Limits(max_bytes=1 << 30),
-                )
-                runs["c"].append(seconds)
-                cpu["c"].append(CPU_TIMES[-1])
-                stages.append(result.metrics["stage_timings"])
+                for key, call in calls.items():
+                    seconds, out = timed(call, data)
+                    runs[key].append(seconds)
+                    cpu[key].append(CPU_TIMES[-1])
+                    if key == "c":
+                        result = out
+                        stages.append(result.metrics["stage_timings"])
             median = {k: statistics.median(v) for k, v in runs.items()}
             cpu_median = {k: statistics.median(v) for k, v in cpu.items()}
             results[label] = {
@@ -99,16 +131,19 @@ def bench_speed(model: Path, threads: int, repeats: int) -> dict:
                 "median_s": {k: round(v, 3) for k, v in median.items()},
                 "all_s": {k: [round(x, 3) for x in v] for k, v in runs.items()},
                 "c_over_a": round(median["c"] / median["a"], 3),
+                "c_over_a0": round(median["c"] / median["a0"], 3),
+                "b_over_c": round(median["b"] / median["c"], 3),
+                "b_prime_over_c": round(median["b'"] / median["c"], 3),
                 "cpu_median_s": {k: round(v, 3) for k, v in cpu_median.items()},
-                # Paired per round: what each adds to the model run it was interleaved with.
-                "overhead_s": {
-                    k: round(statistics.median(x - y for x, y in zip(runs[k], runs["a"],
-                                                                      strict=True)), 3)
-                    for k in ("b", "c")
-                },
                 "cpu_c_over_a": round(cpu_median["c"] / cpu_median["a"], 3),
                 "cpu_b_over_c": round(cpu_median["b"] / cpu_median["c"], 3),
-                "b_over_c": round(median["b"] / median["c"], 3),
+                # Paired per round: what each adds to the model run it was interleaved with.
+                "overhead_s": {
+                    "b": round(statistics.median(
+                        x - y for x, y in zip(runs["b"], runs["a0"], strict=True)), 3),
+                    "c": round(statistics.median(
+                        x - y for x, y in zip(runs["c"], runs["a"], strict=True)), 3),
+                },
                 "c_stages_median": {
                     k: round(statistics.median(s[k] for s in stages), 4) for k in stages[0]
                 },
@@ -173,7 +208,7 @@ def measure_rss(model: Path, threads: int, arena: bool, size: int = 4096,
                 pattern: bool = False) -> dict:
     proc = subprocess.run(
         [sys.executable, __file__, "--rss-child", "--model", str(model), "--threads",
-         str(threads), "--size", str(size)] + (["--arena-on"] if arena else [])
+         str(threads), "--size", str(size)] + (["--arena-off"] if not arena else [])
         + (["--pattern-on"] if pattern else []),
         capture_output=True, text=True, check=True,
     )
@@ -186,16 +221,19 @@ def verdict(value: float, limit: float, lower_is_better: bool = True) -> str:
 
 
 def report(speed: dict, rss: dict) -> None:
-    print("\nmedian seconds  (a) bare ORT   (b) rembg.remove   (c) ours   (c)/(a)   (b)/(c)")
-    for label, r in speed.items():
-        m = r["median_s"]
-        print(f"  {label:>5}        {m['a']:>8.3f}   {m['b']:>12.3f}   {m['c']:>8.3f}"
-              f"   {r['c_over_a']:>7.3f}   {r['b_over_c']:>7.3f}")
-    print("median CPU seconds (both threads; steadier than wall time on a shared machine)")
-    for label, r in speed.items():
-        m = r["cpu_median_s"]
-        print(f"  {label:>5}        {m['a']:>8.3f}   {m['b']:>12.3f}   {m['c']:>8.3f}"
-              f"   {r['cpu_c_over_a']:>7.3f}   {r['cpu_b_over_c']:>7.3f}")
+    head = ("(a0) ORT as shipped", "(a) bare ORT, ours", "(b) rembg.remove", "(b') rembg, our ORT",
+            "(c) ours", "(c)/(a)", "(b)/(c)")
+    for title, field in (("median seconds", "median_s"),
+                         ("median CPU seconds (both threads; steadier on a shared machine)",
+                          "cpu_median_s")):
+        print(f"\n{title}\n         " + "  ".join(f"{h:>19}" for h in head))
+        for label, r in speed.items():
+            m = r[field]
+            ratios = ((r["c_over_a"], r["b_over_c"]) if field == "median_s"
+                      else (r["cpu_c_over_a"], r["cpu_b_over_c"]))
+            cells = [m["a0"], m["a"], m["b"], m["b'"], m["c"], *ratios]
+            print(f"  {label:>5}  " + "  ".join(f"{v:>19.3f}" for v in cells))
+    print()
     for label, r in speed.items():
         ca_target, bc_target = TARGETS[label]
         line = f"  {label}: (c)/(a) {r['c_over_a']} vs <= {ca_target}: "
@@ -204,9 +242,11 @@ def report(speed: dict, rss: dict) -> None:
             line += f"; (b)/(c) {r['b_over_c']} vs >= {bc_target}: "
             line += verdict(r["b_over_c"], bc_target, lower_is_better=False)
         print(line)
+        print(f"    (c)/(a0) {r['c_over_a0']}; (b')/(c) {r['b_prime_over_c']} (rembg around "
+              f"our session: what our pre/post-processing alone gains)")
         print(f"    beyond the model run (median of paired differences, wall s): "
-              f"rembg.remove +{r['overhead_s']['b']}, ours +{r['overhead_s']['c']}; "
-              f"ours non-inference stages sum to "
+              f"rembg.remove +{r['overhead_s']['b']} over (a0), ours +{r['overhead_s']['c']} "
+              f"over (a); ours non-inference stages sum to "
               f"{sum(v for k, v in r['c_stages_median'].items() if k != 'inference'):.3f} s")
         print(f"    ours per stage (median s): {r['c_stages_median']}")
         print(f"    all runs: {r['all_s']}; output {r['output']}")
@@ -222,27 +262,28 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--model", type=Path, default=MODEL)
     parser.add_argument("--matting", action="store_true", help="also time alpha matting (1 MP)")
-    parser.add_argument("--arena", action="store_true", help="also measure ORT's arena on")
+    parser.add_argument("--arena", action="store_true",
+                        help="also measure the memory arena off and the memory pattern on")
     parser.add_argument("--no-speed", action="store_true", help="memory only")
     parser.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--arena-on", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--arena-off", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--pattern-on", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, default=4096, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rss_child:
-        rss_child(str(args.model), args.threads, args.arena_on, args.size, args.pattern_on)
+        rss_child(str(args.model), args.threads, not args.arena_off, args.size, args.pattern_on)
         return
 
     import cv2
 
     cv2.setNumThreads(args.threads)
     print(f"model {args.model.name}, threads {args.threads}, repeats {args.repeats}")
-    rss = measure_rss(args.model, args.threads, arena=False)
-    print("memory (arena off, the default):", json.dumps(rss))
+    rss = measure_rss(args.model, args.threads, arena=True)
+    print("memory (arena on, pattern off: the worker's settings):", json.dumps(rss))
     if args.arena:
-        print("memory (arena on):", json.dumps(measure_rss(args.model, args.threads, arena=True)))
-        print("memory (memory pattern on):",
-              json.dumps(measure_rss(args.model, args.threads, arena=False, pattern=True)))
+        print("memory (arena off):", json.dumps(measure_rss(args.model, args.threads, arena=False)))
+        print("memory (arena on, memory pattern on):",
+              json.dumps(measure_rss(args.model, args.threads, arena=True, pattern=True)))
     speed = {} if args.no_speed else bench_speed(args.model, args.threads, args.repeats)
     if args.matting:
         print("alpha matting, ~1 MP:", json.dumps(bench_matting(args.model, args.threads)))

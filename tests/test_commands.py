@@ -222,6 +222,8 @@ def test_fetch_model_check_lists_intact_weights(settings, tmp_path):
     call_command("fetch_model", "--check", stdout=out)
     text = out.getvalue()
     assert "isnet-general-use: ok, 88,188,479 bytes, sha256 b6e8497ba978a6f5" in text
+    # make test's fetch_model built the worker's serving graph beside the weights
+    assert "serving graph: isnet-general-use-fp16.serving-b6e8497ba978a6f5-v1.onnx" in text
     assert "isnet-general-use-quant: not installed (optional)" in text
     assert "All checked model files are intact." in text
 

@@ -1,6 +1,7 @@
 """ISNet segmentation on ONNX Runtime, with our own pre- and post-processing.
 
-The ORT session is created as rembg creates it (see ``Segmenter``), but
+The ORT session runs a rewritten copy of the weights file (``graph.py``: float32, one output;
+same weights, ~8 % faster than ORT's defaults on the shipped file), and rembg's
 ``DisCustomSession.predict`` is not used: it resizes with PIL LANCZOS (both ways) and
 normalises in float64, slow at 12 MP (``bench/pipeline.py`` prints (b) against (c)). We do the
 same arithmetic with OpenCV and float32 and call the ORT session directly:
@@ -33,31 +34,27 @@ class InferenceTimeout(Exception):
     """The model run was stopped because it took longer than it was given."""
 
 
-def session_options(threads: int, *, mem_arena: bool = False, mem_pattern: bool = False):
+def session_options(threads: int, *, mem_arena: bool = True, mem_pattern: bool = False):
     """ONNX Runtime options for the worker.
 
     ``threads`` is the intra-op pool size (``QUICKBG_ORT_THREADS``; 0 lets ORT use one per core).
     Keep workers x threads <= cores. Inter-op parallelism stays at 1: ISNet is one chain of convs.
 
-    Memory settings, chosen by measurement (``bench/pipeline.py --arena``; 2-core machine,
-    ORT 1.32, fp16 ISNet, input always 1x3x1024x1024, VmHWM of a fresh process):
+    Memory settings, chosen by measurement on the serving graph (``graph.py``; 2-core machine,
+    ORT 1.32, input always 1x3x1024x1024; ``bench/pipeline.py --arena`` prints the comparison):
 
-    * CPU memory arena OFF. With it, a worker that processed one 4096x4096 job kept 2.42 GB
-      resident between jobs (peak 2.62 GB); without it 0.69 GB between jobs (peak 1.59 GB;
-      both measured before the two changes below). The arena keeps every activation block it
-      ever allocated; malloc gives large blocks back. Over the pattern alone it gained at most
-      ~10 % speed (numbers below).
-    * Memory pattern OFF, for the 1.2 GB budget, at a cost in speed. The pattern pre-plans one
-      block for all activations: a worker-like process on a 4096x4096 JPEG peaked at 1251 MB
-      with it and 959 MB without it (budget 1229 MB). But it is faster: interleaved runs of
-      three sessions in one process (shared, loaded machine) took 5.45-5.6 s with the pattern,
-      6.3-6.8 s without, 4.6-5.5 s with ORT's defaults (arena + pattern, peak 2.2 GB). So
-      without the pattern inference costs ~15-20 % more CPU. ``get_segmenter(...,
-      mem_pattern=True)`` switches it on where memory is plentiful.
+    * CPU memory arena ON. The model's input shape never changes (every image is resized to
+      1024x1024 first), so the arena stops growing after the first job: it keeps one set of
+      activation blocks and hands them out again instead of faulting in fresh pages each run.
+      Interleaved in one process: 4.54 s per inference with it, 4.96 s without. A worker-like
+      process on a 4096x4096 JPEG peaked at 957 MB with it (763 MB without; budget 1229 MB)
+      and holds ~740 MB between jobs (290 MB without).
+    * Memory pattern OFF: on top of the arena it measured no faster (4.60 s) and peaked at
+      1400 MB on the same 4096x4096 job.
     * glibc's mmap threshold is pinned at 128 KiB (``memory.return_large_blocks_to_the_os``,
-      called by ``Segmenter``): peak 1.2 GB -> 0.96 GB, between jobs 0.55 GB -> 0.29 GB.
+      called by ``Segmenter``), so the pipeline's own large buffers go back to the OS.
     * Graph optimisation stays at ORT_ENABLE_ALL: EXTENDED would hold 330 MB less (no NCHWc
-      weight copies) but ran ~1.5-2x slower in the same test.
+      weight copies) but ran ~1.5-2x slower.
     """
     import onnxruntime as ort
 
@@ -73,25 +70,26 @@ def session_options(threads: int, *, mem_arena: bool = False, mem_pattern: bool 
 class Segmenter:
     """An ISNet ONNX Runtime session plus the arithmetic around it. ``run`` is thread-safe.
 
-    The session is created here, with exactly what rembg's ``BaseSession`` passes
-    (``ort.InferenceSession(path, sess_options, providers=["CPUExecutionProvider"])``), rather
-    than through ``rembg.new_session``: importing rembg loads numba, scipy, scikit-image and
-    pymatting, +175 MB resident in every worker, which alone would break the 1.2 GB budget
-    for a 4096x4096 job. ``session`` still gives a genuine rembg ``DisCustomSession`` around
-    this same ORT session, built on first use (for ``rembg.remove`` in the quality test and
-    the benchmark); rembg is only imported then, or when alpha matting is asked for.
+    The session runs the serving graph derived from ``model_path`` (``graph.py``: the same
+    weights in float32, only the output we use), on the CPU provider, with
+    ``session_options``. It is not created through ``rembg.new_session``: importing rembg
+    loads numba, scipy, scikit-image and pymatting, +175 MB resident in every worker. rembg is
+    only imported for alpha matting; ``session`` gives a genuine rembg ``DisCustomSession``
+    around this same ORT session for code that wants to call rembg with it.
     """
 
-    def __init__(self, model_path: str | os.PathLike, threads: int = 0, *, mem_arena=False,
+    def __init__(self, model_path: str | os.PathLike, threads: int = 0, *, mem_arena=True,
                  mem_pattern=False):
         import onnxruntime as ort
 
+        from removal.pipeline.graph import ensure_serving_graph
         from removal.pipeline.memory import return_large_blocks_to_the_os
 
         return_large_blocks_to_the_os()  # before the session allocates anything
         path = Path(model_path).resolve()
+        serving = ensure_serving_graph(path)
         self.inner = ort.InferenceSession(
-            str(path),
+            str(serving) if isinstance(serving, Path) else serving,
             sess_options=session_options(threads, mem_arena=mem_arena, mem_pattern=mem_pattern),
             providers=["CPUExecutionProvider"],
         )
@@ -187,14 +185,13 @@ def upscale(mask: np.ndarray, width: int, height: int) -> np.ndarray:
 
 
 _lock = threading.Lock()
-_segmenters: dict[tuple[str, int, bool], Segmenter] = {}
+_segmenters: dict[tuple[str, int], Segmenter] = {}
 
 
-def get_segmenter(model_path: str | os.PathLike, threads: int = 0, *,
-                  mem_pattern: bool = False) -> Segmenter:
+def get_segmenter(model_path: str | os.PathLike, threads: int = 0) -> Segmenter:
     """The process-wide segmenter for this model file, created on first call and then reused."""
-    key = (str(model_path), threads, mem_pattern)
+    key = (str(model_path), threads)
     with _lock:
         if key not in _segmenters:
-            _segmenters[key] = Segmenter(model_path, threads, mem_pattern=mem_pattern)
+            _segmenters[key] = Segmenter(model_path, threads)
         return _segmenters[key]

