@@ -54,14 +54,20 @@ def ensure_serving_graph(source: str | os.PathLike) -> Path | bytes:
     """The serving graph for ``source``: its cached file, built first when missing.
 
     Where the models folder is not writable the graph is returned as bytes (ONNX Runtime loads
-    either), so a read-only volume costs a rebuild per worker start, not a failure.
+    either), so a read-only volume costs a rebuild per worker start, not a failure. A model the
+    rewrite cannot handle is returned as it is (``source``), with a warning in the log.
     """
     source = Path(source).resolve()
     source_sha256 = _sha256(source)
     target = serving_path(source, source_sha256)
     if target.is_file():
         return target
-    data = build(source, source_sha256)
+    try:
+        data = build(source, source_sha256)
+    except Exception as exc:  # a file this rewrite does not understand still runs, just slower
+        logger.warning("Cannot build a serving graph from %s (%s: %s); running it as shipped.",
+                       source.name, type(exc).__name__, exc)
+        return source
     try:
         fd, partial = tempfile.mkstemp(dir=source.parent, prefix=f".{target.name}.")
         with os.fdopen(fd, "wb") as fh:

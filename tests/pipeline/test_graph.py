@@ -138,3 +138,13 @@ def test_the_real_serving_graph_predicts_what_the_shipped_file_predicts(segmente
     raw_ours = segmenter.run(tensor)
     assert raw_ours.shape == raw_theirs.shape == (1, 1, 1024, 1024)
     assert np.abs(raw_ours - raw_theirs).max() < 1e-3
+
+
+def test_a_file_the_rewrite_cannot_read_is_served_as_it_is(tmp_path, caplog):
+    source = tmp_path / "odd.onnx"
+    source.write_bytes(b"\x08\x07not a protobuf the rewrite understands")
+
+    assert graph.ensure_serving_graph(source) == source
+
+    assert "Cannot build a serving graph from odd.onnx" in caplog.text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["odd.onnx"]

@@ -42,11 +42,16 @@ class Command(BaseCommand):
         for name, state in results:
             path = modelstore.model_path(settings.QUICKBG_MODELS_DIR, name)
             self.stdout.write(f"{name}: {state} ({path})")
-            serving = graph.serving_path(path.resolve(), modelstore.MODELS[name].sha256)
-            built = "present" if serving.is_file() else "built"
-            served = graph.ensure_serving_graph(path)
-            where = served.name if isinstance(served, Path) else "in memory only (folder read-only)"
-            self.stdout.write(f"{name}: serving graph {built}: {where}")
+            self.stdout.write(f"{name}: serving graph {self.serving_graph(name, path)}")
+
+    def serving_graph(self, name: str, path: Path) -> str:
+        cached = graph.serving_path(path.resolve(), modelstore.MODELS[name].sha256).is_file()
+        served = graph.ensure_serving_graph(path)
+        if isinstance(served, bytes):
+            return "built, in memory only: the models folder is not writable"
+        if served == path.resolve():
+            return "not built (see the warning above); workers run the file as shipped"
+        return f"{'present' if cached else 'built'}: {served.name}"
 
     def check_installed(self, *, required: list[str]) -> None:
         folder = settings.QUICKBG_MODELS_DIR
