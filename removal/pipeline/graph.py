@@ -27,11 +27,12 @@ weights or a new rewrite get a fresh file and a stale one is never used.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import tempfile
 from pathlib import Path
+
+from removal.modelstore import sha256_of
 
 logger = logging.getLogger(__name__)
 
@@ -42,14 +43,6 @@ def serving_path(source: Path, source_sha256: str) -> Path:
     return source.with_name(f"{source.stem}.serving-{source_sha256[:16]}-v{VERSION}.onnx")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def ensure_serving_graph(source: str | os.PathLike) -> Path | bytes:
     """The serving graph for ``source``: its cached file, built first when missing.
 
@@ -58,7 +51,7 @@ def ensure_serving_graph(source: str | os.PathLike) -> Path | bytes:
     rewrite cannot handle is returned as it is (``source``), with a warning in the log.
     """
     source = Path(source).resolve()
-    source_sha256 = _sha256(source)
+    source_sha256 = sha256_of(source)
     target = serving_path(source, source_sha256)
     if target.is_file():
         return target
