@@ -16,14 +16,17 @@ everywhere, on the same inputs (a 12 MP JPEG made by upscaling a fixture, and a 
        graph gains and what our pre/post-processing gains;
   (c)  ``removal.pipeline.run.process`` (default options: crop on, refine on) -> PNG bytes.
 
-Rounds are interleaved (a0, a, b, b', c, a0, ...) so load from other processes on a shared
-machine hits all alike; medians are printed with the ratios (c)/(a) and (b)/(c), in wall
-seconds (what the targets are about) and in process CPU seconds (less disturbed by others).
+Rounds are interleaved (a0, a, b, b', c; each round starts one later) so load from other
+processes on a shared machine hits all alike; medians are printed with the ratios (c)/(a) and
+(b)/(c), in wall seconds (what the targets are about) and in process CPU seconds (less
+disturbed by others).
 
 Then, each in a fresh subprocess so the figure is the kernel's honest high-water mark (VmHWM)
 of a worker-like process: the peak RSS while processing a 4096x4096 JPEG (load the model,
 process twice). ``--arena`` also measures ORT's CPU memory arena off and the memory pattern
-on; ``--matting`` times alpha matting on the ~1 MP input.
+on, and times one bare inference per configuration (the file as shipped with ORT's defaults,
+the serving graph with the arena off / on / on plus the memory pattern), interleaved;
+``--matting`` times alpha matting on the ~1 MP input.
 """
 
 from __future__ import annotations
@@ -83,6 +86,46 @@ def rembg_own_session(model: Path, threads: int):
     return new_session("dis_custom", model_path=str(model), sess_opts=opts)
 
 
+def require_serving_graph(segmenter) -> None:
+    """(a), (b') and (c) are labelled as running the serving graph: make sure they do."""
+    meta = segmenter.inner.get_modelmeta().custom_metadata_map
+    if "quickbg.serving_graph" not in meta:
+        sys.exit("The worker's session is not running the serving graph (see the log).")
+
+
+def bench_session_options(model: Path, threads: int, repeats: int) -> dict:
+    """Median seconds of one bare inference per ORT configuration, runs interleaved."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from removal.pipeline.graph import ensure_serving_graph
+    from removal.pipeline.segment import session_options
+
+    serving = str(ensure_serving_graph(model))
+    defaults = ort.SessionOptions()
+    defaults.intra_op_num_threads = threads
+    configs = {
+        "file as shipped, ORT defaults (arena on, pattern on)": (str(model), defaults),
+        "serving graph, arena off, pattern off": (
+            serving, session_options(threads, mem_arena=False)),
+        "serving graph, arena on, pattern off (the worker)": (
+            serving, session_options(threads)),
+        "serving graph, arena on, pattern on": (
+            serving, session_options(threads, mem_pattern=True)),
+    }
+    sessions = {k: ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+                for k, (path, opts) in configs.items()}
+    tensor = np.random.default_rng(0).random((1, 3, 1024, 1024), dtype=np.float32) - 0.5
+    times: dict[str, list[float]] = {k: [] for k in sessions}
+    for session in sessions.values():
+        session.run(None, {"input": tensor})
+    order = list(sessions)
+    for round_ in range(repeats):
+        for key in order[round_ % len(order):] + order[:round_ % len(order)]:
+            times[key].append(timed(sessions[key].run, None, {"input": tensor})[0])
+    return {k: round(statistics.median(v), 3) for k, v in times.items()}
+
+
 def bench_speed(model: Path, threads: int, repeats: int) -> dict:
     import numpy as np
     import onnxruntime as ort
@@ -93,6 +136,7 @@ def bench_speed(model: Path, threads: int, repeats: int) -> dict:
     from removal.pipeline.validate import Limits
 
     segmenter = Segmenter(model, threads)
+    require_serving_graph(segmenter)
     defaults = ort.SessionOptions()
     defaults.intra_op_num_threads = threads
     shipped = ort.InferenceSession(str(model), defaults, providers=["CPUExecutionProvider"])
@@ -116,9 +160,11 @@ def bench_speed(model: Path, threads: int, repeats: int) -> dict:
             stages: list[dict] = []
             for call in calls.values():
                 call(data)  # warm-up per input, not counted: first calls fault memory in
-            for _ in range(repeats):
-                for key, call in calls.items():
-                    seconds, out = timed(call, data)
+            order = list(calls)
+            for round_ in range(repeats):
+                # rotate who goes first, so none always follows the same neighbour
+                for key in order[round_ % len(order):] + order[:round_ % len(order)]:
+                    seconds, out = timed(calls[key], data)
                     runs[key].append(seconds)
                     cpu[key].append(CPU_TIMES[-1])
                     if key == "c":
@@ -284,6 +330,10 @@ def main() -> None:
         print("memory (arena off):", json.dumps(measure_rss(args.model, args.threads, arena=False)))
         print("memory (arena on, memory pattern on):",
               json.dumps(measure_rss(args.model, args.threads, arena=True, pattern=True)))
+        print("median seconds per bare inference, interleaved:")
+        for config, seconds in bench_session_options(args.model, args.threads,
+                                                     args.repeats).items():
+            print(f"  {seconds:7.3f}  {config}")
     speed = {} if args.no_speed else bench_speed(args.model, args.threads, args.repeats)
     if args.matting:
         print("alpha matting, ~1 MP:", json.dumps(bench_matting(args.model, args.threads)))

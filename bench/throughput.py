@@ -180,16 +180,20 @@ def main() -> None:
                               timeout=10).json()["access"]
         photos = sorted(FIXTURES.glob("*.jpg"))
         images = [photos[n % len(photos)].read_bytes() for n in range(args.images)]
-        print(f"(a) bare ORT inference, 2 threads: {a:.2f} s  ->  1/(a) = {1 / a:.3f} images/s")
-        for workers, threads in ((1, 2), (2, 1)):
-            rate, latencies = run_round(env, base, token, images, workers, threads)
-            p50 = statistics.median(latencies) * 1000
-            p99 = float(np.percentile(latencies, 99)) * 1000
-            print(f"{workers} worker(s) x {threads} thread(s): {rate:.3f} images/s = "
-                  f"{rate * a:.2f} x 1/(a)   GET /tasks/{{id}} p50 {p50:.0f} ms, p99 {p99:.0f} ms")
+        rounds = [(workers, threads, *run_round(env, base, token, images, workers, threads))
+                  for workers, threads in ((1, 2), (2, 1))]
     finally:
         web.terminate()
         web.wait(timeout=30)
+    # (a) before and after the rounds; the faster one is the stricter yardstick.
+    a = min(a, bare_inference_seconds())
+    print(f"(a) bare ORT inference, 2 threads (faster of a run before and one after the rounds):"
+          f" {a:.2f} s  ->  1/(a) = {1 / a:.3f} images/s")
+    for workers, threads, rate, latencies in rounds:
+        p50 = statistics.median(latencies) * 1000
+        p99 = float(np.percentile(latencies, 99)) * 1000
+        print(f"{workers} worker(s) x {threads} thread(s): {rate:.3f} images/s = "
+              f"{rate * a:.2f} x 1/(a)   GET /tasks/{{id}} p50 {p50:.0f} ms, p99 {p99:.0f} ms")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from PIL import Image
 
 from removal import modelstore, services
 from removal.models import Task
+from removal.pipeline import graph
 from tests.factories import make_task, make_upload, make_user
 from tests.images import fixture_bytes, make_image
 
@@ -216,16 +217,30 @@ def link_model(folder: Path, name: str) -> None:
 
 def test_fetch_model_check_lists_intact_weights(settings, tmp_path):
     link_model(tmp_path, "isnet-general-use")
+    served = graph.ensure_serving_graph(modelstore.model_path(tmp_path))
     settings.QUICKBG_MODELS_DIR = tmp_path
     settings.QUICKBG_MODEL = "isnet-general-use"
     out = io.StringIO()
     call_command("fetch_model", "--check", stdout=out)
     text = out.getvalue()
     assert "isnet-general-use: ok, 88,188,479 bytes, sha256 b6e8497ba978a6f5" in text
-    # make test's fetch_model built the worker's serving graph beside the weights
-    assert "serving graph: isnet-general-use-fp16.serving-b6e8497ba978a6f5-v1.onnx" in text
+    assert served.name.startswith("isnet-general-use-fp16.serving-b6e8497ba978a6f5-v")
+    assert f"serving graph: {served.name}" in text
     assert "isnet-general-use-quant: not installed (optional)" in text
     assert "All checked model files are intact." in text
+
+
+def test_fetch_model_with_the_weights_present_fetches_nothing_and_reports_the_serving_graph(
+        settings, tmp_path):
+    link_model(tmp_path, "isnet-general-use")
+    served = graph.ensure_serving_graph(modelstore.model_path(tmp_path))
+    settings.QUICKBG_MODELS_DIR = tmp_path
+    settings.QUICKBG_MODEL = "isnet-general-use"
+    out = io.StringIO()
+    call_command("fetch_model", stdout=out)
+    text = out.getvalue()
+    assert f"isnet-general-use: present ({tmp_path / 'isnet-general-use-fp16.onnx'})" in text
+    assert f"isnet-general-use: serving graph present: {served.name}" in text
 
 
 def test_fetch_model_check_fails_on_a_corrupt_file(settings, tmp_path):

@@ -20,6 +20,7 @@ thread pools do not survive ``fork()``, so it must be created in the process tha
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from pathlib import Path
@@ -28,6 +29,7 @@ import cv2
 import numpy as np
 
 INPUT_SIZE = 1024
+logger = logging.getLogger(__name__)
 
 
 class InferenceTimeout(Exception):
@@ -82,17 +84,28 @@ class Segmenter:
                  mem_pattern=False):
         import onnxruntime as ort
 
-        from removal.pipeline.graph import ensure_serving_graph
+        from removal.pipeline.graph import discard, ensure_serving_graph
         from removal.pipeline.memory import return_large_blocks_to_the_os
 
         return_large_blocks_to_the_os()  # before the session allocates anything
         path = Path(model_path).resolve()
+        options = session_options(threads, mem_arena=mem_arena, mem_pattern=mem_pattern)
+
+        def load(model: Path | bytes):
+            return ort.InferenceSession(str(model) if isinstance(model, Path) else model,
+                                        sess_options=options, providers=["CPUExecutionProvider"])
+
         serving = ensure_serving_graph(path)
-        self.inner = ort.InferenceSession(
-            str(serving) if isinstance(serving, Path) else serving,
-            sess_options=session_options(threads, mem_arena=mem_arena, mem_pattern=mem_pattern),
-            providers=["CPUExecutionProvider"],
-        )
+        try:
+            self.inner = load(serving)
+        except Exception as exc:
+            if not isinstance(serving, Path) or serving == path:
+                raise
+            # A cached graph that does not load (a disk fault, a copy cut short) is rebuilt.
+            logger.warning("Cached serving graph %s does not load (%s); rebuilding it.",
+                           serving.name, exc)
+            discard(serving)
+            self.inner = load(ensure_serving_graph(path))
         self.input_name = self.inner.get_inputs()[0].name
         self.model_path = path
         self.threads = threads

@@ -17,9 +17,10 @@ from removal.pipeline.segment import preprocess
 from tests.images import FIXTURES
 
 
-def small_fp16_model(path) -> None:
+def small_fp16_model(path, *, weights_as_inputs: bool = False) -> None:
     """ISNet's shape in miniature, as the shipped file stores it: float32 in, Cast to float16,
-    Conv/Relu in float16, the main output and a side head each cast back to float32."""
+    Conv/Relu in float16, the main output and a side head each cast back to float32.
+    ``weights_as_inputs`` lists the weights as graph inputs too, as files before IR 4 do."""
     rng = np.random.default_rng(7)
     weights = [
         numpy_helper.from_array(rng.normal(0, 0.5, (4, 3, 3, 3)).astype(np.float16), "w1"),
@@ -27,21 +28,23 @@ def small_fp16_model(path) -> None:
         numpy_helper.from_array(rng.normal(0, 0.5, (1, 4, 1, 1)).astype(np.float16), "w_main"),
         numpy_helper.from_array(rng.normal(0, 0.5, (1, 4, 1, 1)).astype(np.float16), "w_side"),
     ]
-    nodes = [
+    nodes = [  # stored out of order, as the shipped file stores its output Casts
+        helper.make_node("Cast", ["s1"], ["output"], to=TensorProto.FLOAT),
         helper.make_node("Cast", ["input"], ["x16"], to=TensorProto.FLOAT16),
         helper.make_node("Conv", ["x16", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["c1"], ["r1"]),
         helper.make_node("Conv", ["r1", "w_main"], ["d1"]),
         helper.make_node("Sigmoid", ["d1"], ["s1"]),
-        helper.make_node("Cast", ["s1"], ["output"], to=TensorProto.FLOAT),
         helper.make_node("Conv", ["r1", "w_side"], ["d2"]),
         helper.make_node("Sigmoid", ["d2"], ["s2"]),
         helper.make_node("Cast", ["s2"], ["side"], to=TensorProto.FLOAT),
     ]
+    inputs = [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 8, 8])]
+    if weights_as_inputs:
+        inputs += [helper.make_tensor_value_info(w.name, w.data_type, w.dims) for w in weights]
     model = helper.make_model(
         helper.make_graph(
-            nodes, "mini",
-            [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 8, 8])],
+            nodes, "mini", inputs,
             [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 1, 8, 8]),
              helper.make_tensor_value_info("side", TensorProto.FLOAT, [1, 1, 8, 8])],
             weights,
@@ -100,8 +103,12 @@ def test_the_serving_graph_is_cached_under_the_source_hash_and_rebuilt_for_new_w
     second = graph.ensure_serving_graph(source)
 
     assert second != first and second.is_file()
-    assert not first.exists()  # the stale graph is removed
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["mini.onnx", second.name]
+    assert first.is_file()  # a worker never deletes: an older worker may still be opening it
+    assert graph.remove_stale(source) == [first]  # fetch_model's clean-up, and its lock file
+    assert [p.name for p in tmp_path.glob(".*.lock")] == [f".{second.name}.lock"]
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == [
+        "mini.onnx", second.name]
+    assert not list(tmp_path.glob("*.part")) and not list(tmp_path.glob(".*.part"))
 
 
 def test_an_unwritable_models_folder_gets_the_graph_in_memory(tmp_path, monkeypatch):
@@ -116,7 +123,111 @@ def test_an_unwritable_models_folder_gets_the_graph_in_memory(tmp_path, monkeypa
 
     assert isinstance(served, bytes)
     assert [o.name for o in onnx.load_from_string(served).graph.output] == ["output"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["mini.onnx"]
+    assert not list(tmp_path.glob("*serving*.onnx")) and not list(tmp_path.glob(".*.part"))
+
+
+def test_a_write_that_fails_half_way_leaves_no_partial_file(tmp_path, monkeypatch):
+    source = tmp_path / "mini.onnx"
+    small_fp16_model(source)
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(graph.os, "replace", disk_full)
+    served = graph.ensure_serving_graph(source)
+
+    assert isinstance(served, bytes)  # still served, from memory
+    assert not list(tmp_path.glob("*serving*.onnx")) and not list(tmp_path.glob(".*.part"))
+
+
+def test_a_cached_graph_that_does_not_load_is_rebuilt(tmp_path):
+    from removal.pipeline.segment import Segmenter
+
+    source = tmp_path / "mini.onnx"
+    small_fp16_model(source)
+    cached = graph.ensure_serving_graph(source)
+    cached.write_bytes(cached.read_bytes()[:1000])  # cut short
+
+    segmenter = Segmenter(source, 1)
+
+    assert [o.name for o in segmenter.inner.get_outputs()] == ["output"]
+    assert onnx.load(str(cached)).graph.output[0].name == "output"  # whole again
+    tensor = np.random.default_rng(2).random((1, 3, 8, 8), dtype=np.float32)
+    assert np.abs(segmenter.run(tensor) - run(source, tensor)).max() < 2e-3
+
+
+def test_weights_listed_as_inputs_are_pruned_with_their_head(tmp_path):
+    source = tmp_path / "old-style.onnx"
+    small_fp16_model(source, weights_as_inputs=True)
+
+    rewritten = graph.build(source)
+
+    assert [i.name for i in onnx.load_from_string(rewritten).graph.input] == [
+        "input", "w1", "b1", "w_main"]
+    tensor = np.random.default_rng(3).random((1, 3, 8, 8), dtype=np.float32)
+    assert np.abs(run(rewritten, tensor) - run(source, tensor)).max() < 2e-3  # only input fed
+
+
+def test_cast_chains_collapse_and_a_cast_from_integers_targets_float32(tmp_path):
+    rng = np.random.default_rng(5)
+    weights = [
+        numpy_helper.from_array(rng.normal(0, 0.5, (2, 3, 1, 1)).astype(np.float16), "w"),
+        numpy_helper.from_array(np.array([3], dtype=np.int64), "k"),
+    ]
+    nodes = [
+        helper.make_node("Cast", ["input"], ["a16"], to=TensorProto.FLOAT16),
+        helper.make_node("Cast", ["a16"], ["a32"], to=TensorProto.FLOAT),
+        helper.make_node("Cast", ["a32"], ["b16"], to=TensorProto.FLOAT16),
+        helper.make_node("Conv", ["b16", "w"], ["c"]),
+        helper.make_node("Cast", ["k"], ["k16"], to=TensorProto.FLOAT16),
+        helper.make_node("Mul", ["c", "k16"], ["m"]),
+        helper.make_node("Cast", ["m"], ["output"], to=TensorProto.FLOAT),
+    ]
+    model = helper.make_model(
+        helper.make_graph(
+            nodes, "chain",
+            [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 4, 4])],
+            [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 2, 4, 4])],
+            weights,
+        ),
+        opset_imports=[helper.make_opsetid("", 15)],
+    )
+    model.ir_version = 8
+    source = tmp_path / "chain.onnx"
+    onnx.save(model, str(source))
+
+    rewritten = onnx.load_from_string(graph.build(source))
+
+    assert [n.op_type for n in rewritten.graph.node] == ["Conv", "Cast", "Mul"]
+    (cast,) = [n for n in rewritten.graph.node if n.op_type == "Cast"]
+    assert cast.input[0] == "k" and cast.attribute[0].i == TensorProto.FLOAT
+    tensor = np.random.default_rng(6).random((1, 3, 4, 4), dtype=np.float32)
+    expected = run(source, tensor)
+    assert np.abs(run(rewritten.SerializeToString(), tensor) - expected).max() < 1e-2
+
+
+def test_a_graph_with_control_flow_is_served_as_shipped(tmp_path, caplog):
+    branch = helper.make_graph(
+        [helper.make_node("Identity", ["input"], ["y"])], "branch", [],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    model = helper.make_model(
+        helper.make_graph(
+            [helper.make_node("If", ["flag"], ["output"], then_branch=branch,
+                              else_branch=branch)],
+            "control",
+            [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1]),
+             helper.make_tensor_value_info("flag", TensorProto.BOOL, [])],
+            [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1])],
+        ),
+        opset_imports=[helper.make_opsetid("", 15)],
+    )
+    source = tmp_path / "control.onnx"
+    onnx.save(model, str(source))
+
+    assert graph.ensure_serving_graph(source) == source
+
+    assert "If has a subgraph" in caplog.text
+    assert not list(tmp_path.glob("*serving*.onnx"))
 
 
 @pytest.mark.model
@@ -147,4 +258,4 @@ def test_a_file_the_rewrite_cannot_read_is_served_as_it_is(tmp_path, caplog):
     assert graph.ensure_serving_graph(source) == source
 
     assert "Cannot build a serving graph from odd.onnx" in caplog.text
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["odd.onnx"]
+    assert not list(tmp_path.glob("*serving*.onnx"))

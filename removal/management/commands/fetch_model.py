@@ -47,6 +47,8 @@ class Command(BaseCommand):
     def serving_graph(self, name: str, path: Path) -> str:
         cached = graph.serving_path(path.resolve(), modelstore.MODELS[name].sha256).is_file()
         served = graph.ensure_serving_graph(path)
+        for stale in graph.remove_stale(path):
+            self.stdout.write(f"{name}: removed stale {stale.name}")
         if isinstance(served, bytes):
             return "built, in memory only: the models folder is not writable"
         if served == path.resolve():
