@@ -1,7 +1,7 @@
 """ISNet segmentation on ONNX Runtime, with our own pre- and post-processing.
 
 The ORT session runs a rewritten copy of the weights file (``graph.py``: float32, one output;
-same weights, ~8 % faster than ORT's defaults on the shipped file), and rembg's
+same weights, 6-7 % less time than ORT's defaults on the shipped file), and rembg's
 ``DisCustomSession.predict`` is not used: it resizes with PIL LANCZOS (both ways) and
 normalises in float64, slow at 12 MP (``bench/pipeline.py`` prints (b) against (c)). We do the
 same arithmetic with OpenCV and float32 and call the ORT session directly:
@@ -48,11 +48,11 @@ def session_options(threads: int, *, mem_arena: bool = True, mem_pattern: bool =
     * CPU memory arena ON. The model's input shape never changes (every image is resized to
       1024x1024 first), so the arena stops growing after the first job: it keeps one set of
       activation blocks and hands them out again instead of faulting in fresh pages each run.
-      Interleaved in one process: 4.54 s per inference with it, 4.96 s without. A worker-like
-      process on a 4096x4096 JPEG peaked at 957 MB with it (763 MB without; budget 1229 MB)
-      and holds ~740 MB between jobs (290 MB without).
-    * Memory pattern OFF: on top of the arena it measured no faster (4.60 s) and peaked at
-      1400 MB on the same 4096x4096 job.
+      Interleaved in one process: 4.43 s per inference with it, 4.94 s without. A worker-like
+      process on a 4096x4096 JPEG peaked at 952 MB with it (758 MB without; budget 1229 MB)
+      and holds ~735 MB between jobs (~280 MB without).
+    * Memory pattern OFF: on top of the arena it measured no faster (4.40 s) and peaked at
+      1395 MB on the same 4096x4096 job.
     * glibc's mmap threshold is pinned at 128 KiB (``memory.return_large_blocks_to_the_os``,
       called by ``Segmenter``), so the pipeline's own large buffers go back to the OS.
     * Graph optimisation stays at ORT_ENABLE_ALL: EXTENDED would hold 330 MB less (no NCHWc
