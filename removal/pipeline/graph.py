@@ -1,6 +1,7 @@
 """The graph the worker runs: the shipped ISNet file, rewritten once to run faster on a CPU.
 
-The weights and the arithmetic stay the model's; two exact rewrites remove work:
+The weights stay the model's; two rewrites remove work, and the only numeric change is that
+activations are no longer rounded to float16 between layers:
 
 * **fp16 -> fp32.** The shipped file stores weights and activations in float16. ONNX
   Runtime's CPU provider has no float16 kernels for most of its ops on x86, so it surrounds
