@@ -72,18 +72,23 @@ def timed(fn, *args, **kwargs) -> tuple[float, object]:
     return time.perf_counter() - start, out
 
 
+def ort_defaults(threads: int):
+    """ONNX Runtime's default session options, but for the thread count all contenders share."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    return opts
+
+
 def rembg_own_session(model: Path, threads: int):
     """rembg's session for the file, made the way rembg documents for a custom ISNet file."""
     import os
 
-    import onnxruntime as ort
-
     os.environ["U2NET_HOME"] = str(model.parent)  # rembg only opens models under its home
     from rembg import new_session
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    return new_session("dis_custom", model_path=str(model), sess_opts=opts)
+    return new_session("dis_custom", model_path=str(model), sess_opts=ort_defaults(threads))
 
 
 def require_serving_graph(segmenter) -> None:
@@ -102,10 +107,8 @@ def bench_session_options(model: Path, threads: int, repeats: int) -> dict:
     from removal.pipeline.segment import session_options
 
     serving = str(ensure_serving_graph(model))
-    defaults = ort.SessionOptions()
-    defaults.intra_op_num_threads = threads
     configs = {
-        "file as shipped, ORT defaults (arena on, pattern on)": (str(model), defaults),
+        "file as shipped, ORT defaults (arena on, pattern on)": (str(model), ort_defaults(threads)),
         "serving graph, arena off, pattern off": (
             serving, session_options(threads, mem_arena=False)),
         "serving graph, arena on, pattern off (the worker)": (
@@ -137,9 +140,8 @@ def bench_speed(model: Path, threads: int, repeats: int) -> dict:
 
     segmenter = Segmenter(model, threads)
     require_serving_graph(segmenter)
-    defaults = ort.SessionOptions()
-    defaults.intra_op_num_threads = threads
-    shipped = ort.InferenceSession(str(model), defaults, providers=["CPUExecutionProvider"])
+    shipped = ort.InferenceSession(str(model), ort_defaults(threads),
+                                   providers=["CPUExecutionProvider"])
     rembg_session = rembg_own_session(model, threads)
     tensor = np.random.default_rng(0).random((1, 3, 1024, 1024), dtype=np.float32) - 0.5
     feed = {shipped.get_inputs()[0].name: tensor}

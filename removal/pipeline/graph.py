@@ -83,11 +83,12 @@ def discard(path: Path) -> None:
         path.unlink()
 
 
-def remove_stale(source: str | os.PathLike) -> list[Path]:
-    """Delete serving graphs of ``source`` other than the current one, and leftovers of builds
-    that died mid-write (older than ten minutes). Returns what was removed."""
+def remove_stale(source: str | os.PathLike, source_sha256: str) -> list[Path]:
+    """Delete serving graphs of ``source`` (whose sha256 the caller has verified) other than the
+    current one, and leftovers of builds that died mid-write (older than ten minutes). Returns
+    what was removed."""
     source = Path(source).resolve()
-    current = serving_path(source, sha256_of(source))
+    current = serving_path(source, source_sha256)
     removed = []
     folder = source.parent
     candidates = list(folder.glob(f"{source.stem}.serving-*.onnx"))

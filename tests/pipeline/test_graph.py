@@ -104,39 +104,32 @@ def test_the_serving_graph_is_cached_under_the_source_hash_and_rebuilt_for_new_w
 
     assert second != first and second.is_file()
     assert first.is_file()  # a worker never deletes: an older worker may still be opening it
-    assert graph.remove_stale(source) == [first]  # fetch_model's clean-up, and its lock file
+    new_digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    assert graph.remove_stale(source, new_digest) == [first]  # fetch_model's clean-up, and locks
     assert [p.name for p in tmp_path.glob(".*.lock")] == [f".{second.name}.lock"]
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == [
         "mini.onnx", second.name]
     assert not list(tmp_path.glob("*.part")) and not list(tmp_path.glob(".*.part"))
 
 
-def test_an_unwritable_models_folder_gets_the_graph_in_memory(tmp_path, monkeypatch):
+@pytest.mark.parametrize(("target", "error"), [
+    ("tempfile.mkstemp", OSError(30, "Read-only file system")),  # an unwritable models folder
+    ("os.replace", OSError(28, "No space left on device")),  # a write that fails half way
+], ids=["read-only", "disk-full"])
+def test_a_graph_that_cannot_be_cached_is_served_from_memory_leaving_no_file(
+        tmp_path, monkeypatch, target, error):
     source = tmp_path / "mini.onnx"
     small_fp16_model(source)
 
-    def read_only(*args, **kwargs):
-        raise OSError(30, "Read-only file system")
+    def fail(*args, **kwargs):
+        raise error
 
-    monkeypatch.setattr(graph.tempfile, "mkstemp", read_only)
+    module, name = target.split(".")
+    monkeypatch.setattr(getattr(graph, module), name, fail)
     served = graph.ensure_serving_graph(source)
 
     assert isinstance(served, bytes)
     assert [o.name for o in onnx.load_from_string(served).graph.output] == ["output"]
-    assert not list(tmp_path.glob("*serving*.onnx")) and not list(tmp_path.glob(".*.part"))
-
-
-def test_a_write_that_fails_half_way_leaves_no_partial_file(tmp_path, monkeypatch):
-    source = tmp_path / "mini.onnx"
-    small_fp16_model(source)
-
-    def disk_full(*args, **kwargs):
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(graph.os, "replace", disk_full)
-    served = graph.ensure_serving_graph(source)
-
-    assert isinstance(served, bytes)  # still served, from memory
     assert not list(tmp_path.glob("*serving*.onnx")) and not list(tmp_path.glob(".*.part"))
 
 

@@ -45,9 +45,10 @@ class Command(BaseCommand):
             self.stdout.write(f"{name}: serving graph {self.serving_graph(name, path)}")
 
     def serving_graph(self, name: str, path: Path) -> str:
-        cached = graph.serving_path(path.resolve(), modelstore.MODELS[name].sha256).is_file()
+        sha256 = modelstore.MODELS[name].sha256  # fetch verified the file against it
+        cached = graph.serving_path(path.resolve(), sha256).is_file()
         served = graph.ensure_serving_graph(path)
-        for stale in graph.remove_stale(path):
+        for stale in graph.remove_stale(path, sha256):
             self.stdout.write(f"{name}: removed stale {stale.name}")
         if isinstance(served, bytes):
             return "built, in memory only: the models folder is not writable"
