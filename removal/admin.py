@@ -4,7 +4,7 @@ Tasks and uploads are read-only here: every change goes through ``removal.servic
 actions below), never through a model form. The changelists stay fast with 100 000+ tasks:
 joins instead of per-row queries (``list_select_related``), no second full ``COUNT``
 (``show_full_result_count = False``), an estimated count for the unfiltered list, filters that
-need no query to render, and indexes for the filters (migration ``0002_admin_indexes``).
+need no query to render, and indexes for the filters (migration ``0003_admin_indexes``).
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 
-from removal import admin_views, modelstore, services, storage
+from removal import admin_views, modelstore, selectors, storage
 from removal.errors import QuickBGError
 from removal.models import Task, Upload
+from removal.services import tasks
 
 Status = Task.Status
 
@@ -57,7 +58,7 @@ class ModelFilter(admin.SimpleListFilter):
 
     def queryset(self, request, queryset):
         if self.value():
-            return queryset.filter(options__model=self.value())
+            return queryset.filter(model=self.value())
         return queryset
 
 
@@ -86,11 +87,7 @@ class OwnerFilter(admin.SimpleListFilter):
         value = (self.value() or "").strip()
         if not value:
             return queryset
-        owner = self.owner_path
-        match = Q(**{f"{owner}__username": value}) | Q(**{f"{owner}__email__iexact": value})
-        if value.isascii() and value.isdigit() and len(value) < 19:  # fits a bigint
-            match |= Q(**{f"{owner}_id": int(value)})
-        return queryset.filter(match)
+        return queryset.filter(selectors.owner_match(value, owner_path=self.owner_path))
 
 
 class UploadOwnerFilter(OwnerFilter):
@@ -200,14 +197,14 @@ class TaskAdmin(ReadOnlyAdmin):
     actions = ["retry_failed", "reprocess"]
     raw_id_fields = ["upload"]
     fieldsets = [
-        (None, {"fields": ["id", "upload", "owner", "status", "progress", "attempts"]}),
+        (None, {"fields": ["id", "upload", "owner", "status", "progress", "attempts", "model"]}),
         ("Images", {"fields": ["original_image", "result_image"]}),
         ("Outcome", {"fields": ["error_message", "processing_time", "metrics_table",
                                 "options_table", "result_key"]}),
         ("Queue", {"fields": ["rq_job_link", "created_at", "updated_at", "started_at",
                               "finished_at"]}),
     ]
-    readonly_fields = ["id", "upload", "owner", "status", "progress", "attempts",
+    readonly_fields = ["id", "upload", "owner", "status", "progress", "attempts", "model",
                        "original_image", "result_image", "error_message", "processing_time",
                        "metrics_table", "options_table", "result_key", "rq_job_link",
                        "created_at", "updated_at", "started_at", "finished_at"]
@@ -227,10 +224,6 @@ class TaskAdmin(ReadOnlyAdmin):
     @admin.display(description="owner", ordering="upload__owner__email")
     def owner(self, obj):
         return obj.upload.owner
-
-    @admin.display(description="model")
-    def model(self, obj):
-        return (obj.options or {}).get("model") or (obj.metrics or {}).get("model") or "—"
 
     @admin.display(description="time (s)", ordering="processing_time")
     def processing_seconds(self, obj):
@@ -280,7 +273,7 @@ class TaskAdmin(ReadOnlyAdmin):
                 skipped += 1
                 continue
             try:
-                services.task_retry(task=task)
+                tasks.task_retry(task=task)
                 retried += 1
             except QuickBGError:
                 skipped += 1  # moved on since the page was rendered
@@ -294,17 +287,16 @@ class TaskAdmin(ReadOnlyAdmin):
                   permissions=["change"])
     def reprocess(self, request, queryset):
         created = skipped = 0
-        seen_uploads = set()
-        for task in queryset.select_related(None).only("id", "status", "upload_id", "options"):
-            if task.status in (Status.QUEUED, Status.PROCESSING) or task.upload_id in seen_uploads:
+        selected = queryset.select_related(None).only("id", "status", "upload_id", "options")
+        for task, skip in selectors.reprocess_plan(selected):
+            if skip is not None:
                 skipped += 1
                 continue
             try:
-                services.task_reprocess(task=task)
+                tasks.task_reprocess(task=task)
             except QuickBGError:
-                skipped += 1
+                skipped += 1  # moved on since the plan was made
                 continue
-            seen_uploads.add(task.upload_id)
             created += 1
         self.message_user(
             request,

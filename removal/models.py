@@ -44,6 +44,9 @@ class Task(models.Model):
     )
     progress = models.PositiveSmallIntegerField(default=0)
     attempts = models.PositiveIntegerField(default=0)
+    # The model that runs (a name from ``modelstore.MODELS``); ``options`` holds only the output
+    # options (``pipeline.options.Options``).
+    model = models.CharField(max_length=64)
     options = models.JSONField(default=dict, blank=True)
     result_key = models.CharField(max_length=512, blank=True)
     error_message = models.TextField(blank=True)

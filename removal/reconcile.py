@@ -5,10 +5,10 @@ without persistence, a FLUSHALL, a worker SIGKILLed mid-job). A task is *held* w
 
 - its RQ job exists and is queued (and really in the queue's list), deferred, or scheduled (a
   retry waiting for its interval, and not overdue by more than the grace period); or
-- its job is started by a worker whose liveness key (``quickbg:alive:<worker>``, refreshed every
-  few seconds by a thread in each worker, see ``quickbg.worker``) still exists.
+- its job is started by a worker whose liveness key (``queue.alive_key(worker)``, refreshed every
+  few seconds by a thread in each worker, see ``removal.worker``) still exists.
 
-Anything else older than a grace period is recovered through ``services.task_recover``:
+Anything else older than a grace period is recovered through ``services.tasks.task_recover``:
 processing → queued (or failed after too many attempts), then enqueued again.
 """
 
@@ -21,14 +21,13 @@ from datetime import timedelta
 from django.utils import timezone
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
-from rq.serializers import JSONSerializer
 
-from removal import services
 from removal.models import Task
+from removal.queue import alive_key, get_queue
+from removal.services.tasks import task_recover
 
 logger = logging.getLogger(__name__)
 
-ALIVE_PREFIX = "quickbg:alive:"
 WAITING = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
 
 
@@ -40,10 +39,6 @@ class Report:
     failed: list[str] = field(default_factory=list)
 
 
-def alive_key(worker_name: str) -> str:
-    return f"{ALIVE_PREFIX}{worker_name}"
-
-
 def is_held(task: Task, queue, queued_ids: set[str], *, grace_seconds: int = 30) -> bool:
     """``queued_ids``: the job ids the queue lists right now (read once per pass)."""
     if not task.rq_job_id:
@@ -52,7 +47,7 @@ def is_held(task: Task, queue, queued_ids: set[str], *, grace_seconds: int = 30)
         return True
     connection = queue.connection
     try:
-        job = Job.fetch(task.rq_job_id, connection=connection, serializer=JSONSerializer)
+        job = Job.fetch(task.rq_job_id, connection=connection, serializer=queue.serializer)
     except NoSuchJobError:
         return False
     status = job.get_status(refresh=False)
@@ -77,7 +72,7 @@ def is_held(task: Task, queue, queued_ids: set[str], *, grace_seconds: int = 30)
 def reconcile(*, grace_seconds: int = 30, dry_run: bool = False) -> Report:
     """Recover every stale queued/processing task. Safe to run from many processes at once:
     every change is a guarded update."""
-    queue = services.get_queue()
+    queue = get_queue()
     queued_ids = set(queue.get_job_ids())
     cutoff = timezone.now() - timedelta(seconds=grace_seconds)
     report = Report()
@@ -92,8 +87,7 @@ def reconcile(*, grace_seconds: int = 30, dry_run: bool = False) -> Report:
         if dry_run:
             report.requeued.append(str(task.pk))
             continue
-        outcome = services.task_recover(task_id=task.pk, status=task.status,
-                                        attempts=task.attempts)
+        outcome = task_recover(task_id=task.pk, status=task.status, attempts=task.attempts)
         if outcome == "requeued":
             report.requeued.append(str(task.pk))
         elif outcome == "failed":

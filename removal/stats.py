@@ -18,8 +18,10 @@ from django.db import connection
 from django.db.models import Count, Max, Min, Q, Sum
 from django.db.models.functions import Substr, TruncHour
 from django.utils import timezone
+from rq import Worker
 
 from removal.models import Task
+from removal.queue import get_queue
 
 logger = logging.getLogger(__name__)
 
@@ -155,10 +157,6 @@ class QueueState:
 
 def queue_state() -> QueueState:
     """Depth of the RQ queue and its registries; ``available=False`` when Redis is down."""
-    from rq import Worker
-
-    from removal.services import get_queue
-
     name = settings.QUICKBG_QUEUE
     try:
         queue = get_queue()

@@ -48,12 +48,14 @@ def incoming_prefix(owner_id: int) -> str:
 
 
 def write(key: str, data: bytes) -> str:
-    """Store ``data`` at exactly ``key`` (overwriting) and return the key."""
-    if default_storage.exists(key):
-        default_storage.delete(key)
+    """Store ``data`` at exactly ``key``, replacing what is there, and return the key.
+
+    Both backends overwrite in one step (``FileSystemStorage(allow_overwrite=True)``, S3's
+    ``file_overwrite``), so a result written twice costs no extra HEAD or DELETE.
+    """
     saved = default_storage.save(key, ContentFile(data))
-    if saved != key:  # pragma: no cover - storage renamed despite the delete
-        raise RuntimeError(f"storage stored {key!r} as {saved!r}")
+    if saved != key:  # a backend configured to rename instead of overwrite
+        raise RuntimeError(f"storage stored {key!r} as {saved!r}; enable overwriting")
     return key
 
 

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import socket
-
 import boto3
 import django_rq
 import pytest
@@ -9,13 +7,8 @@ from django.conf import settings as django_settings
 from django.core.management import call_command
 from rest_framework.test import APIClient
 
-from tests.factories import PASSWORD, make_user
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.factories import make_user
+from tests.helpers import RedisServer, free_port, token_for
 
 
 @pytest.fixture(autouse=True)
@@ -35,14 +28,6 @@ def user(db):
 @pytest.fixture
 def other_user(db):
     return make_user()
-
-
-def token_for(client: APIClient, user) -> str:
-    response = client.post(
-        "/api/v1/auth/token", {"username": user.username, "password": PASSWORD}, format="json"
-    )
-    assert response.status_code == 200, response.content
-    return response.json()["access"]
 
 
 @pytest.fixture
@@ -121,77 +106,6 @@ def s3(moto_server, settings, monkeypatch):
     for obj in objects:
         client.delete_object(Bucket=bucket, Key=obj["Key"])
     client.delete_bucket(Bucket=bucket)
-
-
-def subprocess_env() -> dict:
-    """Environment for a QuickBG process (worker, command) that must share this test's world:
-    the test database, the test queue, the test media folder."""
-    import os
-
-    from django.db import connection
-
-    db = connection.settings_dict
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
-    if db["ENGINE"].endswith("postgresql"):
-        env["DATABASE_URL"] = (
-            f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-        )
-    else:
-        env["DATABASE_URL"] = f"sqlite:///{db['NAME']}"
-    env.update(
-        DJANGO_SETTINGS_MODULE="quickbg.settings",
-        QUICKBG_QUEUE=django_settings.QUICKBG_QUEUE,
-        QUICKBG_MEDIA_ROOT=str(
-            django_settings.STORAGES["default"].get("OPTIONS", {}).get("location")
-            or django_settings.MEDIA_ROOT
-        ),
-        REDIS_URL=django_settings.RQ_QUEUES[django_settings.QUICKBG_QUEUE]["URL"],
-        QUICKBG_ORT_THREADS=str(django_settings.QUICKBG_ORT_THREADS),
-    )
-    return env
-
-
-class RedisServer:
-    """A redis-server of the test's own on a free loopback port, without persistence, so a
-    test can stop it, restart it empty, or FLUSHALL it without touching anyone else's data."""
-
-    def __init__(self, tmp_path):
-        import shutil
-
-        self.port = free_port()
-        self.dir = tmp_path
-        self.binary = shutil.which("redis-server")
-        self.proc = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        import subprocess
-        import time
-
-        self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.dir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-
-    def restart_empty(self) -> None:
-        self.stop()
-        self.start()
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import uuid
 
 from accounts.models import User
 from removal.models import Task, Upload
+from removal.modelstore import DEFAULT_MODEL
 
 _seq = itertools.count(1)
 PASSWORD = "correct-horse-battery"
@@ -31,4 +32,5 @@ def make_upload(*, owner, **fields) -> Upload:
 
 def make_task(*, owner=None, upload=None, **fields) -> Task:
     upload = upload or make_upload(owner=owner or make_user())
+    fields.setdefault("model", DEFAULT_MODEL)
     return Task.objects.create(upload=upload, **fields)

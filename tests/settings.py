@@ -9,9 +9,14 @@ import tempfile
 
 # Before the real settings read it; subprocesses started by tests inherit it.
 os.environ.setdefault("DEBUG", "true")
+os.environ.setdefault(
+    "QUICKBG_METRICS_LOG",
+    os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "logs",
+                 "test-metrics.log"),
+)
 
 from quickbg.settings import *  # noqa: E402, F403
-from quickbg.settings import BASE_DIR, DATABASES, RQ_QUEUES  # noqa: E402
+from quickbg.settings import DATABASES, RQ_QUEUES  # noqa: E402
 
 if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
     raise RuntimeError(
@@ -27,12 +32,11 @@ MEDIA_ROOT = tempfile.mkdtemp(prefix="quickbg-test-media-")
 STORAGES = {
     "default": {
         "BACKEND": "django.core.files.storage.FileSystemStorage",
-        "OPTIONS": {"location": MEDIA_ROOT},
+        "OPTIONS": {"location": MEDIA_ROOT, "allow_overwrite": True},
     },
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 AWS_STORAGE_BUCKET_NAME = ""
-QUICKBG_METRICS_LOG = BASE_DIR / "logs" / "test-metrics.log"
 QUICKBG_ORT_THREADS = 2
 
 QUICKBG_UPLOAD_RATE = "10000/min"

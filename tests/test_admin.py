@@ -49,7 +49,7 @@ def bulk_tasks(n: int, *, owner=None, status=Status.COMPLETED) -> None:
     ])
     Task.objects.bulk_create([
         Task(upload=u, status=status, progress=100, attempts=1, processing_time=2.5,
-             options={"model": "isnet-general-use"},
+             model="isnet-general-use",
              metrics={"memory_usage_mb": 512.0, "model": "isnet-general-use"})
         for u in uploads
     ])
@@ -94,7 +94,7 @@ def test_filtered_and_searched_changelists_stay_within_query_budget(
 
 def test_task_list_shows_the_issue_columns(staff_client, user):
     make_task(owner=user, status=Status.COMPLETED, processing_time=3.25,
-              options={"model": "isnet-general-use"}, metrics={"memory_usage_mb": 612.4})
+              model="isnet-general-use", metrics={"memory_usage_mb": 612.4})
     response = staff_client.get(TASKS)
     html = response.content.decode()
     for header in ("Owner", "Status", "Progress", "Attempts", "Model", "Time (s)",
@@ -107,7 +107,7 @@ def test_filters_and_search_narrow_the_task_list(staff_client, user, other_user)
     mine = make_task(owner=user, status=Status.FAILED,
                      upload=make_upload(owner=user, original_filename="holiday-beach.jpg"))
     theirs = make_task(owner=other_user, status=Status.COMPLETED,
-                       options={"model": "isnet-general-use-quant"})
+                       model="isnet-general-use-quant")
 
     def listed(query):
         return {t.pk for t in staff_client.get(TASKS + query).context["cl"].result_list}
@@ -203,7 +203,7 @@ def test_reprocess_action_creates_new_tasks_with_the_current_model(
     upload = make_upload(owner=user)
     same_upload = make_task(upload=upload, status=Status.FAILED)  # older task, same upload
     old = make_task(upload=upload, status=Status.COMPLETED,
-                    options={"model": "isnet-general-use-quant", "format": "png"})
+                    model="isnet-general-use-quant", options={"format": "png"})
     failed = make_task(owner=user, status=Status.FAILED)
     busy = make_task(owner=user, status=Status.PROCESSING)
 
@@ -214,7 +214,8 @@ def test_reprocess_action_creates_new_tasks_with_the_current_model(
     assert text[0].startswith("Queued 2 new task(s); skipped 2")
     new_for_old = Task.objects.filter(upload=old.upload, status=Status.QUEUED)
     assert new_for_old.count() == 1
-    assert new_for_old.get().options == {"model": "isnet-general-use", "format": "png"}
+    new = new_for_old.get()
+    assert (new.model, new.options) == ("isnet-general-use", {"format": "png"})
     assert Task.objects.filter(upload=failed.upload, status=Status.QUEUED).count() == 1
     assert Task.objects.filter(upload=busy.upload).count() == 1
     old.refresh_from_db()

@@ -17,9 +17,10 @@ from django.db import connection
 from django.utils import timezone
 from PIL import Image
 
-from removal import modelstore, services
+from removal import modelstore
 from removal.models import Task
 from removal.pipeline import graph
+from removal.services.tasks import task_claim, task_complete, task_fail
 from tests.factories import make_task, make_upload, make_user
 from tests.images import fixture_bytes, make_image
 
@@ -68,14 +69,14 @@ def test_reprocess_queues_new_tasks_with_the_current_model(user, empty_queue, se
                                                            django_capture_on_commit_callbacks):
     settings.QUICKBG_MODEL = "isnet-general-use"
     failed = make_task(owner=user, status=Status.FAILED, error_message="boom",
-                       options={"model": "isnet-general-use-quant"})
+                       model="isnet-general-use-quant")
     completed = make_task(owner=user, status=Status.COMPLETED)
 
     with django_capture_on_commit_callbacks(execute=True):
         output = run("reprocess", "--status", "failed")
 
     [new] = new_tasks_of(failed)
-    assert new.status == Status.QUEUED and new.options == {"model": "isnet-general-use"}
+    assert new.status == Status.QUEUED and new.model == "isnet-general-use"
     assert new.rq_job_id and empty_queue.job_ids == [new.rq_job_id]
     failed.refresh_from_db()
     assert failed.status == Status.FAILED  # the old task is kept as it was
@@ -91,7 +92,7 @@ def test_reprocess_selectors_and_limit(django_capture_on_commit_callbacks):
     Task.objects.filter(pk=old_alice.pk).update(created_at=now - timedelta(days=10))
     new_alice = make_task(owner=alice, status=Status.COMPLETED)
     quant_bob = make_task(owner=bob, status=Status.COMPLETED,
-                          options={"model": "isnet-general-use-quant"})
+                          model="isnet-general-use-quant")
     bob_tasks = [make_task(owner=bob, status=Status.FAILED) for _ in range(3)]
 
     with django_capture_on_commit_callbacks(execute=True):
@@ -190,11 +191,11 @@ def test_reprocess_wait_reports_how_the_new_tasks_ended(user, empty_queue):
         time.sleep(0.05)
     # Play the worker's part through the same services the job uses.
     first, second = (new_tasks_of(task)[0] for task in old)
-    claim = services.task_claim(task_id=first.pk)
-    services.task_complete(claim=claim, result_key="results/x.png", processing_time=1.0,
+    claim = task_claim(task_id=first.pk)
+    task_complete(claim=claim, result_key="results/x.png", processing_time=1.0,
                            metrics={})
-    claim = services.task_claim(task_id=second.pk)
-    services.task_fail(claim=claim, message="Processing failed: disk full")
+    claim = task_claim(task_id=second.pk)
+    task_fail(claim=claim, message="Processing failed: disk full")
     thread.join(timeout=30)
 
     assert not thread.is_alive()

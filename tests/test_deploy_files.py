@@ -21,7 +21,7 @@ import yaml
 from django.conf import settings
 from django.core.management import get_commands, load_command_class
 
-from tests.conftest import free_port
+from tests.helpers import free_port
 
 ROOT = Path(settings.BASE_DIR)
 COMPOSE = ROOT / "docker-compose.yml"

@@ -27,9 +27,9 @@ from django.db.models import Count
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from removal import services
 from removal.models import Task
-from tests.conftest import subprocess_env
+from removal.queue import get_queue
+from tests.helpers import subprocess_env
 from tests.images import fixture_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -128,7 +128,7 @@ def test_no_task_is_lost_through_kills_redis_loss_and_database_cuts(
         "QUICKBG_RETRY_DELAY": "1",
     }
     ids = upload_all(client_for(user))
-    redis = services.get_queue().connection
+    redis = get_queue().connection
     workers = Workers(env, tmp_path)
     kills, redis_restarts, db_cuts = [], 0, 0  # kills: (task id, killed at)
     recovery: dict[str, float] = {}

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import free_port
+from tests.helpers import free_port
 
 pytestmark = pytest.mark.django_db
 
@@ -21,11 +21,11 @@ def test_health_reports_every_check(api):
 
 def test_health_reports_queue_depth_and_a_missing_model(api, user, settings, tmp_path,
                                                         django_capture_on_commit_callbacks):
-    from removal import services
+    from removal.services.tasks import task_enqueue
     from tests.factories import make_task
 
     with django_capture_on_commit_callbacks(execute=True):
-        services.task_enqueue(task=make_task(owner=user))
+        task_enqueue(task=make_task(owner=user))
     settings.QUICKBG_MODELS_DIR = tmp_path
     body = api.get("/api/v1/health").json()
     assert body["queue"]["depth"] == 1

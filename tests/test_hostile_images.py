@@ -16,15 +16,11 @@ import pytest
 from PIL import Image
 
 from removal.models import Task, Upload
+from tests.helpers import named
 from tests.images import fixture_bytes
 
 pytestmark = pytest.mark.django_db
 
-
-def named(data: bytes, name: str) -> io.BytesIO:
-    buffer = io.BytesIO(data)
-    buffer.name = name
-    return buffer
 
 
 def encode(image: Image.Image, fmt: str, **params) -> bytes:

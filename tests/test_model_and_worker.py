@@ -8,6 +8,7 @@ from django.core.management import CommandError, call_command
 
 from removal import modelstore
 from removal.models import Task
+from removal.services.tasks import task_enqueue
 from tests.factories import make_task
 
 
@@ -54,10 +55,8 @@ def test_worker_without_model_refuses_to_start(settings, tmp_path):
 @pytest.mark.django_db(transaction=True)
 def test_job_exception_marks_task_failed_with_readable_message(user, run_worker,
                                                                django_capture_on_commit_callbacks):
-    from removal import services
-
     task = make_task(owner=user)  # its original was never stored
-    services.task_enqueue(task=task)
+    task_enqueue(task=task)
     run_worker()
     task.refresh_from_db()
     assert task.status == Task.Status.FAILED
@@ -67,10 +66,8 @@ def test_job_exception_marks_task_failed_with_readable_message(user, run_worker,
 
 @pytest.mark.django_db(transaction=True)
 def test_a_task_that_is_not_queued_is_not_processed_again(user, run_worker):
-    from removal import services
-
     task = make_task(owner=user, status=Task.Status.COMPLETED, result_key="results/x.png")
-    services.task_enqueue(task=task)
+    task_enqueue(task=task)
     run_worker()
     task.refresh_from_db()
     assert (task.status, task.attempts, task.result_key) == ("completed", 0, "results/x.png")

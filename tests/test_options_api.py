@@ -12,19 +12,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from removal import services, storage
+from removal import storage
 from removal.models import Task
-from tests.conftest import subprocess_env
+from removal.services.tasks import task_enqueue
 from tests.factories import make_upload
+from tests.helpers import named, subprocess_env
 from tests.images import fixture_bytes, make_image
 
 ROOT = Path(__file__).resolve().parent.parent
 
-
-def named(data: bytes, name: str = "car.jpg") -> io.BytesIO:
-    buffer = io.BytesIO(data)
-    buffer.name = name
-    return buffer
 
 
 @pytest.mark.django_db
@@ -52,11 +48,29 @@ def test_options_are_stored_and_echoed(user, client_for):
         "crop": "false", "crop_margin": "5%", "refine": "false",
     }, format="multipart")
     assert response.status_code == 202, response.content
-    options = client.get(f"/api/v1/tasks/{response.json()['task_id']}").json()["options"]
+    task = client.get(f"/api/v1/tasks/{response.json()['task_id']}").json()
+    options = task["options"]
     assert (options["format"], options["channels"], options["bg_color"], options["crop"],
             options["crop_margin"], options["refine"], options["alpha_matting"]) == (
         "webp", "alpha", "#00ff00", False, "5%", False, False)
-    assert options["model"] == "isnet-general-use"
+    assert task["model"] == "isnet-general-use" and "model" not in options
+
+
+@pytest.mark.django_db
+def test_the_model_is_chosen_by_name_and_an_unknown_one_is_400(user, client_for):
+    client = client_for(user)
+    response = client.post("/api/v1/uploads", {"file": named(make_image()),
+                                               "model": "isnet-general-use-quant"},
+                           format="multipart")
+    assert response.status_code == 202, response.content
+    task = client.get(f"/api/v1/tasks/{response.json()['task_id']}").json()
+    assert task["model"] == "isnet-general-use-quant"
+
+    response = client.post("/api/v1/uploads", {"file": named(make_image()),
+                                               "model": "isnet-tiny"}, format="multipart")
+    assert response.status_code == 400
+    assert response.json()["detail"] == 'model: "isnet-tiny" is not a valid choice.'
+    assert Task.objects.filter(upload__owner=user).count() == 1
 
 
 @pytest.mark.model
@@ -111,7 +125,7 @@ def test_a_polling_client_sees_progress_move(user, tmp_path):
     upload = make_upload(owner=user)
     storage.write(upload.original_key, fixture_bytes("cloth-1.jpg"))
     task = Task.objects.create(upload=upload)
-    services.task_enqueue(task=task)
+    task_enqueue(task=task)
     worker = subprocess.Popen(
         [sys.executable, "manage.py", "run_worker", "--burst", "--name", f"p-{tmp_path.name}"],
         cwd=ROOT, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

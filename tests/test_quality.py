@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from removal.pipeline.run import Options, process
+from removal.pipeline.cutout import cut_out
+from removal.pipeline.options import Options
 from removal.pipeline.validate import Limits
 from tests.images import FIXTURES
 
@@ -72,7 +73,7 @@ def test_there_are_photos_to_check():
 @pytest.mark.parametrize("name", PHOTOS)
 def test_alpha_matches_rembg(name, refine, ours, rembg_alpha):
     data = (FIXTURES / name).read_bytes()
-    result = process(data, segmenter=ours, options=Options(crop=False, refine=refine),
+    result = cut_out(data, segmenter=ours, options=Options(crop=False, refine=refine),
                      limits=Limits())
     alpha = np.asarray(Image.open(io.BytesIO(result.data)))[:, :, 3]
     theirs = rembg_alpha(name)

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import subprocess_env
 from tests.factories import PASSWORD
+from tests.helpers import subprocess_env
 from tests.images import FIXTURES
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -16,19 +16,15 @@ from PIL import Image
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from removal import services, storage
+from removal import storage
 from removal.models import IdempotencyKey, Task, Upload
-from tests.conftest import free_port, subprocess_env
+from removal.queue import get_queue
+from removal.services.tasks import task_enqueue
 from tests.factories import make_task, make_upload
+from tests.helpers import free_port, named, subprocess_env
 from tests.images import fixture_bytes, make_image
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def named(data: bytes, name: str = "image.jpg") -> io.BytesIO:
-    buffer = io.BytesIO(data)
-    buffer.name = name
-    return buffer
 
 
 def stored_task(owner, data: bytes, **task_fields) -> Task:
@@ -43,7 +39,7 @@ def stored_task(owner, data: bytes, **task_fields) -> Task:
 @pytest.mark.django_db(transaction=True)
 def test_jobs_are_enqueued_with_exponential_retry_intervals(user, empty_queue):
     task = make_task(owner=user)
-    services.task_enqueue(task=task)
+    task_enqueue(task=task)
     job = Job.fetch(Task.objects.get(pk=task.pk).rq_job_id, connection=empty_queue.connection,
                     serializer=JSONSerializer)
     assert job.retries_left == 3
@@ -56,7 +52,7 @@ def test_transient_storage_failure_is_retried_then_fails_with_reason(user, s3, s
                                                                     run_worker):
     settings.QUICKBG_RETRY_DELAY = 0  # retry at once so the burst worker runs every attempt
     task = stored_task(user, make_image())
-    services.task_enqueue(task=task)
+    task_enqueue(task=task)
     dead = f"http://127.0.0.1:{free_port()}"  # storage unreachable: connection refused
     settings.STORAGES = {**settings.STORAGES, "default": {
         **settings.STORAGES["default"],
@@ -79,44 +75,13 @@ def test_bad_input_fails_at_once_without_retry(user, run_worker, empty_queue):
     Image.effect_noise((400, 300), 80).convert("RGB").save(noisy, format="JPEG")
     corrupt = noisy.getvalue()[: len(noisy.getvalue()) // 2]  # header intact, pixels cut off
     task = stored_task(user, corrupt)
-    services.task_enqueue(task=task)
+    task_enqueue(task=task)
     run_worker()
     task.refresh_from_db()
     assert task.status == Task.Status.FAILED
     assert task.attempts == 1
     assert "truncated or corrupt" in task.error_message
     assert empty_queue.scheduled_job_registry.count == 0
-
-
-# --- one effective result --------------------------------------------------------------------
-
-
-@pytest.mark.django_db
-def test_only_the_attempt_that_claimed_may_complete(user):
-    task = make_task(owner=user)
-    first = services.task_claim(task_id=task.pk)
-    assert services.task_claim(task_id=task.pk) is None  # already taken
-    # The first worker is presumed dead; the task is recovered and claimed again.
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(services, "task_enqueue", lambda task, at_front=False: "job")
-        assert services.task_recover(task_id=task.pk, status="processing", attempts=1) == "requeued"
-    second = services.task_claim(task_id=task.pk)
-    assert (first.attempt, second.attempt) == (1, 2)
-    assert services.task_complete(claim=first, result_key="results/x.png", processing_time=1,
-                                  metrics={}) is False
-    assert services.task_complete(claim=second, result_key="results/x.png", processing_time=1,
-                                  metrics={}) is True
-    task.refresh_from_db()
-    assert (task.status, task.attempts) == (Task.Status.COMPLETED, 2)
-
-
-@pytest.mark.django_db
-def test_a_task_that_keeps_killing_workers_ends_failed(user, settings):
-    task = make_task(owner=user, status=Task.Status.PROCESSING, attempts=4)
-    assert services.task_recover(task_id=task.pk, status="processing", attempts=4) == "failed"
-    task.refresh_from_db()
-    assert task.status == Task.Status.FAILED
-    assert "Processing stopped unexpectedly 4 times" in task.error_message
 
 
 # --- Redis loss and Redis down ------------------------------------------------------------------
@@ -127,7 +92,7 @@ def test_tasks_survive_flushall_through_the_reconciler(user, own_redis, client_f
     client = client_for(user)
     ids = [client.post("/api/v1/uploads", {"file": named(make_image())},
                        format="multipart").json()["task_id"] for _ in range(3)]
-    queue = services.get_queue()
+    queue = get_queue()
     assert queue.count == 3
     queue.connection.flushall()
     assert queue.count == 0
@@ -147,19 +112,19 @@ def test_redis_down_at_upload_time_is_202_and_reconciled_later(user, own_redis, 
     task = Task.objects.get(pk=response.json()["task_id"])
     assert task.status == Task.Status.QUEUED
     own_redis.start()
-    assert services.get_queue().count == 0
+    assert get_queue().count == 0
     call_command("reconcile_tasks", "--grace", "0")
-    assert services.get_queue().job_ids == [Task.objects.get(pk=task.pk).rq_job_id]
+    assert get_queue().job_ids == [Task.objects.get(pk=task.pk).rq_job_id]
 
 
 @pytest.mark.django_db(transaction=True)
 def test_reconciler_leaves_held_tasks_alone(user, own_redis):
     task = make_task(owner=user)
-    services.task_enqueue(task=task)
+    task_enqueue(task=task)
     Task.objects.update(updated_at=task.created_at.replace(year=2020))
     job_id = Task.objects.get(pk=task.pk).rq_job_id
     call_command("reconcile_tasks", "--grace", "0")
-    assert services.get_queue().job_ids == [job_id]  # still the same single job
+    assert get_queue().job_ids == [job_id]  # still the same single job
 
 
 # --- idempotency -----------------------------------------------------------------------------
@@ -222,10 +187,10 @@ def test_a_failed_first_request_frees_the_idempotency_key(user, client_for):
 def test_job_past_its_timeout_fails_and_frees_the_worker(user, settings, run_worker, empty_queue):
     settings.QUICKBG_JOB_TIMEOUT = 1  # one ISNet inference takes longer than this
     slow = stored_task(user, fixture_bytes("car-1.jpg"))
-    services.task_enqueue(task=slow)
+    task_enqueue(task=slow)
     settings.QUICKBG_JOB_TIMEOUT = 300
     quick = stored_task(user, fixture_bytes("car-1.jpg"))
-    services.task_enqueue(task=quick)
+    task_enqueue(task=quick)
     run_worker()
     slow.refresh_from_db()
     quick.refresh_from_db()
@@ -238,7 +203,7 @@ def test_job_past_its_timeout_fails_and_frees_the_worker(user, settings, run_wor
 @pytest.mark.django_db(transaction=True)
 def test_sigterm_lets_the_running_job_finish(user, tmp_path):
     task = stored_task(user, fixture_bytes("girl-1.jpg"))
-    services.task_enqueue(task=task)
+    task_enqueue(task=task)
     worker = subprocess.Popen(
         [sys.executable, "manage.py", "run_worker", "--name", f"term-{tmp_path.name}"],
         cwd=ROOT, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -261,7 +226,7 @@ def test_sigterm_lets_the_running_job_finish(user, tmp_path):
 @pytest.mark.django_db(transaction=True)
 def test_worker_killed_mid_inference_hands_its_task_to_another(user, tmp_path):
     task = stored_task(user, fixture_bytes("car-1.jpg"))
-    services.task_enqueue(task=task)
+    task_enqueue(task=task)
     env = subprocess_env() | {"QUICKBG_RECONCILE_INTERVAL": "2", "QUICKBG_RECONCILE_GRACE": "3",
                               "QUICKBG_ORT_THREADS": "1"}
 
@@ -295,7 +260,7 @@ def test_worker_killed_mid_inference_hands_its_task_to_another(user, tmp_path):
 @pytest.mark.django_db(transaction=True)
 def test_read_only_redis_at_upload_time_keeps_the_task_and_its_original(user, own_redis,
                                                                         client_for):
-    queue = services.get_queue()
+    queue = get_queue()
     queue.connection.execute_command("REPLICAOF", "127.0.0.1", str(free_port()))  # read-only
     response = client_for(user).post("/api/v1/uploads", {"file": named(make_image())},
                                      format="multipart")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import io
 import json
 import logging
 import os
@@ -24,19 +23,16 @@ from rest_framework_simplejwt.tokens import AccessToken
 from rq.job import Job
 
 from quickbg.logs import RedactSecrets
-from removal import services, storage
+from removal import storage
 from removal.models import Task, Upload
+from removal.services.tasks import task_enqueue
 from tests.factories import make_task, make_upload
+from tests.helpers import named
 from tests.images import make_image
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.django_db
 
-
-def named(data: bytes, name: str = "image.jpg") -> io.BytesIO:
-    buffer = io.BytesIO(data)
-    buffer.name = name
-    return buffer
 
 
 def bearer(token: str) -> APIClient:
@@ -184,7 +180,7 @@ def test_check_deploy_passes_with_the_documented_production_environment():
 @pytest.mark.django_db(transaction=True)
 def test_queue_stores_jobs_as_json_not_pickle(user, empty_queue):
     task = make_task(owner=user)
-    services.task_enqueue(task=task)
+    task_enqueue(task=task)
     raw = empty_queue.connection.hget(Job.key_for(Task.objects.get(pk=task.pk).rq_job_id),
                                       "data")
     decoded = json.loads(zlib.decompress(raw))  # RQ compresses; JSON inside, not pickle

@@ -1,20 +1,14 @@
 from __future__ import annotations
 
-import io
-
 import pytest
 
 from removal.models import Task, Upload
 from tests.factories import make_task
+from tests.helpers import named
 from tests.images import make_image
 
 pytestmark = pytest.mark.django_db
 
-
-def named(data: bytes, name: str) -> io.BytesIO:
-    buffer = io.BytesIO(data)
-    buffer.name = name
-    return buffer
 
 
 def post_file(client, data: bytes, name: str):

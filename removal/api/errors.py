@@ -1,4 +1,9 @@
-"""Map every error to ``{"detail": "..."}`` with a message a user can act on."""
+"""The one place that turns errors into HTTP answers: ``{"detail": "..."}`` with a status.
+
+Services, selectors and the pipeline raise ``removal.errors.QuickBGError`` subclasses, which
+know nothing of HTTP; ``STATUS`` below maps each to its status code (the first match wins).
+DRF's own errors keep their codes; validation errors also carry ``errors``, field by field.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,27 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from removal.errors import QuickBGError
-from removal.pipeline.validate import InvalidImage
+from removal.errors import Conflict, InvalidInput, NotFound, QuickBGError, TooManyTasks
+
+
+class IdempotencyMismatch(QuickBGError):
+    """An Idempotency-Key was reused with a different request body."""
+
+
+STATUS: tuple[tuple[type[QuickBGError], int], ...] = (
+    (NotFound, status.HTTP_404_NOT_FOUND),
+    (Conflict, status.HTTP_409_CONFLICT),
+    (TooManyTasks, status.HTTP_429_TOO_MANY_REQUESTS),
+    (IdempotencyMismatch, status.HTTP_422_UNPROCESSABLE_ENTITY),
+    (InvalidInput, status.HTTP_400_BAD_REQUEST),
+)
+
+
+def status_for(exc: QuickBGError) -> int:
+    for error_class, code in STATUS:
+        if isinstance(exc, error_class):
+            return code
+    return status.HTTP_400_BAD_REQUEST
 
 
 def _first_message(detail, field: str | None = None) -> str:
@@ -22,11 +46,9 @@ def _first_message(detail, field: str | None = None) -> str:
 
 
 def exception_handler(exc, context):
-    if isinstance(exc, InvalidImage):  # the pipeline's own error: a message for the user
-        return Response({"detail": str(exc)}, status=exc.status_code)
     if isinstance(exc, QuickBGError):
-        response = Response({"detail": exc.detail}, status=exc.status_code)
-        if getattr(exc, "retry_after", None):
+        response = Response({"detail": exc.detail}, status=status_for(exc))
+        if isinstance(exc, TooManyTasks):
             response["Retry-After"] = str(exc.retry_after)
         return response
     response = drf_exception_handler(exc, context)

@@ -3,9 +3,9 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from removal import storage
+from removal import modelstore, storage
 from removal.models import Task, Upload
-from removal.pipeline.run import InvalidOption, Options
+from removal.pipeline.options import InvalidOption, Options
 
 OPTION_HELP = {
     "format": "Output format: png (default) or webp.",
@@ -42,6 +42,10 @@ class UploadCreateSerializer(serializers.Serializer):
     s3_key = serializers.CharField(
         required=False, max_length=1024,
         help_text="A key from POST /api/v1/uploads/presign whose object you have uploaded.",
+    )
+    model = serializers.ChoiceField(
+        choices=sorted(modelstore.MODELS), required=False,
+        help_text="The model to run (default: the server's QUICKBG_MODEL).",
     )
 
     def get_fields(self):
@@ -101,7 +105,7 @@ class TaskSerializer(serializers.ModelSerializer):
         model = Task
         fields = ["task_id", "upload_id", "status", "progress", "result_url", "presigned_url",
                   "error_message", "processing_time", "created_at", "updated_at", "attempts",
-                  "options", "metrics", "started_at", "finished_at"]
+                  "model", "options", "metrics", "started_at", "finished_at"]
         read_only_fields = fields
 
     def _done(self, task: Task) -> bool:

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import mimetypes
 
@@ -17,7 +15,8 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 
-from removal import modelstore, services, stats, storage
+from removal import modelstore, queue, stats, storage
+from removal.api import idempotency
 from removal.api.serializers import (
     PresignRequestSerializer,
     PresignResponseSerializer,
@@ -27,8 +26,9 @@ from removal.api.serializers import (
     UploadSerializer,
 )
 from removal.api.throttling import UploadRateThrottle
-from removal.errors import Conflict, QuickBGError
+from removal.errors import Conflict, InvalidInput
 from removal.models import Task, Upload
+from removal.services import tasks, uploads
 
 logger = logging.getLogger(__name__)
 
@@ -51,15 +51,16 @@ class UploadViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
     )
     def create(self, request):
         if sum(len(files) for _, files in request.FILES.lists()) > 1:
-            raise QuickBGError("Send one image per request (field 'file')")
+            raise InvalidInput("Send one image per request (field 'file')")
         form = UploadCreateSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         key = request.headers.get("Idempotency-Key")
         if not key:
             status_code, body = self._create(request, form.validated_data)
         else:
-            status_code, body = services.upload_idempotent(
-                owner=request.user, key=key, request_hash=_request_hash(form.validated_data),
+            status_code, body = idempotency.replay_or_perform(
+                owner=request.user, key=key,
+                request_hash=idempotency.request_hash(form.validated_data),
                 perform=lambda: self._create(request, form.validated_data),
             )
         return Response(body, status=status_code)
@@ -70,20 +71,20 @@ class UploadViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
     def presign(self, request):
         form = PresignRequestSerializer(data=request.data)
         form.is_valid(raise_exception=True)
-        body = services.direct_upload_issue(
+        body = uploads.direct_upload_issue(
             owner=request.user, filename=form.validated_data["filename"]
         )
         return Response(body, status=status.HTTP_201_CREATED)
 
     def _create(self, request, data) -> tuple[int, dict]:
-        options = data.get("options") or {}
+        options, model = data.get("options") or {}, data.get("model")
         if "file" in data:
-            task = services.upload_create_from_file(
-                owner=request.user, file=data["file"], options=options
+            task = uploads.upload_create_from_file(
+                owner=request.user, file=data["file"], options=options, model=model
             )
         else:
-            task = services.upload_create_from_key(
-                owner=request.user, key=data["s3_key"], options=options
+            task = uploads.upload_create_from_key(
+                owner=request.user, key=data["s3_key"], options=options, model=model
             )
         body = {
             "upload_id": str(task.upload_id),
@@ -92,19 +93,6 @@ class UploadViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
             "message": "Image queued for processing",
         }
         return status.HTTP_202_ACCEPTED, body
-
-
-def _request_hash(data: dict) -> str:
-    """What makes two upload requests "the same" for Idempotency-Key: content and options."""
-    digest = hashlib.sha256()
-    if "file" in data:
-        upload_file = data["file"]
-        for chunk in upload_file.chunks():
-            digest.update(chunk)
-        upload_file.seek(0)
-    digest.update(b"\0" + (data.get("s3_key") or "").encode())
-    digest.update(b"\0" + json.dumps(data.get("options") or {}, sort_keys=True).encode())
-    return digest.hexdigest()
 
 
 class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
@@ -116,7 +104,7 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
     @extend_schema(request=None, responses={202: TaskSerializer})
     @action(detail=True, methods=["post"])
     def retry(self, request, pk=None):
-        task = services.task_retry(task=self.get_object())
+        task = tasks.task_retry(task=self.get_object())
         return Response(self.get_serializer(task).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(request=None, responses={302: None})
@@ -141,7 +129,7 @@ def health(request):
     checks = {"api": "ok"}
     probes = {
         "database": _database_ping,
-        "redis": lambda: services.get_queue().connection.ping(),
+        "redis": lambda: queue.get_queue().connection.ping(),
         "storage": storage.check,
     }
     for name, probe in probes.items():
@@ -152,7 +140,7 @@ def health(request):
             logger.warning("health check %s failed: %s", name, exc)
             checks[name] = f"error: {type(exc).__name__}"
     healthy = all(value == "ok" for value in checks.values())
-    queue = stats.queue_state()  # never raises
+    state = stats.queue_state()  # never raises
     body = {
         "status": "healthy" if healthy else "unhealthy",
         "service": "quickbg",
@@ -162,8 +150,8 @@ def health(request):
             "name": settings.QUICKBG_MODEL,
             "present": modelstore.is_present(settings.QUICKBG_MODELS_DIR, settings.QUICKBG_MODEL),
         },
-        "queue": {"name": queue.name, "depth": queue.queued, "running": queue.started,
-                  "failed": queue.failed, "workers": queue.workers} if queue.available else None,
+        "queue": {"name": state.name, "depth": state.queued, "running": state.started,
+                  "failed": state.failed, "workers": state.workers} if state.available else None,
     }
     return Response(body, status=200 if healthy else 503)
 

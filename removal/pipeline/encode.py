@@ -3,15 +3,14 @@
 Output pixels are built from arrays, so nothing of the input's metadata (EXIF, GPS, XMP, ICC)
 is ever written.
 
-PNG encoder, chosen by measurement (12 MP RGBA cutout, 2-core machine, median of 3):
-``fpng`` 0.13 s / 3.19 MB, Pillow ``compress_level=1`` 0.70 s / 3.05 MB, OpenCV level 1 0.98 s,
-imagecodecs libpng level 1 0.86 s, libspng 1.19 s. fpng (a single-pass deflate specialised for
-PNG) is 5x faster for 4 % more bytes; it writes standard PNGs that every decoder reads. It only
+PNG encoder, chosen by measurement against Pillow, OpenCV, imagecodecs and libspng (the figures
+are in ``bench/README.md``): ``fpng``, a single-pass deflate specialised for PNG, by far the
+fastest for a few percent more bytes; it writes standard PNGs that every decoder reads. It only
 writes 3- and 4-channel images, so the one-channel mask (``channels="alpha"``) goes through
-OpenCV at level 1 (a quarter of the data; ~60 ms at 12 MP).
+OpenCV at level 1.
 
 Pixels under fully transparent alpha are set to black: invisible either way, they compress to
-almost nothing (-30 % bytes at 12 MP) and the original photo cannot be recovered from them.
+almost nothing and the original photo cannot be recovered from them.
 
 WebP: lossy quality 90 with lossless alpha (libwebp's default ``alpha_quality=100``), method 4.
 """
@@ -82,7 +81,7 @@ def encode_png(pixels: np.ndarray) -> bytes:
         return buffer.tobytes()
     try:
         import fpng
-    except ImportError:  # not installed: same PNG, 5x slower (see the module docstring)
+    except ImportError:  # not installed: same PNG, several times slower (bench/README.md)
         buffer = io.BytesIO()
         Image.fromarray(pixels).save(buffer, format="PNG", compress_level=1)
         return buffer.getvalue()

@@ -13,17 +13,16 @@ activations are no longer rounded to float16 between layers:
   maps; rembg and we read only ``output`` (d1). Their heads (convs, upsampling to 1024x1024,
   sigmoids, casts) are pruned.
 
-Measured on a 2-core machine, one process, interleaved runs (``bench/pipeline.py --arena``):
-the shipped file with ORT's defaults 4.74 s per 1024x1024 inference, the serving graph with
-the worker's options (``segment.session_options``) 4.43 s, 6-7 % less; ``tests/test_quality.py``
-holds the result to ``rembg.remove`` on the shipped file.
+``bench/pipeline.py --arena`` measures the serving graph against ORT's defaults on the shipped
+file (figures in ``bench/README.md``); ``tests/test_quality.py`` holds the result to
+``rembg.remove`` on the shipped file.
 
 The rewrite needs the ``onnx`` package, the reference implementation of the format (the only
 library that reads and writes it exactly, with a checker that re-validates the result). It
 runs once per weights file: ``fetch_model`` does it after verifying the download, and a worker
-that finds it missing does it at start-up, before loading the session (about 1.5 s, ~1 GB peak:
-onnx holds the model, its float32 weights and the bytes the checker re-reads). The result is
-cached beside the weights under a name holding the source file's sha256 and the rewrite's
+that finds it missing does it at start-up, before loading the session (onnx then holds the
+model, its float32 weights and the bytes the checker re-reads, about a gigabyte at peak). The
+result is cached beside the weights under a name holding the source file's sha256 and the rewrite's
 version, so new weights or a new rewrite get a fresh file and a stale one is never used.
 """
 

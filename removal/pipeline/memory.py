@@ -71,10 +71,10 @@ def return_large_blocks_to_the_os() -> bool:
 
     By default glibc raises its mmap threshold each time a large block is freed (up to 32 MiB),
     after which ONNX Runtime's activation tensors come from the heap, fragment it, and stay
-    resident. Measured with ``bench/pipeline.py --no-speed`` (worker-like process, 4096x4096
-    JPEG): peak RSS 1175-1260 MB -> 959 MB, RSS between jobs 552-605 MB -> 285 MB, job time the
-    same within noise. Setting the threshold explicitly (what ``MALLOC_MMAP_THRESHOLD_=131072``
-    does) also turns the dynamic adjustment off. Returns False where it does not apply.
+    resident. ``bench/pipeline.py --no-speed`` measures the effect on a worker-like process (the
+    figures are in ``bench/README.md``). Setting the threshold explicitly (what
+    ``MALLOC_MMAP_THRESHOLD_=131072`` does) also turns the dynamic adjustment off. Returns
+    False where it does not apply.
     """
     if not sys.platform.startswith("linux"):
         return False

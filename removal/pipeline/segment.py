@@ -1,14 +1,14 @@
 """ISNet segmentation on ONNX Runtime, with our own pre- and post-processing.
 
 The ORT session runs a rewritten copy of the weights file (``graph.py``: float32, one output;
-same weights, 6-7 % less time than ORT's defaults on the shipped file), and rembg's
+same weights, less time than ORT's defaults on the shipped file), and rembg's
 ``DisCustomSession.predict`` is not used: it resizes with PIL LANCZOS (both ways) and
 normalises in float64, slow at 12 MP (``bench/pipeline.py`` prints (b) against (c)). We do the
 same arithmetic with OpenCV and float32 and call the ORT session directly:
 
 * in: ``cv2.resize`` to 1024x1024, INTER_AREA when both sides shrink (an area average is what
   LANCZOS approximates when shrinking), INTER_CUBIC when
-  a side grows (measured 3x closer to LANCZOS than INTER_AREA/LINEAR there), then rembg's
+  a side grows (measured closer to LANCZOS than INTER_AREA/LINEAR there), then rembg's
   normalisation: divide by the image's own maximum, subtract 0.5, CHW;
 * out: rembg's min-max stretch of the raw prediction, truncated to uint8 exactly as rembg does,
   then INTER_LINEAR back to the image size. ``tests/test_quality.py`` holds the result to
@@ -28,12 +28,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from removal.pipeline.errors import InferenceTimeout
+
 INPUT_SIZE = 1024
 logger = logging.getLogger(__name__)
 
 
-class InferenceTimeout(Exception):
-    """The model run was stopped because it took longer than it was given."""
 
 
 def session_options(threads: int, *, mem_arena: bool = True, mem_pattern: bool = False):
@@ -42,21 +42,18 @@ def session_options(threads: int, *, mem_arena: bool = True, mem_pattern: bool =
     ``threads`` is the intra-op pool size (``QUICKBG_ORT_THREADS``; 0 lets ORT use one per core).
     Keep workers x threads <= cores. Inter-op parallelism stays at 1: ISNet is one chain of convs.
 
-    Memory settings, chosen by measurement on the serving graph (``graph.py``; 2-core machine,
-    ORT 1.32, input always 1x3x1024x1024; ``bench/pipeline.py --arena`` prints the comparison):
+    Memory settings, chosen by measurement on the serving graph (``bench/pipeline.py --arena``
+    prints the comparison; the figures are in ``bench/README.md``):
 
     * CPU memory arena ON. The model's input shape never changes (every image is resized to
       1024x1024 first), so the arena stops growing after the first job: it keeps one set of
       activation blocks and hands them out again instead of faulting in fresh pages each run.
-      Interleaved in one process: 4.43 s per inference with it, 4.94 s without. A worker-like
-      process on a 4096x4096 JPEG peaked at 952 MB with it (758 MB without; budget 1229 MB)
-      and holds ~735 MB between jobs (~280 MB without).
-    * Memory pattern OFF: on top of the arena it measured no faster (4.40 s) and peaked at
-      1395 MB on the same 4096x4096 job.
+      It is faster, for a higher resident size between jobs.
+    * Memory pattern OFF: on top of the arena it was no faster and peaked higher.
     * glibc's mmap threshold is pinned at 128 KiB (``memory.return_large_blocks_to_the_os``,
       called by ``Segmenter``), so the pipeline's own large buffers go back to the OS.
-    * Graph optimisation stays at ORT_ENABLE_ALL: EXTENDED would hold 330 MB less (no NCHWc
-      weight copies) but ran ~1.5-2x slower.
+    * Graph optimisation stays at ORT_ENABLE_ALL: EXTENDED holds less memory (no NCHWc weight
+      copies) but runs much slower.
     """
     import onnxruntime as ort
 
@@ -75,8 +72,8 @@ class Segmenter:
     The session runs the serving graph derived from ``model_path`` (``graph.py``: the same
     weights in float32, only the output we use), on the CPU provider, with
     ``session_options``. It is not created through ``rembg.new_session``: importing rembg
-    loads numba, scipy, scikit-image and pymatting, +175 MB resident in every worker. rembg is
-    only imported for alpha matting; ``session`` gives a genuine rembg ``DisCustomSession``
+    loads numba, scipy, scikit-image and pymatting, well over 100 MB resident in every worker.
+    rembg is only imported for alpha matting; ``session`` gives a genuine rembg ``DisCustomSession``
     around this same ORT session for code that wants to call rembg with it.
     """
 
@@ -149,14 +146,6 @@ class Segmenter:
         finally:
             timer.cancel()
 
-    def predict_small(self, rgb: np.ndarray) -> np.ndarray:
-        """Mask at the model's resolution (1024x1024 uint8) for an RGB uint8 image."""
-        return postprocess(self.run(preprocess(rgb)))
-
-    def predict(self, rgb: np.ndarray) -> np.ndarray:
-        """Foreground mask (uint8, 0-255) the size of ``rgb`` (H x W x 3, RGB, uint8)."""
-        return upscale(self.predict_small(rgb), rgb.shape[1], rgb.shape[0])
-
 
 def preprocess(rgb: np.ndarray) -> np.ndarray:
     """rembg's ``normalize`` for ISNet in float32: /max, -0.5, std 1, CHW with a batch axis."""
@@ -164,7 +153,7 @@ def preprocess(rgb: np.ndarray) -> np.ndarray:
     shrink = width >= INPUT_SIZE and height >= INPUT_SIZE
     while width >= 2 * INPUT_SIZE and height >= 2 * INPUT_SIZE:
         # Exact halving takes OpenCV's integer-factor INTER_AREA path: at 12 MP halving first
-        # and then shrinking the rest was 1.8x faster than one fractional INTER_AREA, with a
+        # and then shrinking the rest was much faster than one fractional INTER_AREA, with a
         # mean difference of 0.1 grey level.
         width, height = width // 2, height // 2
         rgb = cv2.resize(rgb[: 2 * height, : 2 * width], (width, height),

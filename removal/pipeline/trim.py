@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from removal.pipeline.validate import InvalidImage
+from removal.pipeline.errors import InvalidImage
 
 Box = tuple[int, int, int, int]
 

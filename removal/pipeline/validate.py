@@ -7,9 +7,9 @@ header before any pixel is decoded, and Pillow's decompression-bomb warning is a
 no EXIF/GPS/XMP block can reach the output. Decisions:
 
 * Plain JPEGs (YCbCr or grey, the common case) are decoded by ``simplejpeg`` (libjpeg-turbo,
-  straight to RGB): at 12 MP, interleaved runs on the shared 2-core machine, 0.24 s against
-  0.55 s for ``cv2.imdecode`` + BGR->RGB and ~1.1 s for Pillow's open+convert, with pixels
-  identical to OpenCV's. (OpenCV is the fallback if simplejpeg is missing.) The EXIF
+  straight to RGB): at 12 MP about twice as fast as ``cv2.imdecode`` + BGR->RGB and four times
+  Pillow's open+convert (figures in ``bench/README.md``), with pixels identical to OpenCV's.
+  (OpenCV is the fallback if simplejpeg is missing.) The EXIF
   orientation is read from the header with Pillow and applied with ``cv2.rotate``/``cv2.flip``.
   Every other input goes through Pillow with ``ImageOps.exif_transpose``.
 * CMYK is converted to sRGB through its embedded ICC profile when it has one (Pillow's naive
@@ -31,17 +31,11 @@ import cv2
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
+from removal.pipeline.errors import InvalidImage
+
 SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP")
 SUPPORTED_TEXT = "JPEG, PNG, WEBP, BMP"
 EXIF_ORIENTATION = 0x0112
-
-
-class InvalidImage(Exception):
-    """The input cannot be processed. ``str(exc)`` is a message for the user; not worth retrying."""
-
-    def __init__(self, message: str, status_code: int = 400):
-        super().__init__(message)
-        self.status_code = status_code
 
 
 @dataclass(frozen=True)

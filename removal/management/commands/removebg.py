@@ -1,6 +1,6 @@
 """``manage.py removebg PATH... [-o OUT]``: cut out local images with the service's pipeline.
 
-No queue, no database, no storage: each file goes through the same ``pipeline.run.process`` the
+No queue, no database, no storage: each file goes through the same ``pipeline.cutout.cut_out`` the
 worker runs, with the same validation limits and the same model. Folders are scanned for
 ``.jpg/.jpeg/.png/.webp/.bmp`` files (``--recursive`` to descend). Where results go:
 
@@ -13,7 +13,6 @@ A file that fails is reported and the rest go on; the exit status is non-zero wh
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,9 +55,10 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         # Imported here so `manage.py help` does not load the image stack.
-        from removal.pipeline.run import Options, process
-        from removal.processing import get_segmenter
-        from removal.services import validation_limits
+        from removal.pipeline.cutout import cut_out
+        from removal.pipeline.options import Options
+        from removal.runner import get_segmenter
+        from removal.services.uploads import validation_limits
 
         model = options["model"] or settings.QUICKBG_MODEL
         if not modelstore.is_present(settings.QUICKBG_MODELS_DIR, model):
@@ -67,10 +67,10 @@ class Command(BaseCommand):
                 f"Run `python manage.py fetch_model --model {model}` first."
             )
         raw = self.parse_options(options["option"])
-        unknown = sorted(set(raw) - {f.name for f in dataclasses.fields(Options)})
+        unknown = sorted(set(raw) - set(Options.names()))
         if unknown:
             raise CommandError(f"Unknown --option {', '.join(unknown)}; known: "
-                               + ", ".join(f.name for f in dataclasses.fields(Options)))
+                               + ", ".join(Options.names()))
         try:
             task_options = Options.parse(raw)
         except Exception as exc:  # noqa: BLE001 - any parse failure is a usage error
@@ -95,7 +95,7 @@ class Command(BaseCommand):
                 data = item.source.read_bytes()
                 if segmenter is None:
                     segmenter = get_segmenter(model)
-                result = process(data, segmenter=segmenter, options=task_options, limits=limits)
+                result = cut_out(data, segmenter=segmenter, options=task_options, limits=limits)
                 target = single_file or self.target(item, options["output"], result.extension,
                                                     taken)
                 target.parent.mkdir(parents=True, exist_ok=True)

@@ -1,11 +1,12 @@
 """``manage.py reprocess``: queue new tasks for existing uploads, in bulk, through services.
 
 Selects tasks (``--status``, ``--since``/``--until``, ``--user``, ``--model``, ``--ids``), oldest
-first, and for each one queues a new task on the same upload with the current default model
-(``services.task_reprocess``); the selected tasks themselves are left as they are. Tasks still
-queued or processing are skipped, and so are uploads that already have a task queued or
-processing (running the same command twice queues nothing new) and a second selected task of an
-upload already handled in this run. ``--dry-run`` lists what would be queued and changes
+first (``selectors.tasks_matching``), and for each one queues a new task on the same upload with
+the current default model (``services.tasks.task_reprocess``); the selected tasks themselves are
+left as they are. The skip rules are ``selectors.reprocess_plan``'s, shared with the admin
+action: tasks still queued or processing, uploads that already have a task queued or processing
+(running the same command twice queues nothing new), and a second selected task of an upload
+already handled in this run. ``--dry-run`` lists what would be queued and changes
 nothing. ``--wait`` polls the database until the new tasks finish (or ``--timeout``) and reports
 how they ended.
 """
@@ -20,17 +21,23 @@ from datetime import time as dtime
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
-from django.db.models import Q
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 from tqdm import tqdm
 
-from removal import modelstore, services
+from removal import modelstore, selectors
 from removal.errors import QuickBGError
 from removal.models import Task
+from removal.services.tasks import task_reprocess
 
 Status = Task.Status
-IN_FLIGHT = (Status.QUEUED, Status.PROCESSING)
+SKIP_LABELS = {
+    selectors.SKIP_IN_FLIGHT: ("skipped (in flight)", "skipped, still {status}"),
+    selectors.SKIP_SAME_UPLOAD: ("skipped (same upload)",
+                                 "skipped, upload already queued in this run"),
+    selectors.SKIP_UPLOAD_BUSY: ("skipped (upload busy)",
+                                 "skipped, its upload already has a task queued or processing"),
+}
 
 
 def moment(value: str) -> datetime:
@@ -123,24 +130,10 @@ class Command(BaseCommand):
         return ids, bad
 
     def select(self, options, ids):
-        qs = Task.objects.all()
-        if options["status"]:
-            qs = qs.filter(status__in=options["status"])
-        if options["since"]:
-            qs = qs.filter(created_at__gte=options["since"])
-        if options["until"]:
-            qs = qs.filter(created_at__lt=options["until"])
-        if options["user"]:
-            value = options["user"].strip()
-            match = Q(upload__owner__username=value) | Q(upload__owner__email__iexact=value)
-            if value.isascii() and value.isdigit() and len(value) < 19:  # fits a bigint
-                match |= Q(upload__owner_id=int(value))
-            qs = qs.filter(match)
-        if options["model"]:
-            qs = qs.filter(options__model=options["model"])
-        if ids:
-            qs = qs.filter(pk__in=ids)
-        return qs.order_by("created_at", "pk")
+        return selectors.tasks_matching(
+            statuses=options["status"], since=options["since"], until=options["until"],
+            user=options["user"], model=options["model"], ids=ids,
+        )
 
     # --- queueing --------------------------------------------------------------------------------
 
@@ -149,37 +142,28 @@ class Command(BaseCommand):
         total = queryset.count()
         counts: Counter = Counter()
         created: list = []
-        seen_uploads: set = set()
         verb = "would queue" if dry_run else "queued"
         bar = tqdm(total=total, unit="task", desc="reprocess", file=self.stderr._out,
                    disable=options["no_progress"] or total == 0, leave=False)
         with bar:
-            for task in queryset.select_related("upload__owner").iterator(chunk_size=500):
+            tasks = queryset.select_related("upload__owner").iterator(chunk_size=500)
+            for task, skip in selectors.reprocess_plan(tasks):
                 bar.update(1)
                 if limit is not None and counts[verb] >= limit:
                     counts["over --limit"] += 1
                     continue
                 label = f"{task.pk} (upload {task.upload_id}, {task.upload.owner}, {task.status})"
-                if task.status in IN_FLIGHT:
-                    self.line(bar, f"{label}: skipped, still {task.status}")
-                    counts["skipped (in flight)"] += 1
-                    continue
-                if task.upload_id in seen_uploads:
-                    self.line(bar, f"{label}: skipped, upload already queued in this run")
-                    counts["skipped (same upload)"] += 1
-                    continue
-                seen_uploads.add(task.upload_id)
-                if services.upload_has_task_in_flight(upload_id=task.upload_id):
-                    self.line(bar, f"{label}: skipped, its upload already has a task queued or "
-                                   "processing")
-                    counts["skipped (upload busy)"] += 1
+                if skip is not None:
+                    count, reason = SKIP_LABELS[skip]
+                    self.line(bar, f"{label}: {reason.format(status=task.status)}")
+                    counts[count] += 1
                     continue
                 if dry_run:
                     self.line(bar, f"{label}: would queue a new task")
                     counts[verb] += 1
                     continue
                 try:
-                    new_task = services.task_reprocess(task=task)
+                    new_task = task_reprocess(task=task)
                 except QuickBGError as exc:
                     self.line(bar, self.style.WARNING(f"{label}: skipped, {exc.detail}"))
                     counts["skipped (in flight)"] += 1

@@ -3,11 +3,9 @@ from __future__ import annotations
 import django_rq
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
-from rq.serializers import JSONSerializer
 
-from quickbg.worker import QuickBGWorker
 from removal import modelstore
-from removal.processing import get_segmenter, model_file
+from removal.runner import get_segmenter, model_file
 
 
 class Command(BaseCommand):
@@ -29,10 +27,10 @@ class Command(BaseCommand):
         if not options["no_warmup"]:
             get_segmenter()
             self.stdout.write(f"Model loaded from {model_file()}")
+        # RQ["WORKER_CLASS"] (removal.worker.QuickBGWorker) and RQ["QUEUE_CLASS"] apply.
         queue = django_rq.get_queue(settings.QUICKBG_QUEUE)
-        worker = QuickBGWorker(
-            [queue], connection=queue.connection, serializer=JSONSerializer,
-            name=options["name"],
+        worker = django_rq.get_worker(
+            settings.QUICKBG_QUEUE, serializer=queue.serializer, name=options["name"],
         )
         worker.work(
             burst=options["burst"], with_scheduler=True, max_jobs=options["max_jobs"],

@@ -1,4 +1,4 @@
-"""The entry point: options parsing, and process() around a stand-in model output."""
+"""The entry point: options parsing, and cut_out() around a stand-in model output."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from removal.pipeline.run import InvalidOption, Options, confidence, process
+from removal.pipeline.cutout import confidence, cut_out
+from removal.pipeline.options import InvalidOption, Options
 from removal.pipeline.trim import NoForeground
 from removal.pipeline.validate import Limits
-from tests.pipeline.conftest import DiscModel
+from tests.helpers import DiscModel
 
 # --- Options -------------------------------------------------------------------------------------
 
@@ -77,7 +78,7 @@ def photo_bytes(width=400, height=300, fmt="JPEG", **params) -> bytes:
 
 
 def run(data: bytes, model=None, **options):
-    return process(
+    return cut_out(
         data, segmenter=model or DiscModel(centre=(0.5, 0.5), radius=0.25),
         options=Options(**options), limits=Limits(),
     )
@@ -157,7 +158,7 @@ def test_alpha_channel_webp_and_bg_color_options():
 
 def test_progress_is_reported_in_increasing_steps():
     seen: list[int] = []
-    process(photo_bytes(), segmenter=DiscModel(), options=Options(), limits=Limits(),
+    cut_out(photo_bytes(), segmenter=DiscModel(), options=Options(), limits=Limits(),
             on_progress=seen.append)
     assert seen == sorted(seen) and len(seen) >= 3 and 0 < seen[0] and seen[-1] < 100
 

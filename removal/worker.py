@@ -2,10 +2,9 @@
 
 Why not RQ's default forking ``Worker``: it forks a work horse per job, and an ONNX Runtime
 session must not be created before a fork (its thread pools do not survive it), so every job
-would load the 88 MB model again in a fresh horse (measured in the README's Performance
-section). ``SimpleWorker`` runs jobs in its own process, where
-``removal.processing.get_segmenter`` creates the session once and reuses it. The costs, and what
-covers them:
+would load the model again in a fresh horse (``bench/worker_class.py`` measures it).
+``SimpleWorker`` runs jobs in its own process, where ``removal.runner.get_segmenter`` creates
+the session once and reuses it. The costs, and what covers them:
 
 - nothing kills a stuck job from outside: RQ's SIGALRM timeout still fires in this process, and
   the model run itself is bounded (see ``removal.pipeline.segment``);
@@ -14,11 +13,12 @@ covers them:
 
 Two daemon threads run beside the jobs:
 
-- *liveness*: every ``ALIVE_INTERVAL`` s it sets ``quickbg:alive:<worker name>`` with a short
-  TTL. A SIGKILLed worker's key expires within ``ALIVE_TTL`` s, which is how the reconciler tells
-  a dead worker's task from a slow one (RQ's own abandoned-job detection waits minutes);
-- *reconcile*: every ``QUICKBG_RECONCILE_INTERVAL`` s one worker (a Redis lock elects it) runs
-  ``removal.reconcile.reconcile`` to re-enqueue tasks that no live job holds.
+- *liveness*: every ``queue.ALIVE_INTERVAL`` s it sets ``queue.alive_key(<worker name>)`` with a
+  short TTL. A SIGKILLed worker's key expires within ``queue.ALIVE_TTL`` s, which is how the
+  reconciler tells a dead worker's task from a slow one (RQ's own abandoned-job detection
+  waits minutes);
+- *reconcile*: every ``QUICKBG_RECONCILE_INTERVAL`` s one worker (``queue.RECONCILE_LOCK`` elects
+  it) runs ``removal.reconcile.reconcile`` to re-enqueue tasks that no live job holds.
 
 Database connections are checked around every job: without a fork the worker keeps its
 connection, and a PostgreSQL restart would otherwise break every later job.
@@ -33,11 +33,10 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 from rq.worker import SimpleWorker
 
-logger = logging.getLogger(__name__)
+from removal.queue import ALIVE_INTERVAL, ALIVE_TTL, RECONCILE_LOCK, alive_key
+from removal.reconcile import reconcile
 
-ALIVE_INTERVAL = 3
-ALIVE_TTL = 10
-RECONCILE_LOCK = "quickbg:reconcile-lock"
+logger = logging.getLogger(__name__)
 
 
 def ensure_usable_connection() -> None:
@@ -76,8 +75,6 @@ class QuickBGWorker(SimpleWorker):
                 pass
 
     def _alive_key(self) -> str:
-        from removal.reconcile import alive_key
-
         return alive_key(self.name)
 
     def _alive_loop(self) -> None:
@@ -89,8 +86,6 @@ class QuickBGWorker(SimpleWorker):
             self._stop_threads.wait(ALIVE_INTERVAL)
 
     def _reconcile_loop(self) -> None:
-        from removal.reconcile import reconcile
-
         interval = settings.QUICKBG_RECONCILE_INTERVAL
         if interval <= 0:
             return

@@ -1,7 +1,10 @@
-"""Run the pipeline for one claimed task: fetch the original, cut out, store the result, log.
+"""The task runner: for one claimed task, fetch the original, cut it out, store the result, log.
 
-Django-aware glue between ``services`` (state) and ``pipeline`` (pure image code). Every attempt
-that ends writes one JSON metrics line (see ``log_task_metrics``), completed or failed.
+Django-aware glue between the job (``removal.jobs``, which decides what each failure means) and
+the pipeline (``removal.pipeline.cutout``, pure image code). It raises whatever went wrong and
+records no outcome itself. Every attempt that ends writes one JSON metrics line (see
+``log_task_metrics``), completed or failed, to the ``quickbg.metrics`` logger; settings route
+that logger to the console and to ``QUICKBG_METRICS_LOG``.
 """
 
 from __future__ import annotations
@@ -13,15 +16,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from django.conf import settings
-from rq import get_current_job
-from rq.timeouts import JobTimeoutException
 
-from removal import modelstore, storage
+from removal import modelstore, queue, storage
+from removal.errors import InvalidInput
 from removal.pipeline import segment
+from removal.pipeline.cutout import cut_out
 from removal.pipeline.memory import PeakMemory
-from removal.pipeline.run import InvalidOption, Options, process
-from removal.pipeline.validate import InvalidImage
-from removal.services import Claim, task_set_progress, validation_limits
+from removal.pipeline.options import Options
+from removal.services.tasks import Claim, task_set_progress
+from removal.services.uploads import validation_limits
 
 logger = logging.getLogger("quickbg.metrics")
 # Seconds kept back from the job timeout so a stopped model run is reported before RQ's own.
@@ -35,13 +38,14 @@ class Outcome:
     metrics: dict = field(default_factory=dict)
 
 
-def model_name(options: dict | None = None) -> str:
-    name = (options or {}).get("model") or settings.QUICKBG_MODEL
-    return name if name in modelstore.MODELS else settings.QUICKBG_MODEL
-
-
 def model_file(name: str | None = None):
-    return modelstore.model_path(settings.QUICKBG_MODELS_DIR, name or settings.QUICKBG_MODEL)
+    """The weights file of a model (default ``QUICKBG_MODEL``); an unknown name is an error."""
+    name = name or settings.QUICKBG_MODEL
+    if name not in modelstore.MODELS:
+        raise InvalidInput(
+            f"Unknown model {name!r}; known models: {', '.join(sorted(modelstore.MODELS))}"
+        )
+    return modelstore.model_path(settings.QUICKBG_MODELS_DIR, name)
 
 
 def get_segmenter(name: str | None = None) -> segment.Segmenter:
@@ -49,25 +53,12 @@ def get_segmenter(name: str | None = None) -> segment.Segmenter:
     return segment.get_segmenter(model_file(name), settings.QUICKBG_ORT_THREADS)
 
 
-def _options(task) -> Options:
-    try:
-        return Options.parse(task.options)
-    except InvalidOption as exc:
-        raise InvalidImage(f"Invalid option {exc}") from None
-
-
-def job_timeout() -> float:
-    """The running RQ job's own timeout (set when it was enqueued), else the setting."""
-    job = get_current_job()
-    return float(job.timeout) if job is not None and job.timeout else settings.QUICKBG_JOB_TIMEOUT
-
-
 def compression_ratio(original_size: int, processed_size: int) -> float | None:
     """original / processed bytes: > 1 when the result is smaller than the upload."""
     return round(original_size / processed_size, 3) if processed_size else None
 
 
-def run(claim: Claim) -> Outcome:
+def run_task(claim: Claim) -> Outcome:
     """Process a claimed task. Logs a metrics line whether it succeeds or raises."""
     task = claim.task
     started = time.perf_counter()
@@ -89,23 +80,20 @@ def run(claim: Claim) -> Outcome:
 
 def _run(claim: Claim, started: float, timings: dict, peak: PeakMemory) -> Outcome:
     task, upload = claim.task, claim.task.upload
-    name = model_name(task.options)
-    options = _options(task)
+    options = Options.parse(task.options)
+    segmenter = get_segmenter(task.model)
 
     t = time.perf_counter()
     data = storage.read(upload.original_key)
     timings["fetch"] = round(time.perf_counter() - t, 4)
     task_set_progress(claim=claim, progress=10)
 
-    left = job_timeout() - (time.perf_counter() - started) - TIMEOUT_MARGIN
-    try:
-        result = process(
-            data, segmenter=get_segmenter(name), options=options, limits=validation_limits(),
-            on_progress=lambda percent: task_set_progress(claim=claim, progress=percent),
-            inference_timeout=max(left, 1.0),
-        )
-    except segment.InferenceTimeout as exc:
-        raise JobTimeoutException(str(exc)) from exc
+    left = queue.job_timeout() - (time.perf_counter() - started) - TIMEOUT_MARGIN
+    result = cut_out(
+        data, segmenter=segmenter, options=options, limits=validation_limits(),
+        on_progress=lambda percent: task_set_progress(claim=claim, progress=percent),
+        inference_timeout=max(left, 1.0),
+    )
     timings.update(result.metrics["stage_timings"])
 
     t = time.perf_counter()
@@ -116,7 +104,7 @@ def _run(claim: Claim, started: float, timings: dict, peak: PeakMemory) -> Outco
     metrics = {
         **result.metrics,
         "stage_timings": timings,
-        "model": name,
+        "model": task.model,
         "options": options.to_dict(),
         "original_size": len(data),
         "processed_size": len(result.data),
@@ -131,8 +119,8 @@ def _run(claim: Claim, started: float, timings: dict, peak: PeakMemory) -> Outco
 def log_task_metrics(*, task, status: str, processing_time: float | None,
                      memory_usage_mb: float | None = None, metrics: dict | None = None,
                      error: str | None = None) -> dict:
-    """Write the task's metrics line to the ``quickbg.metrics`` logger and append it to
-    ``settings.QUICKBG_METRICS_LOG`` (JSON Lines). Returns the record.
+    """Write the task's metrics line (one JSON object) to the ``quickbg.metrics`` logger, which
+    settings also route to ``QUICKBG_METRICS_LOG`` (JSON Lines). Returns the record.
 
     Field names are the seed's: ``timestamp, upload_id, task_id, status,
     processing_time_seconds, memory_usage_mb, metadata{original_size, processed_size,
@@ -143,7 +131,7 @@ def log_task_metrics(*, task, status: str, processing_time: float | None,
         "original_size": metrics.get("original_size", task.upload.byte_size),
         "processed_size": metrics.get("processed_size"),
         "compression_ratio": metrics.get("compression_ratio"),
-        "model": metrics.get("model") or model_name(task.options),
+        "model": metrics.get("model") or task.model,
         "stage_timings": metrics.get("stage_timings", {}),
     }
     for key in ("bbox", "confidence", "input_width", "input_height", "output_width",
@@ -162,17 +150,5 @@ def log_task_metrics(*, task, status: str, processing_time: float | None,
     }
     if error:
         record["error"] = error[:500]
-    line = json.dumps(record, sort_keys=False)
-    logger.info(line)
-    _append(line)
+    logger.info(json.dumps(record, sort_keys=False))
     return record
-
-
-def _append(line: str) -> None:
-    path = settings.QUICKBG_METRICS_LOG
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a", encoding="utf-8") as fh:
-            fh.write(line + "\n")
-    except OSError:
-        logger.exception("could not append to the metrics file %s", path)

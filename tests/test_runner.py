@@ -1,19 +1,24 @@
-"""The worker's glue: options from the task, result in storage, metrics and the metrics log."""
+"""The task runner: options and model from the task, result in storage, metrics and the metrics
+log. The job's classification of the runner's errors is tested through real workers elsewhere."""
 
 from __future__ import annotations
 
 import io
 import json
+import logging
+import logging.handlers
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from removal import processing, services, storage
+from removal import runner, storage
+from removal.errors import InvalidInput
+from removal.pipeline.errors import InvalidImage, InvalidOption
 from removal.pipeline.memory import PeakMemory
-from removal.pipeline.validate import InvalidImage
+from removal.services.tasks import task_claim
 from tests.factories import make_task, make_upload, make_user
-from tests.pipeline.conftest import DiscModel
+from tests.helpers import DiscModel
 
 
 def jpeg(width=400, height=300) -> bytes:
@@ -22,32 +27,64 @@ def jpeg(width=400, height=300) -> bytes:
     return buffer.getvalue()
 
 
+def metrics_file_handler() -> logging.handlers.WatchedFileHandler:
+    [handler] = [h for h in logging.getLogger("quickbg.metrics").handlers
+                 if isinstance(h, logging.handlers.WatchedFileHandler)]
+    return handler
+
+
 @pytest.fixture
-def metrics_log(settings, tmp_path):
-    settings.QUICKBG_METRICS_LOG = tmp_path / "logs" / "metrics.log"
-    return settings.QUICKBG_METRICS_LOG
+def metrics_log(tmp_path):
+    """The configured metrics file handler, pointed at a file of this test's own."""
+    logger, configured = logging.getLogger("quickbg.metrics"), metrics_file_handler()
+    path = tmp_path / "metrics.log"
+    own = logging.handlers.WatchedFileHandler(path, encoding="utf-8")
+    own.setFormatter(configured.formatter)
+    logger.removeHandler(configured)
+    logger.addHandler(own)
+    yield path
+    logger.removeHandler(own)
+    own.close()
+    logger.addHandler(configured)
+
+
+def test_settings_route_metrics_lines_to_the_metrics_file(settings):
+    assert metrics_file_handler().baseFilename == str(settings.QUICKBG_METRICS_LOG)
+    assert logging.getLogger("quickbg.metrics").propagate is False  # not twice on the console
+
+
+@pytest.mark.django_db
+def test_the_metrics_file_is_reopened_after_logrotate_moves_it(metrics_log, stand_in_model):
+    runner.run_task(claim_for(jpeg(), {}))
+    rotated = metrics_log.with_name("metrics.log.1")
+    metrics_log.rename(rotated)
+    claim = claim_for(jpeg(), {})
+    runner.run_task(claim)
+    assert len(rotated.read_text().splitlines()) == 1
+    [line] = metrics_log.read_text().splitlines()
+    assert json.loads(line)["task_id"] == str(claim.task.pk)
 
 
 @pytest.fixture
 def stand_in_model(monkeypatch):
     model = DiscModel()
-    monkeypatch.setattr(processing, "get_segmenter", lambda name=None: model)
+    monkeypatch.setattr(runner, "get_segmenter", lambda name=None: model)
     return model
 
 
-def claim_for(data: bytes, options: dict):
+def claim_for(data: bytes, options: dict, model: str = "isnet-general-use"):
     owner = make_user()
     upload = make_upload(owner=owner, byte_size=len(data))
     storage.write(upload.original_key, data)
-    task = make_task(upload=upload, options={"model": "isnet-general-use", **options})
-    return services.task_claim(task_id=task.pk)
+    task = make_task(upload=upload, model=model, options=options)
+    return task_claim(task_id=task.pk)
 
 
 @pytest.mark.django_db
 def test_run_stores_the_result_and_measures_it(metrics_log, stand_in_model):
     data = jpeg()
     claim = claim_for(data, {"format": "webp", "crop": "false"})
-    outcome = processing.run(claim)
+    outcome = runner.run_task(claim)
 
     stored = storage.read(outcome.result_key)
     assert outcome.result_key.endswith(".webp") and stored[:4] == b"RIFF"
@@ -79,7 +116,7 @@ def test_run_stores_the_result_and_measures_it(metrics_log, stand_in_model):
 def test_a_failed_attempt_also_writes_a_metrics_line(metrics_log, stand_in_model):
     claim = claim_for(b"\xff\xd8\xff" + b"\x00" * 300, {})
     with pytest.raises(InvalidImage):
-        processing.run(claim)
+        runner.run_task(claim)
     record = json.loads(metrics_log.read_text().strip().splitlines()[-1])
     assert record["status"] == "failed"
     assert record["task_id"] == str(claim.task.pk)
@@ -89,15 +126,21 @@ def test_a_failed_attempt_also_writes_a_metrics_line(metrics_log, stand_in_model
 
 @pytest.mark.django_db
 def test_no_foreground_fails_with_a_clear_message(metrics_log, monkeypatch):
-    monkeypatch.setattr(processing, "get_segmenter", lambda name=None: DiscModel(empty=True))
+    monkeypatch.setattr(runner, "get_segmenter", lambda name=None: DiscModel(empty=True))
     with pytest.raises(InvalidImage, match="No foreground found in the image"):
-        processing.run(claim_for(jpeg(), {}))
+        runner.run_task(claim_for(jpeg(), {}))
 
 
 @pytest.mark.django_db
-def test_a_bad_stored_option_is_a_permanent_failure(metrics_log, stand_in_model):
-    with pytest.raises(InvalidImage, match="crop_margin"):
-        processing.run(claim_for(jpeg(), {"crop_margin": "90%"}))
+def test_a_bad_stored_option_is_an_invalid_option(metrics_log, stand_in_model):
+    with pytest.raises(InvalidOption, match="crop_margin"):
+        runner.run_task(claim_for(jpeg(), {"crop_margin": "90%"}))
+
+
+@pytest.mark.django_db
+def test_an_unknown_stored_model_is_refused_not_replaced(metrics_log):
+    with pytest.raises(InvalidInput, match="Unknown model 'isnet-tiny'"):
+        runner.run_task(claim_for(jpeg(), {}, model="isnet-tiny"))
 
 
 def test_peak_memory_is_per_task_not_process_lifetime():

@@ -1,0 +1,70 @@
+"""``Idempotency-Key`` on ``POST /uploads``: run the request once, replay its HTTP answer.
+
+This is the API layer's own concern (it stores status codes and response bodies), so it lives
+here and not in the services. The record is kept 24 h per (owner, key).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from datetime import timedelta
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from removal.api.errors import IdempotencyMismatch
+from removal.errors import Conflict, InvalidInput
+from removal.models import IdempotencyKey
+
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
+
+
+def request_hash(data: dict) -> str:
+    """What makes two upload requests "the same": file content, ``s3_key``, model and options."""
+    digest = hashlib.sha256()
+    if "file" in data:
+        upload_file = data["file"]
+        for chunk in upload_file.chunks():
+            digest.update(chunk)
+        upload_file.seek(0)
+    digest.update(b"\0" + (data.get("s3_key") or "").encode())
+    digest.update(b"\0" + json.dumps(data.get("options") or {}, sort_keys=True).encode())
+    if data.get("model"):
+        digest.update(b"\0model=" + data["model"].encode())
+    return digest.hexdigest()
+
+
+def replay_or_perform(*, owner, key: str, request_hash: str,
+                      perform: Callable[[], tuple[int, dict]]) -> tuple[int, dict]:
+    """Run ``perform`` once per (owner, Idempotency-Key) within 24 h and replay its answer.
+
+    The same key with a different request body is refused (422); a key whose first request is
+    still running is a conflict (409). A failed first attempt frees the key so the client can
+    try again.
+    """
+    if len(key) > 255:
+        raise InvalidInput("Idempotency-Key must be at most 255 characters")
+    IdempotencyKey.objects.filter(
+        owner=owner, key=key, created_at__lt=timezone.now() - IDEMPOTENCY_WINDOW
+    ).delete()
+    try:
+        with transaction.atomic():
+            record = IdempotencyKey.objects.create(owner=owner, key=key, request_hash=request_hash)
+    except IntegrityError:
+        record = IdempotencyKey.objects.get(owner=owner, key=key)
+        if record.request_hash != request_hash:
+            raise IdempotencyMismatch(
+                "This Idempotency-Key was already used with a different request body"
+            ) from None
+        if record.response_status is None:
+            raise Conflict("A request with this Idempotency-Key is still in progress") from None
+        return record.response_status, record.response_body
+    try:
+        status, body = perform()
+    except BaseException:
+        IdempotencyKey.objects.filter(pk=record.pk).delete()
+        raise
+    IdempotencyKey.objects.filter(pk=record.pk).update(response_status=status, response_body=body)
+    return status, body

@@ -1,0 +1,121 @@
+"""Helpers the tests import: free ports, subprocess environments, a private redis-server,
+named in-memory files, JWTs, and a stand-in for the model. Fixtures are in ``conftest.py``;
+image builders in ``tests.images``; model factories in ``tests.factories``."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import socket
+import subprocess
+import time
+
+import numpy as np
+from django.conf import settings as django_settings
+from rest_framework.test import APIClient
+
+from removal.pipeline.segment import INPUT_SIZE
+from tests.factories import PASSWORD
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def named(data: bytes, name: str = "image.jpg") -> io.BytesIO:
+    """An in-memory file with a name, as a multipart upload part."""
+    buffer = io.BytesIO(data)
+    buffer.name = name
+    return buffer
+
+
+def token_for(client: APIClient, user) -> str:
+    response = client.post(
+        "/api/v1/auth/token", {"username": user.username, "password": PASSWORD}, format="json"
+    )
+    assert response.status_code == 200, response.content
+    return response.json()["access"]
+
+
+def subprocess_env() -> dict:
+    """Environment for a QuickBG process (worker, command) that must share this test's world:
+    the test database, the test queue, the test media folder."""
+    from django.db import connection
+
+    db = connection.settings_dict
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    if db["ENGINE"].endswith("postgresql"):
+        env["DATABASE_URL"] = (
+            f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+        )
+    else:
+        env["DATABASE_URL"] = f"sqlite:///{db['NAME']}"
+    env.update(
+        DJANGO_SETTINGS_MODULE="quickbg.settings",
+        QUICKBG_QUEUE=django_settings.QUICKBG_QUEUE,
+        QUICKBG_MEDIA_ROOT=str(
+            django_settings.STORAGES["default"].get("OPTIONS", {}).get("location")
+            or django_settings.MEDIA_ROOT
+        ),
+        REDIS_URL=django_settings.RQ_QUEUES[django_settings.QUICKBG_QUEUE]["URL"],
+        QUICKBG_ORT_THREADS=str(django_settings.QUICKBG_ORT_THREADS),
+    )
+    return env
+
+
+class RedisServer:
+    """A redis-server of the test's own on a free loopback port, without persistence, so a
+    test can stop it, restart it empty, or FLUSHALL it without touching anyone else's data."""
+
+    def __init__(self, tmp_path):
+        self.port = free_port()
+        self.dir = tmp_path
+        self.binary = shutil.which("redis-server")
+        self.proc = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.dir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def restart_empty(self) -> None:
+        self.stop()
+        self.start()
+
+
+class DiscModel:
+    """Stands in for ISNet where a test is about the code around the model: its raw output is a
+    disc (value 1.0) on 0.0, centred at ``centre`` (fractions of the frame), radius ``radius``."""
+
+    def __init__(self, centre=(0.5, 0.5), radius=0.25, empty=False):
+        yy, xx = np.mgrid[0:INPUT_SIZE, 0:INPUT_SIZE].astype(np.float32) / INPUT_SIZE
+        disc = (xx - centre[0]) ** 2 + (yy - centre[1]) ** 2 <= radius**2
+        self.output = np.zeros((1, 1, INPUT_SIZE, INPUT_SIZE), dtype=np.float32)
+        if not empty:
+            self.output[0, 0][disc] = 1.0
+        self.inputs: list[np.ndarray] = []
+
+    def run(self, tensor: np.ndarray, timeout: float | None = None) -> np.ndarray:
+        self.inputs.append(tensor)
+        return self.output.copy()

@@ -1,0 +1,82 @@
+"""services.tasks: claims, guarded state changes, recovery, retry and reprocess."""
+
+from __future__ import annotations
+
+import pytest
+
+from removal.errors import Conflict, TooManyTasks
+from removal.models import Task
+from removal.services.tasks import (
+    check_task_quota,
+    task_claim,
+    task_complete,
+    task_recover,
+    task_reprocess,
+    task_retry,
+)
+from tests.factories import make_task, make_upload
+
+Status = Task.Status
+
+
+# --- one effective result --------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_only_the_attempt_that_claimed_may_complete(user):
+    task = make_task(owner=user)
+    first = task_claim(task_id=task.pk)
+    assert task_claim(task_id=task.pk) is None  # already taken
+    # The first worker is presumed dead; the task is recovered and claimed again.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("removal.services.tasks.task_enqueue", lambda task, at_front=False: "job")
+        assert task_recover(task_id=task.pk, status="processing", attempts=1) == "requeued"
+    second = task_claim(task_id=task.pk)
+    assert (first.attempt, second.attempt) == (1, 2)
+    assert task_complete(claim=first, result_key="results/x.png", processing_time=1,
+                         metrics={}) is False
+    assert task_complete(claim=second, result_key="results/x.png", processing_time=1,
+                         metrics={}) is True
+    task.refresh_from_db()
+    assert (task.status, task.attempts) == (Task.Status.COMPLETED, 2)
+
+
+@pytest.mark.django_db
+def test_a_task_that_keeps_killing_workers_ends_failed(user, settings):
+    task = make_task(owner=user, status=Task.Status.PROCESSING, attempts=4)
+    assert task_recover(task_id=task.pk, status="processing", attempts=4) == "failed"
+    task.refresh_from_db()
+    assert task.status == Task.Status.FAILED
+    assert "Processing stopped unexpectedly 4 times" in task.error_message
+
+
+@pytest.mark.django_db
+def test_only_failed_tasks_can_be_retried(user):
+    task = make_task(owner=user, status=Status.COMPLETED)
+    with pytest.raises(Conflict, match="Only failed tasks can be retried; this one is completed"):
+        task_retry(task=task)
+
+
+@pytest.mark.django_db
+def test_reprocess_refuses_a_task_in_flight_and_a_busy_upload(user):
+    upload = make_upload(owner=user)
+    busy = make_task(upload=upload, status=Status.PROCESSING)
+    done = make_task(upload=upload, status=Status.COMPLETED)
+    with pytest.raises(Conflict, match="is still processing"):
+        task_reprocess(task=busy)
+    with pytest.raises(Conflict, match="already has a task queued or processing"):
+        task_reprocess(task=done)
+    assert Task.objects.filter(upload=upload).count() == 2
+
+
+@pytest.mark.django_db
+def test_the_task_cap_counts_only_unfinished_tasks(user, settings):
+    settings.QUICKBG_MAX_QUEUED_TASKS = 2
+    make_task(owner=user, status=Status.COMPLETED)
+    make_task(owner=user, status=Status.FAILED)
+    make_task(owner=user, status=Status.QUEUED)
+    check_task_quota(owner=user)  # one unfinished of two allowed
+    make_task(owner=user, status=Status.PROCESSING)
+    with pytest.raises(TooManyTasks, match="You have 2 unfinished tasks") as caught:
+        check_task_quota(owner=user)
+    assert caught.value.retry_after == 30
