@@ -22,8 +22,11 @@ install: $(STAMP)
 model: install
 	$(PY) manage.py fetch_model
 
+# `make run` listens on 127.0.0.1; `make run HOST=0.0.0.0` exposes it to the network (with a
+# warning: a development server with a demo superuser).
+HOST ?= 127.0.0.1
 run: model
-	$(PY) manage.py run_local
+	$(PY) manage.py run_local --host $(HOST)
 
 test: model
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} $(VENV)/bin/pytest
