@@ -76,10 +76,11 @@ class Segmenter:
 
     The session runs the serving graph derived from ``model_path`` (``graph.py``: the same
     weights in float32, only the output we use), on the providers ``QUICKBG_ORT_PROVIDERS``
-    asks for (``providers.py``; the CPU by default), with ``session_options``. It is not created through ``rembg.new_session``: importing rembg
-    loads numba, scipy, scikit-image and pymatting, +175 MB resident in every worker. rembg is
-    only imported for alpha matting; ``session`` gives a genuine rembg ``DisCustomSession``
-    around this same ORT session for code that wants to call rembg with it.
+    asks for (``providers.py``; the CPU by default), with ``session_options``. It is not
+    created through ``rembg.new_session``: importing rembg loads numba, scipy, scikit-image and
+    pymatting, +175 MB resident in every worker. rembg is only imported for alpha matting;
+    ``session`` gives a genuine rembg ``DisCustomSession`` around this same ORT session for
+    code that wants to call rembg with it.
     """
 
     def __init__(self, model_path: str | os.PathLike, threads: int = 0, *, mem_arena=True,
