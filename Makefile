@@ -28,8 +28,10 @@ HOST ?= 127.0.0.1
 run: model
 	$(PY) manage.py run_local --host $(HOST)
 
+# REDIS_URL explicit: with it unset, settings would follow var/redis-url to `make run`'s Redis.
 test: model
-	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} $(VENV)/bin/pytest
+	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} \
+	  REDIS_URL=$${REDIS_URL:-redis://127.0.0.1:6379/0} $(VENV)/bin/pytest
 
 lint: install
 	$(VENV)/bin/ruff check .
