@@ -31,6 +31,8 @@ def manage_check(**env) -> subprocess.CompletedProcess:
         # integers with bounds
         ("PORT", "70000", "PORT must be <= 65535"),
         ("QUICKBG_MAX_DIMENSION", "-5", "QUICKBG_MAX_DIMENSION must be >= 1"),
+        ("QUICKBG_MIN_DIMENSION", "5000",
+         "QUICKBG_MIN_DIMENSION (5000) must not exceed QUICKBG_MAX_DIMENSION (4096)"),
         # booleans
         ("SECURE_PROXY_SSL_HEADER", "sometimes", "SECURE_PROXY_SSL_HEADER must be a boolean"),
         # DRF rates: checked here, not on the first request
