@@ -32,6 +32,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -49,16 +50,8 @@ WORKER_STOP_TIMEOUT = 60.0  # a worker finishing its job on Ctrl-C; then it is k
 STOP_TIMEOUT = 15.0  # the API and Redis
 
 
-class ForceStop(Exception):
-    """A second Ctrl-C while stopping."""
-
-
 def _raise_interrupt(*_args) -> None:
     raise KeyboardInterrupt
-
-
-def _raise_force_stop(*_args) -> None:
-    raise ForceStop
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -170,14 +163,13 @@ class Child:
         if self.running():
             self.proc.send_signal(signum)
 
-    def wait(self, timeout: float) -> None:
+    def kill(self) -> None:
+        """SIGKILL it if it still runs, reap it, and kill what it left in its group."""
         if self.proc is None:
             return
-        try:
-            self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
+        if self.proc.poll() is None:
             self.proc.kill()
-            self.proc.wait()
+        self.proc.wait()
         self.kill_leftovers()
 
     def kill_leftovers(self) -> None:
@@ -217,6 +209,7 @@ class Command(BaseCommand):
         self._redis_url = os.environ.get("REDIS_URL") or ""
         signal.signal(signal.SIGINT, _raise_interrupt)
         signal.signal(signal.SIGTERM, _raise_interrupt)
+        interrupted = False
         try:
             if not self._redis_url:
                 redis.append(self._start_redis(var))
@@ -236,10 +229,9 @@ class Command(BaseCommand):
             self._print_banner(host, port, password, env)
             self._supervise([*redis, *api, *workers])
         except KeyboardInterrupt:
-            self._say("\nStopping QuickBG: workers finish their current job "
-                      "(Ctrl-C again to force)...")
+            interrupted = True
         finally:
-            self._stop([workers, api, redis])
+            self._stop([workers, api, redis], interrupted=interrupted)
 
     # --- supervision ----------------------------------------------------------------------------
 
@@ -264,32 +256,35 @@ class Command(BaseCommand):
                     self._say(f"Restarted {child.name} (pid {child.proc.pid})", error=True)
             time.sleep(0.2)
 
-    def _stop(self, groups: list[list[Child]]) -> None:
+    def _stop(self, groups: list[list[Child]], *, interrupted: bool) -> None:
         """Workers first, then the API, then Redis; a second Ctrl-C kills what is left."""
-        signal.signal(signal.SIGINT, _raise_force_stop)
-        signal.signal(signal.SIGTERM, _raise_force_stop)
-        try:
-            # RQ: SIGTERM is a warm shutdown; runserver exits quietly on SIGINT; Redis saves.
-            plan = ((signal.SIGTERM, WORKER_STOP_TIMEOUT), (signal.SIGINT, STOP_TIMEOUT),
-                    (signal.SIGTERM, STOP_TIMEOUT))
-            for group, (signum, timeout) in zip(groups, plan, strict=True):
-                for child in group:
-                    child.restart_at = None
-                    child.signal(signum)
-                for child in group:
-                    child.wait(timeout)
-        except ForceStop:
-            self._say("Forcing stop.", error=True)
-            for group in groups:
-                for child in group:
-                    if child.running():
-                        child.proc.kill()
-                    if child.proc is not None:
-                        child.proc.wait()
-                        child.kill_leftovers()
-        finally:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        forced = threading.Event()
+        signal.signal(signal.SIGINT, lambda *_: forced.set())
+        signal.signal(signal.SIGTERM, lambda *_: forced.set())
+        if interrupted:
+            self._say("\nStopping QuickBG: workers finish their current job "
+                      "(Ctrl-C again to force)...")
+        # RQ: SIGTERM is a warm shutdown; runserver exits quietly on SIGINT; Redis saves.
+        plan = ((signal.SIGTERM, WORKER_STOP_TIMEOUT), (signal.SIGINT, STOP_TIMEOUT),
+                (signal.SIGTERM, STOP_TIMEOUT))
+        for group, (signum, timeout) in zip(groups, plan, strict=True):
+            for child in group:
+                child.restart_at = None
+                child.signal(signum)
+            deadline = time.monotonic() + timeout
+            while (any(child.running() for child in group) and not forced.is_set()
+                   and time.monotonic() < deadline):
+                time.sleep(0.1)
+            if forced.is_set():
+                self._say("Forcing stop.", error=True)
+                break
+            for child in group:
+                child.kill()  # only what is still running after its timeout
+        for group in groups:
+            for child in group:
+                child.kill()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
     # --- Redis ----------------------------------------------------------------------------------
 
