@@ -383,3 +383,22 @@ def test_make_run_exposed_only_when_host_says_so_and_then_warns(run_local, tmp_p
     assert port_open(port, "127.0.0.2")
     ctrl_c(proc)
     assert not port_open(port)
+
+
+def test_children_stop_when_make_run_itself_is_killed(run_local, tmp_path):
+    """Its children are in their own process groups (Ctrl-C goes through run_local), so a
+    SIGKILLed run_local must not leave Redis or the API behind: they get SIGTERM."""
+    env = local_env(tmp_path)
+    port = int(env["PORT"])
+    log = tmp_path / "killed.log"
+    proc = run_local(env, log, "--workers", "0")
+    banner = wait_for_log(log, proc, "Demo login:")
+    redis_port = int(re.search(r"Started redis-server on port (\d+)", banner).group(1))
+    wait_for_health(port)
+    children = children_of(proc)
+    assert "redis-server" in {child.name() for child in children}
+    proc.kill()
+    proc.wait()
+    gone, alive = psutil.wait_procs(children, timeout=20)
+    assert not alive, alive
+    assert not port_open(port) and not port_open(redis_port)
