@@ -22,11 +22,16 @@ install: $(STAMP)
 model: install
 	$(PY) manage.py fetch_model
 
+# `make run` listens on 127.0.0.1; `make run HOST=0.0.0.0` exposes it to the network (with a
+# warning: a development server with a demo superuser).
+HOST ?= 127.0.0.1
 run: model
-	$(PY) manage.py run_local
+	$(PY) manage.py run_local --host $(HOST)
 
+# REDIS_URL explicit: with it unset, settings would follow var/redis-url to `make run`'s Redis.
 test: model
-	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} $(VENV)/bin/pytest
+	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} \
+	  REDIS_URL=$${REDIS_URL:-redis://127.0.0.1:6379/0} $(VENV)/bin/pytest
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -8,6 +8,8 @@ deployment stops at start-up instead of failing on the first request.
 from __future__ import annotations
 
 import os
+import re
+from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -31,7 +33,8 @@ def env_bool(name: str, default: bool) -> bool:
     raise ImproperlyConfigured(f"{name} must be a boolean (true/false/1/0), got {raw!r}")
 
 
-def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
+def env_int(name: str, default: int, *, minimum: int | None = None,
+            maximum: int | None = None) -> int:
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
         return default
@@ -41,6 +44,8 @@ def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
         raise ImproperlyConfigured(f"{name} must be an integer, got {raw!r}") from None
     if minimum is not None and value < minimum:
         raise ImproperlyConfigured(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ImproperlyConfigured(f"{name} must be <= {maximum}, got {value}")
     return value
 
 
@@ -62,3 +67,69 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if raw is None:
         return default
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_choice(name: str, default: str, choices: list[str] | tuple[str, ...]) -> str:
+    """One of ``choices`` (compared case-insensitively; returned as spelled in ``choices``)."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    by_folded = {choice.casefold(): choice for choice in choices}
+    value = by_folded.get(raw.strip().casefold())
+    if value is None:
+        raise ImproperlyConfigured(
+            f"{name} must be one of {', '.join(choices)}; got {raw!r}"
+        )
+    return value
+
+
+# DRF reads only the first letter of the period ("5/month" would be 5 a minute), so the units
+# are spelled out here and anything else is refused.
+RATE_UNITS = ("s", "sec", "second", "m", "min", "minute", "h", "hour", "d", "day")
+_RATE_SPELLINGS = set(RATE_UNITS) | {unit + "s" for unit in RATE_UNITS if len(unit) > 1}
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*([a-z]+)\s*$", re.IGNORECASE)
+
+
+def check_rate(name: str, raw: str) -> str:
+    """A DRF throttle rate, ``<count>/<period>``, e.g. ``60/min``; returned normalised."""
+    match = _RATE.match(raw)
+    if not match or match.group(2).lower() not in _RATE_SPELLINGS:
+        raise ImproperlyConfigured(
+            f"{name} must be a rate like 60/min: <count>/<period>, the period one of "
+            f"{', '.join(RATE_UNITS)}; got {raw!r}"
+        )
+    count, unit = int(match.group(1)), match.group(2).lower()
+    if count < 1:
+        raise ImproperlyConfigured(f"{name} must allow at least 1 request, got {raw!r}")
+    return f"{count}/{unit}"
+
+
+def env_rate(name: str, default: str) -> str:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    return check_rate(name, raw)
+
+
+def check_url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
+    """A URL with one of ``schemes`` and a host (``unix://`` needs a path instead)."""
+    try:
+        parts = urlsplit(raw.strip())
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} is not a valid URL ({exc}): {raw!r}") from None
+    if parts.scheme.lower() not in schemes or not (parts.hostname or parts.path):
+        raise ImproperlyConfigured(
+            f"{name} must be a URL starting with {' or '.join(s + '://' for s in schemes)}; "
+            f"got {raw!r}"
+        )
+    if parts.scheme.lower() != "unix" and not parts.hostname:
+        raise ImproperlyConfigured(f"{name} must name a host, got {raw!r}")
+    return raw.strip()
+
+
+def env_url(name: str, default: str, schemes: tuple[str, ...]) -> str:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    return check_url(name, raw, schemes)

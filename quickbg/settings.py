@@ -13,7 +13,19 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from quickbg.env import env_bool, env_float, env_int, env_list, env_str
+from quickbg.env import (
+    check_url,
+    env_bool,
+    env_choice,
+    env_float,
+    env_int,
+    env_list,
+    env_rate,
+    env_str,
+    env_url,
+)
+from removal import modelstore
+from removal.pipeline import providers as ort_providers
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -29,8 +41,9 @@ if not SECRET_KEY:
     SECRET_KEY = "insecure-local-development-key-do-not-use-in-production"
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["*"] if DEBUG else [])
-CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
-PORT = env_int("PORT", 8000, minimum=1)
+CSRF_TRUSTED_ORIGINS = [check_url("CSRF_TRUSTED_ORIGINS", origin, ("http", "https"))
+                        for origin in env_list("CSRF_TRUSTED_ORIGINS", [])]
+PORT = env_int("PORT", 8000, minimum=1, maximum=65535)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -86,6 +99,16 @@ except Exception as exc:  # dj-database-url raises several types for a malformed
     raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {exc}") from None
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+    # `make run`'s web process and its workers write at once. WAL lets readers and one writer
+    # work side by side; IMMEDIATE takes the write lock when a transaction starts, so a writer
+    # waits (up to the timeout, in seconds) for its turn instead of failing with "database is
+    # locked" when a read inside a transaction turns into a write.
+    DATABASES["default"]["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": env_int("QUICKBG_SQLITE_TIMEOUT", 30, minimum=1),
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL",
+        **DATABASES["default"].get("OPTIONS", {}),
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
 
@@ -110,9 +133,20 @@ except OSError:  # a read-only image: collectstatic made it at build time
 STATICFILES_DIRS = [BASE_DIR / "static"] if (BASE_DIR / "static").is_dir() else []
 
 # --- Redis and the queue ------------------------------------------------------------------------
-# Empty REDIS_URL means "local mode": `make run` starts a redis-server and sets it.
-REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
-QUICKBG_QUEUE = env_str("QUICKBG_QUEUE", "quickbg")
+# Empty REDIS_URL means "local mode": `make run` starts a redis-server and sets it for its
+# processes. It also writes that server's URL to STATE_DIR/redis-url, and when REDIS_URL is unset
+# and that file exists, every other process (a `manage.py` command run by hand) uses it too;
+# otherwise the default is the usual local Redis.
+REDIS_URL_FILE = STATE_DIR / "redis-url"
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+if env_str("REDIS_URL").strip():
+    REDIS_URL = env_url("REDIS_URL", "", REDIS_SCHEMES)
+elif REDIS_URL_FILE.is_file():
+    REDIS_URL = check_url(f"REDIS_URL (read from {REDIS_URL_FILE})",
+                          REDIS_URL_FILE.read_text().strip(), REDIS_SCHEMES)
+else:
+    REDIS_URL = "redis://127.0.0.1:6379/0"
+QUICKBG_QUEUE = env_str("QUICKBG_QUEUE", "quickbg").strip() or "quickbg"
 RQ_QUEUES = {
     QUICKBG_QUEUE: {
         "URL": REDIS_URL,
@@ -135,11 +169,12 @@ RQ = {
 AWS_STORAGE_BUCKET_NAME = env_str("AWS_STORAGE_BUCKET_NAME")
 MEDIA_ROOT = Path(env_str("QUICKBG_MEDIA_ROOT", str(STATE_DIR / "media")))
 if AWS_STORAGE_BUCKET_NAME:
-    AWS_S3_ENDPOINT_URL = env_str("AWS_S3_ENDPOINT_URL") or None
+    AWS_S3_ENDPOINT_URL = env_url("AWS_S3_ENDPOINT_URL", "", ("http", "https")) or None
     AWS_S3_REGION_NAME = env_str("AWS_S3_REGION_NAME", "us-east-1")
     AWS_ACCESS_KEY_ID = env_str("AWS_ACCESS_KEY_ID") or None
     AWS_SECRET_ACCESS_KEY = env_str("AWS_SECRET_ACCESS_KEY") or None
-    AWS_S3_ADDRESSING_STYLE = env_str("AWS_S3_ADDRESSING_STYLE", "path")
+    AWS_S3_ADDRESSING_STYLE = env_choice("AWS_S3_ADDRESSING_STYLE", "path",
+                                         ("path", "virtual", "auto"))
     AWS_S3_SIGNATURE_VERSION = "s3v4"
     AWS_DEFAULT_ACL = None
     AWS_S3_FILE_OVERWRITE = True
@@ -173,13 +208,28 @@ STORAGES = {
 QUICKBG_MODELS_DIR = Path(
     env_str("QUICKBG_MODELS_DIR", str(Path.home() / ".cache" / "quickbg" / "models"))
 )
-QUICKBG_MODEL = env_str("QUICKBG_MODEL", "isnet-general-use")
+QUICKBG_MODEL = env_choice("QUICKBG_MODEL", modelstore.DEFAULT_MODEL, list(modelstore.MODELS))
 QUICKBG_ORT_THREADS = env_int("QUICKBG_ORT_THREADS", 0, minimum=0)  # 0 = one per core
+# ONNX Runtime execution providers in order of preference (removal/pipeline/providers.py has the
+# rule): an unknown name stops start-up; an unavailable one is dropped (the worker logs a warning)
+# and the rest is used; none left stops start-up. onnxruntime is only imported when it is set.
+if env_str(ort_providers.ENV_VAR).strip():
+    try:
+        QUICKBG_ORT_PROVIDERS, _ = ort_providers.from_environment()
+    except ort_providers.ProviderError as exc:
+        raise ImproperlyConfigured(f"{ort_providers.ENV_VAR}: {exc}") from None
+else:
+    QUICKBG_ORT_PROVIDERS = list(ort_providers.DEFAULT)
 
 # --- Validation and task limits -------------------------------------------------------------------
 QUICKBG_MAX_UPLOAD_MB = env_float("QUICKBG_MAX_UPLOAD_MB", 10, minimum=0.001)
 QUICKBG_MAX_DIMENSION = env_int("QUICKBG_MAX_DIMENSION", 4096, minimum=1)
 QUICKBG_MIN_DIMENSION = env_int("QUICKBG_MIN_DIMENSION", 50, minimum=1)
+if QUICKBG_MIN_DIMENSION > QUICKBG_MAX_DIMENSION:
+    raise ImproperlyConfigured(
+        f"QUICKBG_MIN_DIMENSION ({QUICKBG_MIN_DIMENSION}) must not exceed "
+        f"QUICKBG_MAX_DIMENSION ({QUICKBG_MAX_DIMENSION})"
+    )
 QUICKBG_MAX_RETRIES = env_int("QUICKBG_MAX_RETRIES", 3, minimum=0)
 QUICKBG_RETRY_DELAY = env_int("QUICKBG_RETRY_DELAY", 60, minimum=0)
 QUICKBG_JOB_TIMEOUT = RQ_QUEUES[QUICKBG_QUEUE]["DEFAULT_TIMEOUT"]
@@ -196,11 +246,11 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
 # Upload rate per user (DRF throttle, counted in Redis so every web process shares it) and a cap
 # on each user's unfinished tasks. NUM_PROXIES: how many reverse proxies sit in front of the
 # service (DRF uses it to find the client address in X-Forwarded-For).
-QUICKBG_UPLOAD_RATE = env_str("QUICKBG_UPLOAD_RATE", "60/min")
+QUICKBG_UPLOAD_RATE = env_rate("QUICKBG_UPLOAD_RATE", "60/min")
 # Bearer token for GET /metrics (Prometheus); empty = the endpoint is off (404).
 QUICKBG_METRICS_TOKEN = env_str("QUICKBG_METRICS_TOKEN")
 QUICKBG_MAX_QUEUED_TASKS = env_int("QUICKBG_MAX_QUEUED_TASKS", 20, minimum=1)
-QUICKBG_AUTH_RATE = env_str("QUICKBG_AUTH_RATE", "20/min")  # token requests per client address
+QUICKBG_AUTH_RATE = env_rate("QUICKBG_AUTH_RATE", "20/min")  # token requests per client address
 NUM_PROXIES = env_int("NUM_PROXIES", 0, minimum=0) or None
 CACHES = {
     "default": {
@@ -249,10 +299,8 @@ try:
     QUICKBG_METRICS_LOG.parent.mkdir(parents=True, exist_ok=True)
 except OSError:  # read-only: the handler reports the failure on the first line it writes
     pass
-LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
-LOG_FORMAT = env_str("LOG_FORMAT", "plain" if DEBUG else "json").lower()
-if LOG_FORMAT not in ("plain", "json"):
-    raise ImproperlyConfigured(f"LOG_FORMAT must be 'plain' or 'json', got {LOG_FORMAT!r}")
+LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
+LOG_FORMAT = env_choice("LOG_FORMAT", "plain" if DEBUG else "json", ("plain", "json"))
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

