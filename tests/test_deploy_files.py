@@ -722,6 +722,20 @@ def test_admin_sign_in_works_under_the_compose_settings(tmp_path, settings, db,
     assert refused.status_code == 403
 
 
+@needs_compose
+def test_check_deploy_is_clean_with_the_compose_settings(tmp_path):
+    import secrets
+
+    env = render(tmp_path, SECRET_KEY=secrets.token_hex(32))["services"]["web"]["environment"]
+    proc = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"], cwd=ROOT,
+        capture_output=True, text=True, timeout=120,
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+             "QUICKBG_STATE_DIR": str(tmp_path / "state"), **{k: str(v) for k, v in env.items()}},
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 def test_plain_http_mode_is_explicit_and_warned(settings, db, django_user_model):
     base = {"DEBUG": "false", "SECRET_KEY": "k", "ALLOWED_HOSTS": "127.0.0.1"}
     strict, quiet = settings_under(base)
