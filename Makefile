@@ -26,7 +26,7 @@ install: $(STAMP)
 # platform). The dev lock is constrained by the runtime one, so tests run what the image runs.
 lock:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet uv
+	$(PY) -m pip install --quiet uv==0.13.9
 	$(VENV)/bin/uv pip compile pyproject.toml --generate-hashes --universal \
 		--python-version 3.11 -q -o requirements.lock
 	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --generate-hashes --universal \

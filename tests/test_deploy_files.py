@@ -878,9 +878,10 @@ def test_nginx_example_is_valid_and_sized_for_uploads(tmp_path):
     assert "proxy_read_timeout 75s;" in conf and "proxy_send_timeout 75s;" in conf
     assert "proxy_set_header X-Forwarded-For $remote_addr;" in conf
     assert "proxy_set_header X-Forwarded-Proto $scheme;" in conf
-    assert "proxy_set_header Host $host;" in conf
+    assert "proxy_set_header Host $http_host;" in conf
     assert "NUM_PROXIES=1" in conf and "SECURE_PROXY_SSL_HEADER=true" in conf
-    assert re.search(r"location /quickbg \{\s*proxy_pass http://quickbg_s3;", conf)
+    assert re.search(r"location = /quickbg \{\s*proxy_pass http://quickbg_s3;", conf)
+    assert re.search(r"location \^~ /quickbg/ \{\s*proxy_pass http://quickbg_s3;", conf)
     # `nginx -t` with a throwaway certificate in place of the operator's.
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
                     "-subj", "/CN=quickbg.example.com", "-keyout", str(tmp_path / "key.pem"),
