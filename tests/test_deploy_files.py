@@ -870,8 +870,16 @@ def test_caddy_serves_app_and_bucket_on_one_https_origin(tmp_path, moto_server):
     assert proc.returncode is not None
 
 
+def self_signed_certificate(tmp_path: Path) -> tuple[Path, Path]:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    return cert, key
+
+
 @needs_nginx
-def test_nginx_example_is_valid_and_sized_for_uploads(tmp_path):
+def test_nginx_example_is_valid_and_sized_for_uploads():
     conf = (ROOT / "deploy" / "nginx.conf").read_text()
     size = re.search(r"client_max_body_size (\d+)m;", conf)
     assert size and int(size[1]) > 10  # above QUICKBG_MAX_UPLOAD_MB's default
@@ -880,18 +888,63 @@ def test_nginx_example_is_valid_and_sized_for_uploads(tmp_path):
     assert "proxy_set_header X-Forwarded-Proto $scheme;" in conf
     assert "proxy_set_header Host $http_host;" in conf
     assert "NUM_PROXIES=1" in conf and "SECURE_PROXY_SSL_HEADER=true" in conf
-    assert re.search(r"location = /quickbg \{\s*proxy_pass http://quickbg_s3;", conf)
-    assert re.search(r"location \^~ /quickbg/ \{\s*proxy_pass http://quickbg_s3;", conf)
-    # `nginx -t` with a throwaway certificate in place of the operator's.
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=quickbg.example.com", "-keyout", str(tmp_path / "key.pem"),
-                    "-out", str(tmp_path / "cert.pem")], check=True, capture_output=True)
-    conf = conf.replace("/etc/ssl/certs/ssl-cert-snakeoil.pem", str(tmp_path / "cert.pem"))
-    conf = conf.replace("/etc/ssl/private/ssl-cert-snakeoil.key", str(tmp_path / "key.pem"))
-    conf = conf.replace("/tmp/quickbg-nginx.pid", str(tmp_path / "nginx.pid"))
-    (tmp_path / "nginx.conf").write_text(conf)
-    result = subprocess.run(["nginx", "-t", "-c", str(tmp_path / "nginx.conf")],
-                            capture_output=True, text=True, timeout=30)
-    assert result.returncode == 0, result.stderr
-    assert "test is successful" in result.stderr
 
+
+@needs_nginx
+def test_nginx_example_serves_app_and_bucket_on_one_https_origin(tmp_path, moto_server):
+    """deploy/nginx.conf run for real on loopback (ports, certificate and upstream addresses
+    swapped in): redirect to HTTPS, forwarded headers, the body limit, and a presigned S3 link
+    signed for the public origin that downloads through nginx."""
+    import boto3
+    from botocore.config import Config
+
+    web = ThreadingHTTPServer(("127.0.0.1", 0), EchoHandler)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    cert, key = self_signed_certificate(tmp_path)
+    http_port, https_port = free_port(), free_port()
+    conf = (ROOT / "deploy" / "nginx.conf").read_text()
+    for old, new in (
+        ("/etc/ssl/certs/ssl-cert-snakeoil.pem", str(cert)),
+        ("/etc/ssl/private/ssl-cert-snakeoil.key", str(key)),
+        ("/tmp/quickbg-nginx.pid", str(tmp_path / "nginx.pid")),
+        ("listen 80;", f"listen 127.0.0.1:{http_port};"),
+        ("listen 443 ssl", f"listen 127.0.0.1:{https_port} ssl"),
+        ("server 127.0.0.1:8000;", f"server 127.0.0.1:{web.server_address[1]};"),
+        ("server 127.0.0.1:9000;", f"server {moto_server.removeprefix('http://')};"),
+        ("server_name quickbg.example.com;", "server_name 127.0.0.1;"),
+    ):
+        assert old in conf, old
+        conf = conf.replace(old, new)
+    (tmp_path / "nginx.conf").write_text(conf)
+    checked = subprocess.run(["nginx", "-t", "-c", str(tmp_path / "nginx.conf")],
+                             capture_output=True, text=True, timeout=30)
+    assert checked.returncode == 0 and "test is successful" in checked.stderr, checked.stderr
+    proc = subprocess.Popen(["nginx", "-c", str(tmp_path / "nginx.conf"), "-g", "daemon off;"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    origin = f"https://127.0.0.1:{https_port}"
+    try:
+        redirect = wait_for(f"http://127.0.0.1:{http_port}/admin/", proc)
+        assert redirect.status_code == 301
+        assert redirect.headers["Location"] == "https://127.0.0.1/admin/"
+        echoed = requests.get(f"{origin}/api/v1/health", verify=str(cert), timeout=10,
+                              headers={"X-Forwarded-For": "6.6.6.6"}).json()
+        assert echoed["x-forwarded-proto"] == "https"
+        assert echoed["x-forwarded-for"] == "127.0.0.1"
+        assert echoed["host"] == f"127.0.0.1:{https_port}"
+        assert post_status(https_port, cert, 13 * 1024 * 1024) == 413
+        assert post_status(https_port, cert, 11 * 1024 * 1024) == 200
+        s3 = boto3.client("s3", endpoint_url=origin, region_name="us-east-1",
+                          aws_access_key_id="test", aws_secret_access_key="test",
+                          verify=str(cert), config=Config(s3={"addressing_style": "path"},
+                                                          signature_version="s3v4"))
+        s3.create_bucket(Bucket="quickbg")
+        s3.put_object(Bucket="quickbg", Key="results/n.png", Body=b"\x89PNG via nginx")
+        url = s3.generate_presigned_url("get_object", Params={"Bucket": "quickbg",
+                                                              "Key": "results/n.png"})
+        assert url.startswith(f"{origin}/quickbg/results/n.png?")
+        download = requests.get(url, verify=str(cert), timeout=10)
+        assert download.status_code == 200 and download.content == b"\x89PNG via nginx"
+    finally:
+        stop(proc)
+        web.shutdown()
