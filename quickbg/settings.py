@@ -7,6 +7,7 @@ Defaults are for trying QuickBG locally (SQLite, local files, DEBUG on); product
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from pathlib import Path
 
@@ -175,6 +176,13 @@ if AWS_STORAGE_BUCKET_NAME:
     AWS_SECRET_ACCESS_KEY = env_str("AWS_SECRET_ACCESS_KEY") or None
     AWS_S3_ADDRESSING_STYLE = env_choice("AWS_S3_ADDRESSING_STYLE", "path",
                                          ("path", "virtual", "auto"))
+    # TLS verification of AWS_S3_ENDPOINT_URL: empty/true = the system CAs, false = none, or the
+    # path of a CA bundle (docker-compose: the root of its proxy's internal CA).
+    _verify = env_str("AWS_S3_VERIFY").strip()
+    AWS_S3_VERIFY = (
+        None if _verify.lower() in ("", "true", "1", "yes", "on")
+        else False if _verify.lower() in ("false", "0", "no", "off") else _verify
+    )
     AWS_S3_SIGNATURE_VERSION = "s3v4"
     AWS_DEFAULT_ACL = None
     AWS_S3_FILE_OVERWRITE = True
@@ -191,6 +199,7 @@ if AWS_STORAGE_BUCKET_NAME:
             "signature_version": "s3v4",
             "file_overwrite": True,
             "querystring_auth": True,
+            "verify": AWS_S3_VERIFY,
         },
     }
 else:
@@ -334,7 +343,23 @@ LOGGING = {
 }
 
 # --- Production hardening (`manage.py check --deploy` passes with DEBUG off) ------------------
-if not DEBUG:
+# TLS posture, one of (README, "Deploy"):
+# - HTTPS, ended at a reverse proxy (docker-compose's Caddy, deploy/nginx.conf): set
+#   SECURE_PROXY_SSL_HEADER=true (the proxy sets X-Forwarded-Proto) and NUM_PROXIES=1.
+# - Plain HTTP on purpose (a private network, a trial): QUICKBG_INSECURE_HTTP=true. Cookies lose
+#   the Secure flag so the admin sign-in works over http://, there is no redirect and no HSTS,
+#   and every process logs a warning at start-up.
+QUICKBG_INSECURE_HTTP = env_bool("QUICKBG_INSECURE_HTTP", False)
+if not DEBUG and QUICKBG_INSECURE_HTTP:
+    SECURE_SSL_REDIRECT = False
+    SECURE_HSTS_SECONDS = 0
+    SESSION_COOKIE_SECURE = False
+    CSRF_COOKIE_SECURE = False
+    logging.getLogger("quickbg.settings").warning(
+        "QUICKBG_INSECURE_HTTP=true: serving plain HTTP; sign-in cookies and tokens cross the "
+        "network unencrypted. Put a TLS proxy in front and unset it for production."
+    )
+elif not DEBUG:
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
     SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000, minimum=0)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
