@@ -264,3 +264,37 @@ def test_json_upload_options_accept_booleans(user, client_for):
     # The key was issued but nothing was uploaded: the options themselves were accepted.
     assert response.status_code == 404
     assert response.json()["detail"] == "Nothing has been uploaded to this s3_key yet"
+
+
+def test_token_throttle_ignores_a_client_chosen_x_forwarded_for(user, api, settings):
+    """With NUM_PROXIES=0 (the default) the client's own X-Forwarded-For never names the client:
+    45 guesses, each with a new forged address (and a new username, so only the throttle can
+    stop them), run into the per-address limit."""
+    settings.QUICKBG_AUTH_RATE = "20/min"
+    codes = [
+        api.post("/api/v1/auth/token", {"username": f"guess-{n}", "password": "guess"},
+                 format="json", REMOTE_ADDR="198.51.100.45",
+                 HTTP_X_FORWARDED_FOR=f"10.9.{n // 250}.{n % 250}").status_code
+        for n in range(45)
+    ]
+    assert codes.count(401) <= 20 and codes[-1] == 429, codes
+    assert set(codes) == {401, 429}
+    assert settings.REST_FRAMEWORK["NUM_PROXIES"] == 0
+
+
+def test_num_proxies_takes_the_address_the_trusted_proxy_saw(user, api, settings):
+    """Behind one proxy (NUM_PROXIES=1) the last X-Forwarded-For entry is the client: forged
+    entries before it change nothing, and another real client is counted apart."""
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}
+    settings.QUICKBG_AUTH_RATE = "3/min"
+    codes = [
+        api.post("/api/v1/auth/token", {"username": f"g-{n}", "password": "guess"},
+                 format="json", REMOTE_ADDR="10.0.0.2",
+                 HTTP_X_FORWARDED_FOR=f"1.2.3.{n}, 203.0.113.77").status_code
+        for n in range(4)
+    ]
+    assert codes == [401, 401, 401, 429]
+    other = api.post("/api/v1/auth/token", {"username": "g", "password": "guess"},
+                     format="json", REMOTE_ADDR="10.0.0.2",
+                     HTTP_X_FORWARDED_FOR="203.0.113.78")
+    assert other.status_code == 401
