@@ -194,6 +194,8 @@ QUICKBG_UPLOAD_RATE = env_str("QUICKBG_UPLOAD_RATE", "60/min")
 QUICKBG_METRICS_TOKEN = env_str("QUICKBG_METRICS_TOKEN")
 QUICKBG_MAX_QUEUED_TASKS = env_int("QUICKBG_MAX_QUEUED_TASKS", 20, minimum=1)
 QUICKBG_AUTH_RATE = env_str("QUICKBG_AUTH_RATE", "20/min")  # token requests per client address
+# GET /api/v1/health per client address: generous, load balancers poll it.
+QUICKBG_HEALTH_RATE = env_str("QUICKBG_HEALTH_RATE", "600/min")
 # 0 (the default) means "no proxy": the client is REMOTE_ADDR and X-Forwarded-For is ignored.
 # Never None: DRF would then key clients by the X-Forwarded-For header the client itself sends.
 NUM_PROXIES = env_int("NUM_PROXIES", 0, minimum=0)

@@ -3,6 +3,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
 from removal.api import views
+from removal.monitoring import health_view
 
 router = SimpleRouter(trailing_slash=False)
 router.register("uploads", views.UploadViewSet, basename="upload")
@@ -10,7 +11,7 @@ router.register("tasks", views.TaskViewSet, basename="task")
 
 urlpatterns = [
     path("auth/", include("accounts.urls")),
-    path("health", views.health, name="health"),
+    path("health", health_view, name="health"),
     path("files/<str:token>", views.file_download, name="file-download"),
     path("schema", SpectacularAPIView.as_view(), name="schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
