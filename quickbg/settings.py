@@ -94,6 +94,8 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+    # Not a rule: revokes the user's refresh tokens after a password change (accounts.passwords).
+    {"NAME": "accounts.passwords.RevokeTokensOnPasswordChange"},
 ]
 
 LANGUAGE_CODE = "en-us"
@@ -227,7 +229,12 @@ SIMPLE_JWT = {
     "BLACKLIST_AFTER_ROTATION": True,
     "SIGNING_KEY": env_str("JWT_SIGNING_KEY") or SECRET_KEY,
     "ALGORITHM": "HS256",
+    # Refresh tokens carry the sign-in time; refreshing cannot outlast the session's maximum age.
+    "TOKEN_OBTAIN_SERIALIZER": "accounts.tokens.SessionTokenObtainPairSerializer",
+    "TOKEN_REFRESH_SERIALIZER": "accounts.tokens.SessionTokenRefreshSerializer",
 }
+# A session (one sign-in) ends this many days after sign-in however often it is refreshed.
+QUICKBG_SESSION_MAX_AGE_DAYS = env_int("QUICKBG_SESSION_MAX_AGE_DAYS", 30, minimum=1)
 SPECTACULAR_SETTINGS = {
     "TITLE": "QuickBG API",
     "DESCRIPTION": "Self-hosted background removal: upload, poll the task, download a PNG.",
