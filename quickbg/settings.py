@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -42,6 +43,8 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework_simplejwt.token_blacklist",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI and ReDoc served from this origin, no CDN
+    "csp",
     "django_rq",
     "axes",
     "accounts",
@@ -50,6 +53,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Content-Security-Policy on every response (quickbg.csp; policy below).
+    "quickbg.csp.PathCSPMiddleware",
     # Static files for the web page and the admin under gunicorn (no separate web server needed).
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -260,6 +265,43 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # The docs pages' assets come with drf-spectacular-sidecar (pinned by its version).
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
+}
+
+# --- Content-Security-Policy (django-csp; per-path additions in quickbg/csp.py) ----------------
+# Result images may come from the S3 endpoint: its origin is allowed for images, plus any listed
+# in QUICKBG_CSP_IMG_SRC (e.g. a CDN or public S3 host in front of the bucket).
+_SELF, _NONE = "'self'", "'none'"
+_img_src = [_SELF, "data:", "blob:"]
+if AWS_STORAGE_BUCKET_NAME:
+    _endpoint = urlsplit(AWS_S3_ENDPOINT_URL or "")
+    _img_src += ([f"{_endpoint.scheme}://{_endpoint.netloc}"] if _endpoint.netloc
+                 else ["https://*.amazonaws.com"])
+_img_src += env_list("QUICKBG_CSP_IMG_SRC", [])
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [_SELF],
+        "script-src": [_SELF],
+        "style-src": [_SELF],
+        "img-src": _img_src,
+        "font-src": [_SELF],
+        "connect-src": [_SELF],
+        "object-src": [_NONE],
+        "base-uri": [_NONE],
+        "form-action": [_SELF],
+        "frame-ancestors": [_NONE],
+    },
+}
+# django-rq's job lists run one fixed inline script (select-all checkboxes): allowed by hash.
+_RQ_ACTIONS_SCRIPT = "'sha256-1kZe1KRxelr3ptMPsod17Z6BDvbtm4WcufgsZGvsErM='"
+QUICKBG_CSP_PATH_UPDATES = {
+    "/admin/": {"style-src": ["'unsafe-inline'"], "script-src": [_RQ_ACTIONS_SCRIPT]},
+    "/api/v1/docs": {"style-src": ["'unsafe-inline'"]},
+    "/api/v1/redoc": {"style-src": ["'unsafe-inline'"], "worker-src": [_SELF, "blob:"]},
 }
 
 # --- Logging ----------------------------------------------------------------------------------
@@ -288,6 +330,8 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "rq.worker": {"level": LOG_LEVEL},
+        # django-axes: lockouts are warnings; every failed and successful sign-in is not news.
+        "axes": {"level": "WARNING"},
         # Replaces Django's default handlers (which would print request lines unredacted).
         "django": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
         # Request lines of the development server: same handler, so the same redaction.

@@ -1,5 +1,9 @@
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import (
+    SpectacularAPIView,
+    SpectacularRedocView,
+    SpectacularSwaggerSplitView,
+)
 from rest_framework.routers import SimpleRouter
 
 from removal.api import views
@@ -14,6 +18,8 @@ urlpatterns = [
     path("health", health_view, name="health"),
     path("files/<str:token>", views.file_download, name="file-download"),
     path("schema", SpectacularAPIView.as_view(), name="schema"),
-    path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    # Split view: Swagger UI's start-up script is a separate request, not an inline script.
+    path("docs", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="docs"),
+    path("redoc", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
     path("", include(router.urls)),
 ]
