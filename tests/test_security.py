@@ -438,3 +438,29 @@ def test_api_docs_are_served_from_this_origin(client):
     script = client.get("/api/v1/docs?script=")
     assert script["Content-Type"] == "application/javascript"
     assert b"SwaggerUIBundle" in script.content
+
+
+def test_lockout_counts_the_address_the_trusted_proxy_saw(settings):
+    from axes.models import AccessAttempt
+    from django.test import Client
+
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}
+    admin_login(Client(), "someone", "wrong", "10.0.0.2",
+                HTTP_X_FORWARDED_FOR="6.6.6.6, 203.0.113.5")
+    assert AccessAttempt.objects.get(username="someone").ip_address == "203.0.113.5"
+
+
+def test_result_images_from_the_s3_endpoint_are_allowed_by_the_policy():
+    script = (
+        "import django; django.setup()\n"
+        "from django.conf import settings\n"
+        "print(' '.join(settings.CONTENT_SECURITY_POLICY['DIRECTIVES']['img-src']))\n"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "quickbg.settings", "DEBUG": "true",
+           "AWS_STORAGE_BUCKET_NAME": "pics", "AWS_S3_ENDPOINT_URL": "https://s3.example.net:9000",
+           "QUICKBG_CSP_IMG_SRC": "https://cdn.example.net"}
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["'self'", "data:", "blob:", "https://s3.example.net:9000",
+                                   "https://cdn.example.net"]
