@@ -106,7 +106,21 @@ AUTHENTICATION_BACKENDS = [
 ]
 AXES_FAILURE_LIMIT = env_int("QUICKBG_LOGIN_FAILURE_LIMIT", 5, minimum=1)
 AXES_COOLOFF_TIME = timedelta(minutes=env_int("QUICKBG_LOGIN_COOLOFF_MINUTES", 15, minimum=1))
-AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+# What a lockout counts failures by: "username+ip_address" (a pair, the default), and/or
+# "ip_address" (every username from one address: stops password spraying, but can lock out
+# everyone behind one NAT) or "username" (from anywhere: lets anyone lock an account).
+_LOCKOUT_KEYS = {"username", "ip_address"}
+AXES_LOCKOUT_PARAMETERS = []
+for _item in env_list("QUICKBG_LOGIN_LOCKOUT_BY", ["username+ip_address"]):
+    _keys = [key.strip() for key in _item.split("+")]
+    if not set(_keys) <= _LOCKOUT_KEYS:
+        raise ImproperlyConfigured(
+            "QUICKBG_LOGIN_LOCKOUT_BY must list username, ip_address or username+ip_address, "
+            f"got {_item!r}"
+        )
+    AXES_LOCKOUT_PARAMETERS.append(_keys if len(_keys) > 1 else _keys[0])
+if not AXES_LOCKOUT_PARAMETERS:
+    raise ImproperlyConfigured("QUICKBG_LOGIN_LOCKOUT_BY must not be empty")
 AXES_CLIENT_IP_CALLABLE = "accounts.lockout.client_ip"
 AXES_LOCKOUT_CALLABLE = "accounts.lockout.lockout_response"
 AXES_RESET_ON_SUCCESS = True

@@ -464,3 +464,35 @@ def test_result_images_from_the_s3_endpoint_are_allowed_by_the_policy():
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["'self'", "data:", "blob:", "https://s3.example.net:9000",
                                    "https://cdn.example.net"]
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (None, "[['username', 'ip_address']]"),
+    ("ip_address,username+ip_address", "['ip_address', ['username', 'ip_address']]"),
+    ("user_name", None),
+])
+def test_lockout_parameters_come_from_the_environment(value, expected):
+    script = ("import django; django.setup()\n"
+              "from django.conf import settings; print(settings.AXES_LOCKOUT_PARAMETERS)\n")
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "quickbg.settings", "DEBUG": "true"}
+    env.pop("QUICKBG_LOGIN_LOCKOUT_BY", None)
+    if value is not None:
+        env["QUICKBG_LOGIN_LOCKOUT_BY"] = value
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    if expected is None:
+        assert proc.returncode != 0 and "QUICKBG_LOGIN_LOCKOUT_BY" in proc.stderr
+    else:
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip().splitlines()[-1] == expected
+
+
+def test_address_lockout_stops_password_spraying_when_chosen(settings):
+    from django.test import Client
+
+    settings.AXES_LOCKOUT_PARAMETERS = ["ip_address", ["username", "ip_address"]]
+    settings.AXES_FAILURE_LIMIT = 3
+    client = Client()
+    codes = [admin_login(client, f"name-{n}", "wrong", "192.0.2.90").status_code
+             for n in range(4)]
+    assert codes == [200, 200, 429, 429]
