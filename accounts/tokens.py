@@ -54,6 +54,13 @@ class SessionRefreshToken(RefreshToken):
             )
 
 
+def session_allowed(user) -> bool:
+    """Who may sign in or refresh (simplejwt's ``USER_AUTHENTICATION_RULE``): an active user
+    who still has a usable password. An admin who switches password sign-in off for a user ends
+    their API sessions at the next refresh, like a password change does."""
+    return user is not None and user.is_active and user.has_usable_password()
+
+
 class SessionTokenObtainPairSerializer(TokenObtainPairSerializer):
     token_class = SessionRefreshToken
 

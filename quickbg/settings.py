@@ -270,6 +270,7 @@ SIMPLE_JWT = {
     # Refresh tokens carry the sign-in time; refreshing cannot outlast the session's maximum age.
     "TOKEN_OBTAIN_SERIALIZER": "accounts.tokens.SessionTokenObtainPairSerializer",
     "TOKEN_REFRESH_SERIALIZER": "accounts.tokens.SessionTokenRefreshSerializer",
+    "USER_AUTHENTICATION_RULE": "accounts.tokens.session_allowed",
 }
 # A session (one sign-in) ends this many days after sign-in however often it is refreshed.
 QUICKBG_SESSION_MAX_AGE_DAYS = env_int("QUICKBG_SESSION_MAX_AGE_DAYS", 30, minimum=1)

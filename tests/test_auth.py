@@ -193,3 +193,19 @@ def test_refresh_token_without_a_sign_in_time_is_401(api, user):
     response = refresh(api, str(legacy))
     assert response.status_code == 401
     assert "sign in again" in response.json()["detail"]
+
+
+def test_admin_switching_password_sign_in_off_ends_api_sessions(api, user):
+    from django.test import Client
+
+    pair = sign_in(api, user)
+    admin = User.objects.create_superuser("boss2", "boss2@example.com", "boss-password-456")
+    browser = Client()
+    browser.force_login(admin)
+    response = browser.post(f"/admin/accounts/user/{user.pk}/password/",
+                            {"usable_password": "false", "unset-password": "1"})
+    assert response.status_code == 302
+    user.refresh_from_db()
+    assert not user.has_usable_password()
+    refused = refresh(api, pair["refresh"])
+    assert refused.status_code == 401
