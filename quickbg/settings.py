@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -56,13 +57,18 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework_simplejwt.token_blacklist",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI and ReDoc served from this origin, no CDN
+    "csp",
     "django_rq",
+    "axes",
     "accounts",
     "removal",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Content-Security-Policy on every response (quickbg.csp; policy below).
+    "quickbg.csp.PathCSPMiddleware",
     # Static files for the web page and the admin under gunicorn (no separate web server needed).
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -71,6 +77,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last: turns a sign-in refused by the lockout (accounts.lockout) into its 429 answer.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "quickbg.urls"
@@ -113,11 +121,43 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
 
+# Sign-in lockout (django-axes): QUICKBG_LOGIN_FAILURE_LIMIT failures for one username from one
+# client address lock that pair out for QUICKBG_LOGIN_COOLOFF_MINUTES, on the admin login form
+# and POST /api/v1/auth/token alike. The address is the one the API throttles use (NUM_PROXIES).
+AUTHENTICATION_BACKENDS = [
+    "accounts.lockout.LockoutBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("QUICKBG_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("QUICKBG_LOGIN_COOLOFF_MINUTES", 15, minimum=1))
+# What a lockout counts failures by: "username+ip_address" (a pair, the default), and/or
+# "ip_address" (every username from one address: stops password spraying, but can lock out
+# everyone behind one NAT) or "username" (from anywhere: lets anyone lock an account).
+_LOCKOUT_KEYS = {"username", "ip_address"}
+AXES_LOCKOUT_PARAMETERS = []
+for _item in env_list("QUICKBG_LOGIN_LOCKOUT_BY", ["username+ip_address"]):
+    _keys = [key.strip() for key in _item.split("+")]
+    if not set(_keys) <= _LOCKOUT_KEYS:
+        raise ImproperlyConfigured(
+            "QUICKBG_LOGIN_LOCKOUT_BY must list username, ip_address or username+ip_address, "
+            f"got {_item!r}"
+        )
+    AXES_LOCKOUT_PARAMETERS.append(_keys if len(_keys) > 1 else _keys[0])
+if not AXES_LOCKOUT_PARAMETERS:
+    raise ImproperlyConfigured("QUICKBG_LOGIN_LOCKOUT_BY must not be empty")
+AXES_CLIENT_IP_CALLABLE = "accounts.lockout.client_ip"
+AXES_LOCKOUT_CALLABLE = "accounts.lockout.lockout_response"
+AXES_RESET_ON_SUCCESS = True
+AXES_DISABLE_ACCESS_LOG = True  # failures are recorded; successful sign-ins are not
+AXES_VERBOSE = False
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+    # Not a rule: revokes the user's refresh tokens after a password change (accounts.passwords).
+    {"NAME": "accounts.passwords.RevokeTokensOnPasswordChange"},
 ]
 
 LANGUAGE_CODE = "en-us"
@@ -260,7 +300,11 @@ QUICKBG_UPLOAD_RATE = env_rate("QUICKBG_UPLOAD_RATE", "60/min")
 QUICKBG_METRICS_TOKEN = env_str("QUICKBG_METRICS_TOKEN")
 QUICKBG_MAX_QUEUED_TASKS = env_int("QUICKBG_MAX_QUEUED_TASKS", 20, minimum=1)
 QUICKBG_AUTH_RATE = env_rate("QUICKBG_AUTH_RATE", "20/min")  # token requests per client address
-NUM_PROXIES = env_int("NUM_PROXIES", 0, minimum=0) or None
+# GET /api/v1/health per client address: generous, load balancers poll it.
+QUICKBG_HEALTH_RATE = env_rate("QUICKBG_HEALTH_RATE", "600/min")
+# 0 (the default) means "no proxy": the client is REMOTE_ADDR and X-Forwarded-For is ignored.
+# Never None: DRF would then key clients by the X-Forwarded-For header the client itself sends.
+NUM_PROXIES = env_int("NUM_PROXIES", 0, minimum=0)
 CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
@@ -289,13 +333,56 @@ SIMPLE_JWT = {
     "BLACKLIST_AFTER_ROTATION": True,
     "SIGNING_KEY": env_str("JWT_SIGNING_KEY") or SECRET_KEY,
     "ALGORITHM": "HS256",
+    # Refresh tokens carry the sign-in time; refreshing cannot outlast the session's maximum age.
+    "TOKEN_OBTAIN_SERIALIZER": "accounts.tokens.SessionTokenObtainPairSerializer",
+    "TOKEN_REFRESH_SERIALIZER": "accounts.tokens.SessionTokenRefreshSerializer",
+    "USER_AUTHENTICATION_RULE": "accounts.tokens.session_allowed",
 }
+# A session (one sign-in) ends this many days after sign-in however often it is refreshed.
+QUICKBG_SESSION_MAX_AGE_DAYS = env_int("QUICKBG_SESSION_MAX_AGE_DAYS", 30, minimum=1)
 SPECTACULAR_SETTINGS = {
     "TITLE": "QuickBG API",
     "DESCRIPTION": "Self-hosted background removal: upload, poll the task, download a PNG.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # The docs pages' assets come with drf-spectacular-sidecar (pinned by its version).
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
+}
+
+# --- Content-Security-Policy (django-csp; per-path additions in quickbg/csp.py) ----------------
+# Result images may come from the S3 endpoint: its origin is allowed for images, plus any listed
+# in QUICKBG_CSP_IMG_SRC (e.g. a CDN or public S3 host in front of the bucket).
+_SELF, _NONE = "'self'", "'none'"
+_img_src = [_SELF, "data:", "blob:"]
+if AWS_STORAGE_BUCKET_NAME:
+    _endpoint = urlsplit(AWS_S3_ENDPOINT_URL or "")
+    _img_src += ([f"{_endpoint.scheme}://{_endpoint.netloc}"] if _endpoint.netloc
+                 else ["https://*.amazonaws.com"])
+_img_src += env_list("QUICKBG_CSP_IMG_SRC", [])
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [_SELF],
+        "script-src": [_SELF],
+        "style-src": [_SELF],
+        "img-src": _img_src,
+        "font-src": [_SELF],
+        "connect-src": [_SELF],
+        "object-src": [_NONE],
+        "base-uri": [_NONE],
+        "form-action": [_SELF],
+        "frame-ancestors": [_NONE],
+    },
+}
+# django-rq's job lists run one fixed inline script (select-all checkboxes): allowed by hash.
+_RQ_ACTIONS_SCRIPT = "'sha256-1kZe1KRxelr3ptMPsod17Z6BDvbtm4WcufgsZGvsErM='"
+QUICKBG_CSP_PATH_UPDATES = {
+    "/admin/": {"style-src": ["'unsafe-inline'"], "script-src": [_RQ_ACTIONS_SCRIPT]},
+    "/api/v1/docs": {"style-src": ["'unsafe-inline'"]},
+    "/api/v1/redoc": {"style-src": ["'unsafe-inline'"], "worker-src": [_SELF, "blob:"]},
 }
 
 # --- Logging ----------------------------------------------------------------------------------
@@ -335,6 +422,8 @@ LOGGING = {
         "rq.worker": {"level": LOG_LEVEL},
         "quickbg.metrics": {"handlers": ["console", "metrics_file"], "level": "INFO",
                             "propagate": False},
+        # django-axes: lockouts are warnings; every failed and successful sign-in is not news.
+        "axes": {"level": "WARNING"},
         # Replaces Django's default handlers (which would print request lines unredacted).
         "django": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
         # Request lines of the development server: same handler, so the same redaction.

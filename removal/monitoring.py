@@ -1,4 +1,13 @@
-"""``/metrics`` for Prometheus, read from the database and Redis at scrape time.
+"""``GET /api/v1/health`` and ``/metrics`` for Prometheus, read from the stores at request time.
+
+Health answers anyone with the seed's contract and nothing more: ``{status, service, checks:
+{api, database, redis, s3, storage}}``, each check ``ok`` or ``error``, 200 or 503. ``s3`` is the
+seed's name for the storage check and ``storage`` today's; both carry the same result, a real
+write, read back and delete of a small object through the configured storage (S3 or the local
+folder). Staff signed in to the admin (session) and holders of ``QUICKBG_METRICS_TOKEN``
+(``Authorization: Bearer``) also get ``details``: each failed check's error, the model, and the
+queue (depth, running, failed, workers). Health is throttled per client address
+(``QUICKBG_HEALTH_RATE``, generous: load balancers poll it).
 
 Off by default: the endpoint answers 404 until ``QUICKBG_METRICS_TOKEN`` is set, and then only
 to ``Authorization: Bearer <token>``. A custom collector reads the shared stores on each scrape
@@ -20,17 +29,38 @@ Exported families:
 from __future__ import annotations
 
 import hmac
+import logging
+import uuid
 from datetime import timedelta
 
 from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import connection
 from django.http import Http404, HttpResponse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
+from drf_spectacular.utils import extend_schema, inline_serializer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from rest_framework import serializers
+from rest_framework.authentication import SessionAuthentication
+from rest_framework.decorators import (
+    api_view,
+    authentication_classes,
+    permission_classes,
+    throttle_classes,
+)
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.throttling import SimpleRateThrottle
 
 from removal import modelstore, stats
+from removal.api.throttling import SettingsRate
+from removal.queue import get_queue
+
+logger = logging.getLogger(__name__)
 
 
 class QuickBGCollector:
@@ -127,3 +157,110 @@ def metrics_view(request):
     registry = CollectorRegistry(auto_describe=False)
     registry.register(QuickBGCollector())
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+
+
+# --- Health ---------------------------------------------------------------------------------------
+
+
+class HealthRateThrottle(SettingsRate, SimpleRateThrottle):
+    """``QUICKBG_HEALTH_RATE`` health requests per client address (``NUM_PROXIES`` applies)."""
+
+    scope = "health"
+    rate_setting = "QUICKBG_HEALTH_RATE"
+
+    def get_cache_key(self, request, view):
+        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+
+
+def _database_probe() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+
+
+def _redis_probe() -> None:
+    get_queue().connection.ping()
+
+
+def _storage_probe() -> None:
+    """Write a small object, read it back, delete it: reachable, writable and readable."""
+    payload = f"quickbg health probe {uuid.uuid4().hex}".encode()
+    name = default_storage.save(f"health/{uuid.uuid4().hex}.txt", ContentFile(payload))
+    try:
+        with default_storage.open(name, "rb") as fh:
+            if fh.read() != payload:
+                raise OSError("storage returned other bytes than were written")
+    finally:
+        default_storage.delete(name)
+
+
+PROBES = {"database": _database_probe, "redis": _redis_probe, "storage": _storage_probe}
+
+
+def _sees_details(request) -> bool:
+    """Staff with an admin session, or the holder of the metrics token."""
+    user = getattr(request, "user", None)
+    if user is not None and user.is_active and user.is_staff:
+        return True
+    token = metrics_token()
+    return bool(token) and _authorized(request, token)
+
+
+_CHECK = serializers.ChoiceField(choices=["ok", "error"])
+HealthSerializer = inline_serializer(
+    "Health",
+    fields={
+        "status": serializers.ChoiceField(choices=["healthy", "unhealthy"]),
+        "service": serializers.CharField(),
+        "checks": inline_serializer(
+            "HealthChecks",
+            fields={name: _CHECK for name in ("api", "database", "redis", "s3", "storage")},
+        ),
+    },
+)
+
+
+@extend_schema(
+    auth=[], responses={200: HealthSerializer, 503: HealthSerializer},
+    summary="Service health: 200 when the database, Redis and storage answer, else 503",
+)
+@api_view(["GET"])
+@authentication_classes([SessionAuthentication])
+@permission_classes([AllowAny])
+@throttle_classes([HealthRateThrottle])
+def health_view(request):
+    checks = {"api": "ok"}
+    errors = {}
+    for name, probe in PROBES.items():
+        try:
+            probe()
+            checks[name] = "ok"
+        except Exception as exc:  # noqa: BLE001 - any failure is a failed check
+            logger.warning("health check %s failed: %s", name, exc)
+            checks[name] = "error"
+            errors[name] = f"{type(exc).__name__}: {exc}"[:300]
+    checks["s3"] = checks["storage"]  # the seed's name for the same check
+    healthy = all(value == "ok" for value in checks.values())
+    body = {"status": "healthy" if healthy else "unhealthy", "service": "quickbg",
+            "checks": checks}
+    if _sees_details(request):
+        body["details"] = _details(errors)
+    response = Response(body, status=200 if healthy else 503)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def _details(errors: dict[str, str]) -> dict:
+    queue = stats.queue_state()  # never raises
+    return {
+        "errors": errors,
+        # Informational: a web-only process has no weights, and a deep queue is not an outage.
+        "model": {
+            "name": settings.QUICKBG_MODEL,
+            "present": modelstore.is_present(settings.QUICKBG_MODELS_DIR, settings.QUICKBG_MODEL),
+            "path": str(modelstore.model_path(settings.QUICKBG_MODELS_DIR,
+                                              settings.QUICKBG_MODEL)),
+        },
+        "queue": {"name": queue.name, "depth": queue.queued, "running": queue.started,
+                  "failed": queue.failed, "workers": queue.workers} if queue.available else None,
+        "storage": "s3" if settings.AWS_STORAGE_BUCKET_NAME else "local",
+    }

@@ -8,7 +8,6 @@ with ``SECRET_KEY`` and expires after ``QUICKBG_URL_EXPIRY`` seconds, like a pre
 
 from __future__ import annotations
 
-import os
 import posixpath
 import re
 import uuid
@@ -99,18 +98,6 @@ def resolve_download_token(token: str) -> tuple[str, str]:
     """Return ``(key, filename)`` for a valid, unexpired token; raise ``signing.BadSignature``."""
     payload = signing.loads(token, salt=_SIGNING_SALT, max_age=settings.QUICKBG_URL_EXPIRY)
     return payload["k"], payload.get("f") or ""
-
-
-def check() -> None:
-    """Raise if the storage backend is unreachable (used by the health endpoint)."""
-    if is_s3():
-        client = default_storage.connection.meta.client
-        client.head_bucket(Bucket=settings.AWS_STORAGE_BUCKET_NAME)
-    else:
-        location = default_storage.location
-        os.makedirs(location, exist_ok=True)
-        if not os.access(location, os.W_OK):
-            raise PermissionError(f"media folder {location} is not writable")
 
 
 def delete_quietly(key: str) -> None:

@@ -61,3 +61,151 @@ def test_createsuperuser_noinput_from_environment():
     admin = User.objects.get(username="root-admin")
     assert admin.is_superuser and admin.is_staff
     assert admin.check_password("a-long-admin-password")
+
+
+# --- Sessions end: sign-out, password change, absolute lifetime --------------------------------
+
+
+def sign_in(api, user) -> dict:
+    response = api.post("/api/v1/auth/token", {"username": user.username, "password": PASSWORD},
+                        format="json")
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+def refresh(api, token: str):
+    return api.post("/api/v1/auth/token/refresh", {"refresh": token}, format="json")
+
+
+def claims(token: str) -> dict:
+    import jwt
+
+    return jwt.decode(token, options={"verify_signature": False})
+
+
+def test_logout_revokes_the_refresh_token(api, user):
+    from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken
+
+    pair = sign_in(api, user)
+    response = api.post("/api/v1/auth/logout", {"refresh": pair["refresh"]}, format="json")
+    assert response.status_code == 200
+    assert BlacklistedToken.objects.filter(token__jti=claims(pair["refresh"])["jti"]).exists()
+    refused = refresh(api, pair["refresh"])
+    assert refused.status_code == 401
+    assert refused.json()["detail"] == "Token is blacklisted"
+    # Signing out twice, or with garbage, is a 401 and changes nothing else.
+    again = api.post("/api/v1/auth/logout", {"refresh": pair["refresh"]}, format="json")
+    assert again.status_code == 401
+    assert api.post("/api/v1/auth/logout", {"refresh": "x.y.z"}, format="json").status_code == 401
+
+
+def test_logout_leaves_the_users_other_sessions(api, user):
+    first, second = sign_in(api, user), sign_in(api, user)
+    assert api.post("/api/v1/auth/logout", {"refresh": first["refresh"]},
+                    format="json").status_code == 200
+    assert refresh(api, second["refresh"]).status_code == 200
+
+
+def test_admin_password_change_revokes_every_refresh_token(api, user, other_user):
+    from rest_framework_simplejwt.token_blacklist.models import OutstandingToken
+
+    first = sign_in(api, user)
+    rotated = refresh(api, sign_in(api, user)["refresh"]).json()["refresh"]  # a rotated one too
+    theirs = sign_in(api, other_user)
+    admin = User.objects.create_superuser("boss", "boss@example.com", "boss-password-123")
+    from django.test import Client
+
+    browser = Client()
+    browser.force_login(admin)
+    response = browser.post(
+        f"/admin/accounts/user/{user.pk}/password/",
+        {"password1": "a-new-long-password-42", "password2": "a-new-long-password-42",
+         "usable_password": "true"},
+    )
+    assert response.status_code == 302, response.content[:2000]
+    user.refresh_from_db()
+    assert user.check_password("a-new-long-password-42")
+    for token in (first["refresh"], rotated):
+        refused = refresh(api, token)
+        assert refused.status_code == 401 and refused.json()["detail"] == "Token is blacklisted"
+    live = OutstandingToken.objects.filter(user=user, blacklistedtoken__isnull=True)
+    assert not live.exists()
+    assert refresh(api, theirs["refresh"]).status_code == 200  # other users keep theirs
+    # The new password starts a new session that works.
+    fresh = api.post("/api/v1/auth/token",
+                     {"username": user.username, "password": "a-new-long-password-42"},
+                     format="json")
+    assert fresh.status_code == 200
+    assert refresh(api, fresh.json()["refresh"]).status_code == 200
+
+
+def test_set_password_and_save_revokes_refresh_tokens(api, user):
+    pair = sign_in(api, user)
+    user.set_password("another-long-password-7")
+    user.save()
+    assert refresh(api, pair["refresh"]).status_code == 401
+
+
+def test_refresh_keeps_the_sign_in_time(api, user):
+    import time
+
+    pair = sign_in(api, user)
+    signed_in = claims(pair["refresh"])["auth_time"]
+    assert abs(signed_in - time.time()) < 60
+    token = pair["refresh"]
+    for _ in range(3):
+        response = refresh(api, token)
+        assert response.status_code == 200
+        token = response.json()["refresh"]
+        assert claims(token)["auth_time"] == signed_in
+        assert claims(token)["jti"] != claims(pair["refresh"])["jti"]
+
+
+def test_refresh_past_the_session_maximum_age_is_401(api, user, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from accounts.tokens import SessionRefreshToken
+
+    settings.QUICKBG_SESSION_MAX_AGE_DAYS = 30
+    old = SessionRefreshToken.for_user(user)
+    old["auth_time"] = int((timezone.now() - timedelta(days=30, minutes=1)).timestamp())
+    response = refresh(api, str(old))  # its own exp is a day away: only the session is over
+    assert response.status_code == 401
+    assert response.json()["detail"] == (
+        "Your session has ended (sessions last at most 30 days from sign-in). "
+        "Please sign in again."
+    )
+    recent = SessionRefreshToken.for_user(user)
+    recent["auth_time"] = int((timezone.now() - timedelta(days=29)).timestamp())
+    assert refresh(api, str(recent)).status_code == 200
+    settings.QUICKBG_SESSION_MAX_AGE_DAYS = 28
+    again = SessionRefreshToken.for_user(user)
+    again["auth_time"] = int((timezone.now() - timedelta(days=29)).timestamp())
+    assert refresh(api, str(again)).status_code == 401
+
+
+def test_refresh_token_without_a_sign_in_time_is_401(api, user):
+    from rest_framework_simplejwt.tokens import RefreshToken
+
+    legacy = RefreshToken.for_user(user)  # as issued before sessions had a maximum age
+    response = refresh(api, str(legacy))
+    assert response.status_code == 401
+    assert "sign in again" in response.json()["detail"]
+
+
+def test_admin_switching_password_sign_in_off_ends_api_sessions(api, user):
+    from django.test import Client
+
+    pair = sign_in(api, user)
+    admin = User.objects.create_superuser("boss2", "boss2@example.com", "boss-password-456")
+    browser = Client()
+    browser.force_login(admin)
+    response = browser.post(f"/admin/accounts/user/{user.pk}/password/",
+                            {"usable_password": "false", "unset-password": "1"})
+    assert response.status_code == 302
+    user.refresh_from_db()
+    assert not user.has_usable_password()
+    refused = refresh(api, pair["refresh"])
+    assert refused.status_code == 401

@@ -26,7 +26,7 @@ from quickbg.logs import RedactSecrets
 from removal import storage
 from removal.models import Task, Upload
 from removal.services.tasks import task_enqueue
-from tests.factories import make_task, make_upload
+from tests.factories import PASSWORD, make_task, make_upload
 from tests.helpers import named
 from tests.images import make_image
 
@@ -260,3 +260,235 @@ def test_json_upload_options_accept_booleans(user, client_for):
     # The key was issued but nothing was uploaded: the options themselves were accepted.
     assert response.status_code == 404
     assert response.json()["detail"] == "Nothing has been uploaded to this s3_key yet"
+
+
+def test_token_throttle_ignores_a_client_chosen_x_forwarded_for(user, api, settings):
+    """With NUM_PROXIES=0 (the default) the client's own X-Forwarded-For never names the client:
+    45 guesses, each with a new forged address (and a new username, so only the throttle can
+    stop them), run into the per-address limit."""
+    settings.QUICKBG_AUTH_RATE = "20/min"
+    codes = [
+        api.post("/api/v1/auth/token", {"username": f"guess-{n}", "password": "guess"},
+                 format="json", REMOTE_ADDR="198.51.100.45",
+                 HTTP_X_FORWARDED_FOR=f"10.9.{n // 250}.{n % 250}").status_code
+        for n in range(45)
+    ]
+    assert codes.count(401) <= 20 and codes[-1] == 429, codes
+    assert set(codes) == {401, 429}
+    assert settings.REST_FRAMEWORK["NUM_PROXIES"] == 0
+
+
+def test_num_proxies_takes_the_address_the_trusted_proxy_saw(user, api, settings):
+    """Behind one proxy (NUM_PROXIES=1) the last X-Forwarded-For entry is the client: forged
+    entries before it change nothing, and another real client is counted apart."""
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}
+    settings.QUICKBG_AUTH_RATE = "3/min"
+    codes = [
+        api.post("/api/v1/auth/token", {"username": f"g-{n}", "password": "guess"},
+                 format="json", REMOTE_ADDR="10.0.0.2",
+                 HTTP_X_FORWARDED_FOR=f"1.2.3.{n}, 203.0.113.77").status_code
+        for n in range(4)
+    ]
+    assert codes == [401, 401, 401, 429]
+    other = api.post("/api/v1/auth/token", {"username": "g", "password": "guess"},
+                     format="json", REMOTE_ADDR="10.0.0.2",
+                     HTTP_X_FORWARDED_FOR="203.0.113.78")
+    assert other.status_code == 401
+
+
+# --- Sign-in lockout (django-axes) -------------------------------------------------------------
+
+
+def admin_login(client, username: str, password: str, address: str, **extra):
+    return client.post("/admin/login/?next=/admin/", {"username": username, "password": password},
+                       REMOTE_ADDR=address, **extra)
+
+
+def test_admin_login_locks_out_a_username_from_an_address(settings):
+    from axes.models import AccessAttempt
+    from django.test import Client
+
+    from accounts.models import User
+
+    settings.AXES_FAILURE_LIMIT = 5
+    User.objects.create_superuser("chief", "chief@example.com", "the-right-password-1")
+    client = Client()
+    codes = [admin_login(client, "chief", f"wrong-{n}", "192.0.2.60",
+                         HTTP_X_FORWARDED_FOR=f"10.1.1.{n}").status_code for n in range(5)]
+    assert codes == [200, 200, 200, 200, 429]  # the form again, then the lockout
+    attempt = AccessAttempt.objects.get(username="chief")
+    assert attempt.ip_address == "192.0.2.60"  # not the forged X-Forwarded-For
+    assert attempt.failures_since_start == 5
+    # Locked: even the right password is refused from that address, with when to come back.
+    locked = admin_login(client, "chief", "the-right-password-1", "192.0.2.60")
+    assert locked.status_code == 429
+    assert int(locked["Retry-After"]) == 15 * 60
+    assert b"Too many failed sign-in attempts" in locked.content
+    assert "_auth_user_id" not in client.session
+    # The same user from another address is not locked out.
+    elsewhere = Client()
+    ok = admin_login(elsewhere, "chief", "the-right-password-1", "192.0.2.61")
+    assert ok.status_code == 302 and ok["Location"] == "/admin/"
+
+
+def test_admin_lockout_ends_after_the_cool_off(settings):
+    from datetime import timedelta
+
+    from axes.models import AccessAttempt
+    from django.test import Client
+    from django.utils import timezone
+
+    from accounts.models import User
+
+    settings.AXES_FAILURE_LIMIT = 3
+    User.objects.create_superuser("chief2", "chief2@example.com", "the-right-password-2")
+    client = Client()
+    for n in range(3):
+        admin_login(client, "chief2", f"wrong-{n}", "192.0.2.70")
+    assert admin_login(client, "chief2", "the-right-password-2", "192.0.2.70").status_code == 429
+    AccessAttempt.objects.update(attempt_time=timezone.now() - timedelta(minutes=16))
+    assert admin_login(client, "chief2", "the-right-password-2", "192.0.2.70").status_code == 302
+
+
+def test_token_endpoint_signs_in_with_lockout_on_and_locks_out_too(user, api, settings):
+    from axes.models import AccessAttempt
+
+    settings.AXES_FAILURE_LIMIT = 3
+    good = api.post("/api/v1/auth/token", {"username": user.username, "password": PASSWORD},
+                    format="json", REMOTE_ADDR="192.0.2.80")
+    assert good.status_code == 200 and good.json()["access"]
+    codes = [api.post("/api/v1/auth/token", {"username": user.username, "password": "nope"},
+                      format="json", REMOTE_ADDR="192.0.2.80").status_code for _ in range(3)]
+    assert codes[:2] == [401, 401] and codes[2] in (401, 429)
+    assert AccessAttempt.objects.get(username=user.username).ip_address == "192.0.2.80"
+    locked = api.post("/api/v1/auth/token", {"username": user.username, "password": PASSWORD},
+                      format="json", REMOTE_ADDR="192.0.2.80")
+    assert locked.status_code == 429
+    assert locked.json()["detail"].startswith("Too many failed sign-in attempts")
+    other = api.post("/api/v1/auth/token", {"username": user.username, "password": PASSWORD},
+                     format="json", REMOTE_ADDR="192.0.2.81")
+    assert other.status_code == 200
+
+
+# --- Content-Security-Policy --------------------------------------------------------------------
+
+
+def csp_of(response) -> dict[str, list[str]]:
+    header = response["Content-Security-Policy"]
+    return {part.split()[0]: part.split()[1:] for part in header.split(";") if part.strip()}
+
+
+def test_web_page_has_a_strict_content_security_policy(client):
+    response = client.get("/")
+    assert response.status_code == 200
+    policy = csp_of(response)
+    assert policy["script-src"] == ["'self'"] and policy["style-src"] == ["'self'"]
+    assert policy["default-src"] == ["'self'"] and policy["object-src"] == ["'none'"]
+    assert policy["frame-ancestors"] == ["'none'"] and policy["base-uri"] == ["'none'"]
+    # Nothing inline in the page for the policy to refuse: no <script> body, no style, no on*.
+    html = response.content.decode()
+    import re
+
+    assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", html)
+    assert "<style" not in html and not re.search(r"\sstyle=", html)
+    assert not re.search(r"\son[a-z]+=", html)
+
+
+def test_admin_has_a_content_security_policy_allowing_only_its_known_inline_script(
+    client, settings
+):
+    import base64
+    import hashlib
+    import re
+
+    from accounts.models import User
+
+    admin = User.objects.create_superuser("csp", "csp@example.com", "csp-password-123")
+    client.force_login(admin)
+    login = csp_of(client.get("/admin/login/"))
+    assert "'unsafe-inline'" not in login["script-src"]
+    assert login["default-src"] == ["'self'"]
+    # django-rq's job list has one inline script: its exact hash is what the policy allows.
+    response = client.get("/admin/rq/queues/0/")
+    assert response.status_code == 200
+    scripts = re.findall(r"<script[^>]*>(.*?)</script>", response.content.decode(), re.S)
+    inline = [body for body in scripts if body.strip()]
+    assert inline, "django-rq's page has no inline script any more: drop its hash"
+    allowed = csp_of(response)["script-src"]
+    for body in inline:
+        digest = base64.b64encode(hashlib.sha256(body.encode()).digest()).decode()
+        assert f"'sha256-{digest}'" in allowed
+
+
+def test_api_docs_are_served_from_this_origin(client):
+    import re
+
+    for path in ("/api/v1/docs", "/api/v1/redoc"):
+        response = client.get(path)
+        assert response.status_code == 200, path
+        html = response.content.decode()
+        sources = re.findall(r'(?:src|href)="([^"]+)"', html)
+        assert sources and all(src.startswith("/") for src in sources), (path, sources)
+        assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", html), path
+        assert any("drf_spectacular_sidecar" in src for src in sources), (path, sources)
+    script = client.get("/api/v1/docs?script=")
+    assert script["Content-Type"] == "application/javascript"
+    assert b"SwaggerUIBundle" in script.content
+
+
+def test_lockout_counts_the_address_the_trusted_proxy_saw(settings):
+    from axes.models import AccessAttempt
+    from django.test import Client
+
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}
+    admin_login(Client(), "someone", "wrong", "10.0.0.2",
+                HTTP_X_FORWARDED_FOR="6.6.6.6, 203.0.113.5")
+    assert AccessAttempt.objects.get(username="someone").ip_address == "203.0.113.5"
+
+
+def test_result_images_from_the_s3_endpoint_are_allowed_by_the_policy():
+    script = (
+        "import django; django.setup()\n"
+        "from django.conf import settings\n"
+        "print(' '.join(settings.CONTENT_SECURITY_POLICY['DIRECTIVES']['img-src']))\n"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "quickbg.settings", "DEBUG": "true",
+           "AWS_STORAGE_BUCKET_NAME": "pics", "AWS_S3_ENDPOINT_URL": "https://s3.example.net:9000",
+           "QUICKBG_CSP_IMG_SRC": "https://cdn.example.net"}
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["'self'", "data:", "blob:", "https://s3.example.net:9000",
+                                   "https://cdn.example.net"]
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (None, "[['username', 'ip_address']]"),
+    ("ip_address,username+ip_address", "['ip_address', ['username', 'ip_address']]"),
+    ("user_name", None),
+])
+def test_lockout_parameters_come_from_the_environment(value, expected):
+    script = ("import django; django.setup()\n"
+              "from django.conf import settings; print(settings.AXES_LOCKOUT_PARAMETERS)\n")
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "quickbg.settings", "DEBUG": "true"}
+    env.pop("QUICKBG_LOGIN_LOCKOUT_BY", None)
+    if value is not None:
+        env["QUICKBG_LOGIN_LOCKOUT_BY"] = value
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    if expected is None:
+        assert proc.returncode != 0 and "QUICKBG_LOGIN_LOCKOUT_BY" in proc.stderr
+    else:
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip().splitlines()[-1] == expected
+
+
+def test_address_lockout_stops_password_spraying_when_chosen(settings):
+    from django.test import Client
+
+    settings.AXES_LOCKOUT_PARAMETERS = ["ip_address", ["username", "ip_address"]]
+    settings.AXES_FAILURE_LIMIT = 3
+    client = Client()
+    codes = [admin_login(client, f"name-{n}", "wrong", "192.0.2.90").status_code
+             for n in range(4)]
+    assert codes == [200, 200, 429, 429]

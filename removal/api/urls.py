@@ -1,8 +1,13 @@
 from django.urls import include, path, re_path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import (
+    SpectacularAPIView,
+    SpectacularRedocView,
+    SpectacularSwaggerSplitView,
+)
 from rest_framework.routers import SimpleRouter
 
 from removal.api import views
+from removal.monitoring import health_view
 
 router = SimpleRouter(trailing_slash=False)
 router.register("uploads", views.UploadViewSet, basename="upload")
@@ -10,11 +15,13 @@ router.register("tasks", views.TaskViewSet, basename="task")
 
 urlpatterns = [
     path("auth/", include("accounts.urls")),
-    path("health", views.health, name="health"),
+    path("health", health_view, name="health"),
     path("files/<str:token>", views.file_download, name="file-download"),
     # Any other link under files/ (cut short, extra slashes) gets the same JSON 404.
     re_path(r"^files/(?P<token>.*)$", views.file_download),
     path("schema", SpectacularAPIView.as_view(), name="schema"),
-    path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    # Split view: Swagger UI's start-up script is a separate request, not an inline script.
+    path("docs", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="docs"),
+    path("redoc", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
     path("", include(router.urls)),
 ]

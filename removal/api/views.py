@@ -3,19 +3,16 @@ from __future__ import annotations
 import logging
 import mimetypes
 
-from django.conf import settings
 from django.core import signing
 from django.core.files.storage import default_storage
-from django.db import connection
 from django.http import FileResponse, HttpResponseRedirect, JsonResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
-from rest_framework.decorators import action, api_view, permission_classes
+from rest_framework.decorators import action
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
-from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 
-from removal import modelstore, queue, stats, storage
+from removal import storage
 from removal.api import idempotency
 from removal.api.serializers import (
     PresignRequestSerializer,
@@ -115,45 +112,6 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
             raise Conflict(f"The task is {task.status}; its result is not ready")
         url = self.get_serializer(task).data["presigned_url"]
         return HttpResponseRedirect(url)
-
-
-def _database_ping() -> None:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT 1")
-
-
-@extend_schema(auth=[], responses={200: dict, 503: dict})
-@api_view(["GET"])
-@permission_classes([AllowAny])
-def health(request):
-    checks = {"api": "ok"}
-    probes = {
-        "database": _database_ping,
-        "redis": lambda: queue.get_queue().connection.ping(),
-        "storage": storage.check,
-    }
-    for name, probe in probes.items():
-        try:
-            probe()
-            checks[name] = "ok"
-        except Exception as exc:  # noqa: BLE001 - any failure is a failed check
-            logger.warning("health check %s failed: %s", name, exc)
-            checks[name] = f"error: {type(exc).__name__}"
-    healthy = all(value == "ok" for value in checks.values())
-    state = stats.queue_state()  # never raises
-    body = {
-        "status": "healthy" if healthy else "unhealthy",
-        "service": "quickbg",
-        "checks": checks,
-        # Informational: a web-only process has no weights, and a deep queue is not an outage.
-        "model": {
-            "name": settings.QUICKBG_MODEL,
-            "present": modelstore.is_present(settings.QUICKBG_MODELS_DIR, settings.QUICKBG_MODEL),
-        },
-        "queue": {"name": state.name, "depth": state.queued, "running": state.started,
-                  "failed": state.failed, "workers": state.workers} if state.available else None,
-    }
-    return Response(body, status=200 if healthy else 503)
 
 
 def file_download(request, token: str):

@@ -2,6 +2,7 @@
  * QuickBG web page: plain JavaScript over the REST API (/api/v1/), no build step.
  *
  * - Sign-in: POST auth/token; the JWT pair lives in this tab's sessionStorage.
+ *   Sign-out: POST auth/logout revokes the refresh token.
  *   The access token is refreshed (POST auth/token/refresh) shortly before it expires and
  *   again after any 401. Refresh tokens rotate, so one refresh at a time is shared by all calls.
  * - Upload: POST uploads (multipart `file` + output options), then poll GET tasks/{id}.
@@ -145,6 +146,19 @@
     $("app-section").hidden = !signedIn;
     $("account").hidden = !signedIn;
     $("account-name").textContent = signedIn ? store.getItem(KEYS.user) || "" : "";
+  }
+
+  // "Sign out" revokes the refresh token on the server (POST auth/logout), so a copy of it
+  // left anywhere is useless; the page does not wait for the answer.
+  function revokeSession() {
+    const refresh = store.getItem(KEYS.refresh);
+    if (!refresh) return;
+    fetch(`${API}/auth/logout`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", Accept: "application/json" },
+      body: JSON.stringify({ refresh }),
+      keepalive: true,
+    }).catch(() => {});
   }
 
   function signOut(message = "") {
@@ -458,7 +472,10 @@
 
   document.addEventListener("DOMContentLoaded", () => {
     $("login-form").addEventListener("submit", signIn);
-    $("sign-out").addEventListener("click", () => signOut(""));
+    $("sign-out").addEventListener("click", () => {
+      revokeSession();
+      signOut("");
+    });
     $("upload-form").addEventListener("submit", upload);
     $("retry").addEventListener("click", retry);
     $("refresh-tasks").addEventListener("click", loadTasks);

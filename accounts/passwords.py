@@ -1,0 +1,25 @@
+"""A password change signs the user out of the API everywhere.
+
+Django calls ``password_changed(password, user)`` on every entry of ``AUTH_PASSWORD_VALIDATORS``
+right after a user's new password is saved (``AbstractBaseUser.save`` after ``set_password``):
+the admin's password change form, ``manage.py changepassword``, Django's password change and
+reset views, and any future API endpoint that sets a password the usual way. That documented
+hook is where QuickBG revokes the user's refresh tokens; it adds no rule on the password itself.
+(A password written with a raw ``QuerySet.update`` bypasses it, as it bypasses every validator.)
+"""
+
+from __future__ import annotations
+
+from accounts.services import user_revoke_refresh_tokens
+
+
+class RevokeTokensOnPasswordChange:
+    def validate(self, password, user=None) -> None:
+        return None
+
+    def password_changed(self, password, user=None) -> None:
+        if user is not None and user.pk is not None:
+            user_revoke_refresh_tokens(user=user)
+
+    def get_help_text(self) -> str:
+        return "Changing the password signs this account out of the API on every device."
