@@ -467,12 +467,12 @@ def test_check_lock_catches_a_dependency_added_without_relocking(tmp_path, monke
     for name in ("requirements.lock", "requirements-dev.lock"):
         shutil.copy(ROOT / name, tmp_path / name)
     project = (ROOT / "pyproject.toml").read_text().replace(
-        'dependencies = [\n', 'dependencies = [\n    "django-axes>=8",\n', 1
+        'dependencies = [\n', 'dependencies = [\n    "not-in-the-lock>=8",\n', 1
     ).replace('"gunicorn>=23"', '"gunicorn>=99"')
     (tmp_path / "pyproject.toml").write_text(project)
     monkeypatch.setattr(check_lock, "ROOT", tmp_path)
     found = check_lock.problems()
-    assert any("'django-axes>=8' is not pinned" in line for line in found)
+    assert any("'not-in-the-lock>=8' is not pinned" in line for line in found)
     assert any("gunicorn==" in line and "'gunicorn>=99'" in line for line in found)
 
 

@@ -408,6 +408,6 @@ Run manage.py commands by hand against this instance (from {settings.BASE_DIR}):
                 f"This is a development server (DEBUG on, any Host header accepted) with a demo "
                 f"superuser whose password is printed above. Do not expose it to a network you "
                 f"do not trust; deploy with gunicorn and DEBUG=false instead (README: "
-                f"Deployment).",
+                f"Deploy).",
                 error=True,
             )
