@@ -182,6 +182,9 @@ QUICKBG_MAX_DIMENSION = env_int("QUICKBG_MAX_DIMENSION", 4096, minimum=1)
 QUICKBG_MIN_DIMENSION = env_int("QUICKBG_MIN_DIMENSION", 50, minimum=1)
 QUICKBG_MAX_RETRIES = env_int("QUICKBG_MAX_RETRIES", 3, minimum=0)
 QUICKBG_RETRY_DELAY = env_int("QUICKBG_RETRY_DELAY", 60, minimum=0)
+# Claims a task may have in its whole life, retries included (neither the API nor the admin
+# resets it); past it, ``POST tasks/{id}/retry`` answers 409.
+QUICKBG_MAX_TASK_ATTEMPTS = env_int("QUICKBG_MAX_TASK_ATTEMPTS", 10, minimum=1)
 QUICKBG_JOB_TIMEOUT = RQ_QUEUES[QUICKBG_QUEUE]["DEFAULT_TIMEOUT"]
 QUICKBG_URL_EXPIRY = env_int("QUICKBG_URL_EXPIRY", 3600, minimum=1)
 # Workers re-enqueue tasks no live job holds every N s (0 = never), ignoring ones touched recently.
@@ -199,6 +202,11 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
 QUICKBG_UPLOAD_RATE = env_str("QUICKBG_UPLOAD_RATE", "60/min")
 # Bearer token for GET /metrics (Prometheus); empty = the endpoint is off (404).
 QUICKBG_METRICS_TOKEN = env_str("QUICKBG_METRICS_TOKEN")
+# An Idempotency-Key placeholder with no answer after this long belongs to a request that died
+# (SIGKILL, OOM, a worker timeout kill); a retry with the key then takes it over. Keep it above
+# the web server's request timeout.
+QUICKBG_IDEMPOTENCY_PENDING_SECONDS = env_int("QUICKBG_IDEMPOTENCY_PENDING_SECONDS", 120,
+                                              minimum=1)
 QUICKBG_MAX_QUEUED_TASKS = env_int("QUICKBG_MAX_QUEUED_TASKS", 20, minimum=1)
 QUICKBG_AUTH_RATE = env_str("QUICKBG_AUTH_RATE", "20/min")  # token requests per client address
 NUM_PROXIES = env_int("NUM_PROXIES", 0, minimum=0) or None

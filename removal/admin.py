@@ -276,10 +276,13 @@ class TaskAdmin(ReadOnlyAdmin):
                 tasks.task_retry(task=task)
                 retried += 1
             except QuickBGError:
-                skipped += 1  # moved on since the page was rendered
+                # Moved on since the page was rendered, past its lifetime attempt limit, or its
+                # owner is at the unfinished-task cap (the same service and rules as the API).
+                skipped += 1
         self.message_user(
             request,
-            f"Retried {retried} failed task(s); skipped {skipped} that were not failed.",
+            f"Retried {retried} failed task(s); skipped {skipped} that were not failed or could "
+            "not be retried (attempt limit or the owner's task cap).",
             messages.SUCCESS if retried else messages.WARNING,
         )
 

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -281,3 +282,60 @@ def test_retry_of_a_failed_task_gets_the_full_retry_budget(user, client_for):
     assert response.status_code == 202
     task.refresh_from_db()
     assert (task.status, task.attempts) == (Task.Status.QUEUED, 0)
+
+
+# --- an abandoned Idempotency-Key (issue 17) ---------------------------------------------------
+
+CRASH_MID_UPLOAD = """
+import os, signal, sys
+import django
+django.setup()
+from accounts.models import User
+from removal.api import idempotency
+owner = User.objects.get(pk=int(sys.argv[1]))
+# The placeholder is committed, then the process dies before any answer is stored.
+idempotency.replay_or_perform(owner=owner, key=sys.argv[2], request_hash=sys.argv[3],
+                              perform=lambda: os.kill(os.getpid(), signal.SIGKILL))
+"""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_crashed_request_leaves_a_key_that_a_retry_takes_over_later(user, client_for,
+                                                                       settings):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from removal.api.idempotency import request_hash
+    from removal.pipeline.options import Options
+
+    data = make_image()
+    digest = request_hash({"file": SimpleUploadedFile("image.jpg", data),
+                           "options": Options.parse({}).to_dict()})
+    crashed = subprocess.run(
+        [sys.executable, "-c", CRASH_MID_UPLOAD, str(user.pk), "crash-key", digest],
+        cwd=ROOT, env=subprocess_env(), capture_output=True, timeout=120,
+        start_new_session=True,
+    )
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    placeholder = IdempotencyKey.objects.get(owner=user, key="crash-key")
+    assert placeholder.response_status is None
+
+    client = client_for(user)
+
+    def post():
+        return client.post("/api/v1/uploads", {"file": named(data)}, format="multipart",
+                           HTTP_IDEMPOTENCY_KEY="crash-key")
+
+    fresh = post()  # the request might still be running: still a conflict
+    assert fresh.status_code == 409
+    assert fresh.json()["detail"] == "A request with this Idempotency-Key is still in progress"
+
+    settings.QUICKBG_IDEMPOTENCY_PENDING_SECONDS = 120
+    IdempotencyKey.objects.filter(pk=placeholder.pk).update(
+        created_at=placeholder.created_at - timedelta(seconds=121))
+    taken_over = post()
+    assert taken_over.status_code == 202, taken_over.content
+    task_id = taken_over.json()["task_id"]
+    assert Task.objects.filter(pk=task_id, upload__owner=user).count() == 1
+    replay = post()
+    assert replay.status_code == 202 and replay.json()["task_id"] == task_id
+    assert Task.objects.filter(upload__owner=user).count() == 1

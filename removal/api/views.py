@@ -101,6 +101,11 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
     def get_queryset(self):
         return Task.objects.filter(upload__owner=self.request.user).select_related("upload")
 
+    def get_throttles(self):
+        if self.action == "retry":  # a retry queues work like an upload: the same budget
+            return [UploadRateThrottle()]
+        return super().get_throttles()
+
     @extend_schema(request=None, responses={202: TaskSerializer})
     @action(detail=True, methods=["post"])
     def retry(self, request, pk=None):

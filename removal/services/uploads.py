@@ -14,7 +14,7 @@ from removal import storage
 from removal.errors import Conflict, InvalidInput, NotFound, TooManyTasks
 from removal.models import DirectUpload, Task, Upload
 from removal.pipeline.validate import Limits, check_size, inspect
-from removal.services.tasks import check_task_quota, task_enqueue
+from removal.services.tasks import check_task_quota, lock_owner, task_enqueue
 
 
 def validation_limits() -> Limits:
@@ -132,7 +132,7 @@ def _create_upload_and_task(*, upload_id, owner, key, filename, info, sha256, op
     with transaction.atomic():
         # Re-check the cap under a lock on the user's row, so concurrent uploads cannot
         # overshoot it (the early check only spares storing a file that would be refused).
-        list(type(owner).objects.select_for_update().filter(pk=owner.pk).values_list("pk"))
+        lock_owner(owner_id=owner.pk)
         check_task_quota(owner=owner)
         upload = Upload.objects.create(
             id=upload_id, owner=owner, original_key=key, original_filename=filename[:255],
