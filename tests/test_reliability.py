@@ -70,6 +70,61 @@ def test_transient_storage_failure_is_retried_then_fails_with_reason(user, s3, s
     )
 
 
+class FlakyS3:
+    """A botocore ``before-call`` hook on the storage client: the first S3 calls fail the way a
+    busy or flaky S3 does (connection reset, 503 SlowDown, 500 InternalError), the rest reach
+    moto."""
+
+    def __init__(self):
+        self.calls: list[str] = []
+        self.failures = [self._reset, self._answer(503, "SlowDown"),
+                         self._answer(500, "InternalError")]
+
+    def _reset(self, **_):
+        from botocore.exceptions import ResponseStreamingError
+
+        raise ResponseStreamingError(error=ConnectionResetError(104, "Connection reset by peer"))
+
+    @staticmethod
+    def _answer(status: int, code: str):
+        from botocore.awsrequest import AWSResponse
+
+        def answer(**_):
+            http = AWSResponse("http://s3", status, {}, None)
+            return http, {"Error": {"Code": code, "Message": code},
+                          "ResponseMetadata": {"HTTPStatusCode": status}}
+        return answer
+
+    def __call__(self, model, **kwargs):
+        self.calls.append(model.name)
+        if len(self.calls) <= len(self.failures):
+            return self.failures[len(self.calls) - 1](**kwargs)
+        return None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_transient_s3_errors_go_back_to_the_queue_and_the_task_completes(
+        user, s3, settings, run_worker, monkeypatch):
+    from django.core.files.storage import default_storage
+
+    from removal import runner
+    from tests.helpers import DiscModel
+
+    monkeypatch.setattr(runner, "get_segmenter", lambda name=None: DiscModel())
+    settings.QUICKBG_RETRY_DELAY = 0  # retry at once so the burst worker runs every attempt
+    task = stored_task(user, make_image())
+    task_enqueue(task=task)
+    flaky = FlakyS3()
+    default_storage.connection.meta.client.meta.events.register("before-call.s3", flaky)
+    run_worker()
+    task.refresh_from_db()
+    assert len(flaky.calls) > 3  # the three injected failures, then real calls to moto
+    assert task.status == Task.Status.COMPLETED, task.error_message
+    assert task.attempts == 4  # three transient failures, each sent back to the queue
+    png = s3.get_object(Bucket=settings.AWS_STORAGE_BUCKET_NAME, Key=task.result_key)
+    assert png["Body"].read()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 @pytest.mark.django_db(transaction=True)
 def test_bad_input_fails_at_once_without_retry(user, run_worker, empty_queue):
     noisy = io.BytesIO()
