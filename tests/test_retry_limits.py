@@ -9,8 +9,8 @@ import pytest
 from removal.models import Task
 from removal.services.tasks import task_claim, task_fail
 from tests.factories import make_task, make_user
-from tests.images import make_image
 from tests.helpers import named
+from tests.images import make_image
 
 pytestmark = pytest.mark.django_db
 Status = Task.Status
