@@ -39,8 +39,9 @@ def upload_create_from_file(*, owner, file, options: dict | None = None,
     filename = file.name or ""
     info = inspect(data, validation_limits())
     upload_id = uuid.uuid4()
-    key = storage.original_key(owner_id=owner.pk, upload_id=upload_id, filename=filename)
-    storage.write(key, data)
+    # The stored name is ours (detected format); the client's name is kept only in the row.
+    key = storage.original_key(owner_id=owner.pk, upload_id=upload_id, fmt=info.format)
+    storage.write(key, data, content_type=storage.content_type_for(info.format))
     try:
         return _create_upload_and_task(
             upload_id=upload_id, owner=owner, key=key, filename=filename, info=info,
