@@ -48,6 +48,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: a body over QUICKBG_MAX_BODY_MB is refused (413) before anything reads it.
+    "removal.api.limits.BodyLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Static files for the web page and the admin under gunicorn (no separate web server needed).
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -194,6 +196,15 @@ QUICKBG_RECONCILE_GRACE = env_int("QUICKBG_RECONCILE_GRACE", 30, minimum=0)
 DATA_UPLOAD_MAX_MEMORY_SIZE = int(QUICKBG_MAX_UPLOAD_MB * 1024 * 1024) + 1024 * 1024
 DATA_UPLOAD_MAX_NUMBER_FILES = 10  # the API refuses more than one file with a clear message
 FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
+# Any request body: refused over this (413) before it is read, and cut off while streaming
+# (removal/api/limits.py). A margin above the image limit, so a file somewhat over it still gets
+# the validator's message ("File size (12.5MB) exceeds maximum (10MB)").
+QUICKBG_MAX_BODY_MB = env_float("QUICKBG_MAX_BODY_MB", QUICKBG_MAX_UPLOAD_MB + 5, minimum=0.001)
+FILE_UPLOAD_HANDLERS = [
+    "removal.api.limits.CappedUploadHandler",  # stops file parts at the body limit
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]
 
 # --- Abuse limits ---------------------------------------------------------------------------------
 # Upload rate per user (DRF throttle, counted in Redis so every web process shares it) and a cap
