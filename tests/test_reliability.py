@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import io
+import os
 import signal
 import subprocess
 import sys
 import time
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -394,3 +396,64 @@ def test_a_crashed_request_leaves_a_key_that_a_retry_takes_over_later(user, clie
     replay = post()
     assert replay.status_code == 202 and replay.json()["task_id"] == task_id
     assert Task.objects.filter(upload__owner=user).count() == 1
+
+
+# --- a hung job (issue 17) -------------------------------------------------------------------
+
+
+def worker_logs(folder: Path) -> str:
+    return "\n".join(p.read_text(errors="replace")[-3000:] for p in folder.glob("worker-*.log"))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_job_hung_in_c_code_on_a_live_worker_is_recovered_or_failed(user, settings,
+                                                                      tmp_path):
+    from removal.reconcile import reconcile
+
+    settings.QUICKBG_MAX_RETRIES = 1  # two attempts in all
+    fresh = make_task(owner=user)  # its first attempt: recovered (requeued)
+    last = make_task(owner=user, attempts=1)  # its last attempt: failed
+    queue = get_queue()
+    for task in (fresh, last):
+        job_id = f"task-{task.pk}-hang"
+        Task.objects.filter(pk=task.pk).update(rq_job_id=job_id)
+        queue.enqueue_call(func="tests.hang_job.hang_task", args=(str(task.pk),),
+                           job_id=job_id, timeout=10)
+    env = subprocess_env() | {"QUICKBG_RECONCILE_INTERVAL": "0", "QUICKBG_MAX_RETRIES": "1"}
+    workers = [
+        subprocess.Popen([sys.executable, "manage.py", "run_worker", "--name",
+                          f"hung-{n}-{uuid.uuid4().hex[:12]}"],
+                         cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                         stderr=open(tmp_path / f"worker-{n}.log", "wb"),  # noqa: SIM115
+                         start_new_session=True)
+        for n in range(2)
+    ]
+    try:
+        deadline = time.monotonic() + 90
+        while Task.objects.filter(pk__in=[fresh.pk, last.pk],
+                                  status=Task.Status.PROCESSING).count() < 2:
+            assert time.monotonic() < deadline, "the workers never started the jobs"
+            assert all(w.poll() is None for w in workers), worker_logs(tmp_path)
+            time.sleep(0.2)
+        time.sleep(4)
+        # Alive, inside the timeout: held (the liveness keys are fresh).
+        early = reconcile(grace_seconds=2)
+        assert early.held >= 2 and not early.requeued and not early.failed
+        # Past 10 s + 2 s, RQ's SIGALRM has not stopped them: both workers are still alive.
+        time.sleep(10)
+        assert all(w.poll() is None for w in workers), worker_logs(tmp_path)
+        late = reconcile(grace_seconds=2)
+    finally:
+        for worker in workers:
+            try:
+                os.killpg(worker.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            worker.wait(timeout=30)
+    assert late.requeued == [str(fresh.pk)]
+    assert late.failed == [str(last.pk)]
+    fresh.refresh_from_db()
+    last.refresh_from_db()
+    assert fresh.status == Task.Status.QUEUED and fresh.rq_job_id in queue.get_job_ids()
+    assert (last.status, last.error_message) == (Task.Status.FAILED,
+                                                 "Processing timed out after 10 s")

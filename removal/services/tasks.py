@@ -186,21 +186,26 @@ def task_release_for_retry(*, claim: Claim, message: str) -> bool:
     ) == 1
 
 
-def task_recover(*, task_id, status: str, attempts: int) -> str:
+def task_recover(*, task_id, status: str, attempts: int,
+                 timed_out_after: int | None = None) -> str:
     """Recover a task that no live job holds (the reconciler calls this).
 
-    A ``processing`` task whose worker died goes back to ``queued`` - or to ``failed`` once it
-    has used every attempt, so a poison image cannot kill workers forever. Guarded on the
+    A ``processing`` task whose worker died - or whose job hung past its timeout
+    (``timed_out_after`` seconds) - goes back to ``queued``, or to ``failed`` once it has used
+    every attempt, so a poison image cannot kill or block workers forever. Guarded on the
     status and attempt count the caller saw, so a worker that is in fact alive keeps its claim.
     Returns ``"requeued"``, ``"failed"`` or ``"skipped"``.
     """
     now = timezone.now()
     rows = Task.objects.filter(pk=task_id, status=status, attempts=attempts)
     if status == Status.PROCESSING and attempts >= queue.max_attempts():
+        if timed_out_after is not None:
+            message = f"Processing timed out after {timed_out_after} s"
+        else:
+            message = (f"Processing stopped unexpectedly {attempts} times (worker crashed or "
+                       "was killed); giving up")
         moved = rows.update(
-            status=Status.FAILED, finished_at=now, updated_at=now,
-            error_message=f"Processing stopped unexpectedly {attempts} times (worker crashed "
-            "or was killed); giving up",
+            status=Status.FAILED, finished_at=now, updated_at=now, error_message=message,
         )
         return "failed" if moved else "skipped"
     with transaction.atomic():
