@@ -5,7 +5,6 @@ and no temporary file is left behind."""
 from __future__ import annotations
 
 import json
-import os
 import select
 import signal
 import socket
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 from rest_framework.test import APIClient
 
-from tests.helpers import free_port, named, subprocess_env, token_for
+from tests.helpers import free_port, named, reap, subprocess_env, token_for
 
 ROOT = Path(__file__).resolve().parent.parent
 MB = 1024 * 1024
@@ -119,11 +118,7 @@ def gunicorn(tmp_path):
                 time.sleep(0.1)
         yield port, tmp
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(timeout=30)
+        reap(proc, first_signal=signal.SIGKILL)
 
 
 def send_chunked(port: int, path: str, headers: dict, preamble: bytes,

@@ -21,7 +21,7 @@ import yaml
 from django.conf import settings
 from django.core.management import get_commands, load_command_class
 
-from tests.helpers import free_port
+from tests.helpers import free_port, reap
 
 ROOT = Path(settings.BASE_DIR)
 COMPOSE = ROOT / "docker-compose.yml"
@@ -181,7 +181,8 @@ def test_gunicorn_serves_the_page_in_production_mode(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "quickbg.wsgi", "--bind", f"127.0.0.1:{port}",
          "--workers", "1"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=ROOT, env=env | {"QUICKBG_TEST_RUN": os.environ.get("QUICKBG_TEST_RUN", "")},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )
     try:
         response = None
@@ -198,8 +199,7 @@ def test_gunicorn_serves_the_page_in_production_mode(tmp_path):
         assert response.status_code == 200
         assert '<form id="login-form"' in response.text
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        reap(proc, timeout=10)
 
 
 def test_dockerfile_installs_what_the_services_need():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 import signal
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from removal.models import IdempotencyKey, Task, Upload
 from removal.queue import get_queue
 from removal.services.tasks import task_enqueue
 from tests.factories import make_task, make_upload
-from tests.helpers import free_port, named, subprocess_env
+from tests.helpers import free_port, named, reap, subprocess_env
 from tests.images import fixture_bytes, make_image
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -263,16 +262,20 @@ def test_sigterm_lets_the_running_job_finish(user, tmp_path):
     task = stored_task(user, fixture_bytes("girl-1.jpg"))
     task_enqueue(task=task)
     worker = subprocess.Popen(
-        [sys.executable, "manage.py", "run_worker", "--name", f"term-{tmp_path.name}"],
+        [sys.executable, "manage.py", "run_worker", "--name", f"term-{uuid.uuid4().hex[:12]}"],
         cwd=ROOT, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
-    deadline = time.monotonic() + 120
-    while Task.objects.get(pk=task.pk).status != Task.Status.PROCESSING:
-        assert time.monotonic() < deadline, "worker never started the task"
-        assert worker.poll() is None
-        time.sleep(0.05)
-    worker.send_signal(signal.SIGTERM)
-    assert worker.wait(timeout=120) == 0
+    try:
+        deadline = time.monotonic() + 120
+        while Task.objects.get(pk=task.pk).status != Task.Status.PROCESSING:
+            assert time.monotonic() < deadline, "worker never started the task"
+            assert worker.poll() is None
+            time.sleep(0.05)
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=120) == 0
+    finally:
+        reap(worker)
     task.refresh_from_db()
     assert task.status == Task.Status.COMPLETED
 
@@ -291,25 +294,28 @@ def test_worker_killed_mid_inference_hands_its_task_to_another(user, tmp_path):
     def worker(name: str) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, "manage.py", "run_worker", "--name", name],
                                 cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+                                stderr=subprocess.DEVNULL, start_new_session=True)
 
-    first = worker(f"doomed-{tmp_path.name}")
-    deadline = time.monotonic() + 120
-    while Task.objects.get(pk=task.pk).status != Task.Status.PROCESSING:
-        assert time.monotonic() < deadline and first.poll() is None
-        time.sleep(0.05)
-    time.sleep(0.5)  # inside the model run
-    first.send_signal(signal.SIGKILL)
-    first.wait(timeout=30)
-    killed_at = time.monotonic()
-    second = worker(f"rescuer-{tmp_path.name}")
+    # Unique names: RQ refuses a name whose registration a SIGKILLed worker left in Redis.
+    first = worker(f"doomed-{uuid.uuid4().hex[:12]}")
+    second = None
     try:
+        deadline = time.monotonic() + 120
+        while Task.objects.get(pk=task.pk).status != Task.Status.PROCESSING:
+            assert time.monotonic() < deadline and first.poll() is None
+            time.sleep(0.05)
+        time.sleep(0.5)  # inside the model run
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+        killed_at = time.monotonic()
+        second = worker(f"rescuer-{uuid.uuid4().hex[:12]}")
         while Task.objects.get(pk=task.pk).status != Task.Status.COMPLETED:
             assert time.monotonic() - killed_at < 120, "not recovered within 2 minutes"
             time.sleep(0.2)
     finally:
-        second.terminate()
-        second.wait(timeout=60)
+        reap(first, first_signal=signal.SIGKILL)
+        if second is not None:
+            reap(second, timeout=60)
     task.refresh_from_db()
     assert task.attempts == 2
     assert storage.exists(f"results/{task.pk}.png")
@@ -445,11 +451,7 @@ def test_a_job_hung_in_c_code_on_a_live_worker_is_recovered_or_failed(user, sett
         late = reconcile(grace_seconds=2)
     finally:
         for worker in workers:
-            try:
-                os.killpg(worker.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            worker.wait(timeout=30)
+            reap(worker, first_signal=signal.SIGKILL)
     assert late.requeued == [str(fresh.pk)]
     assert late.failed == [str(last.pk)]
     fresh.refresh_from_db()

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.helpers import free_port, subprocess_env
+from tests.helpers import free_port, reap, subprocess_env
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.model]
@@ -49,8 +49,11 @@ def wait_for_banner(log: Path, proc: subprocess.Popen) -> str:
 
 
 def ctrl_c(proc: subprocess.Popen) -> None:
-    os.killpg(proc.pid, signal.SIGINT)
-    assert proc.wait(timeout=90) == 0
+    try:
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=90) == 0
+    finally:
+        reap(proc, first_signal=signal.SIGKILL)  # whatever Ctrl-C left in its group
 
 
 def test_make_run_starts_everything_and_ctrl_c_stops_it(tmp_path):
