@@ -62,13 +62,15 @@ def twelve_mp_jpeg() -> bytes:
         base = Image.effect_noise((4000, 3000), 60).convert("RGB")
     noise = np.random.default_rng(0).normal(0, 9, (3000, 4000, 3))
     noisy = Image.fromarray(np.clip(np.asarray(base) + noise, 0, 255).astype(np.uint8))
-    best = b""
-    for quality in range(80, 100):
+    best, low, high = b"", 70, 100  # the highest quality that stays under 10 MB
+    while low < high:
+        quality = (low + high) // 2
         out = io.BytesIO()
         noisy.save(out, format="JPEG", quality=quality)
-        if out.tell() > TARGET_BYTES:
-            break
-        best = out.getvalue()
+        if out.tell() <= TARGET_BYTES:
+            best, low = out.getvalue(), quality + 1
+        else:
+            high = quality
     return best
 
 

@@ -101,6 +101,8 @@ class DirectUpload(models.Model):
 
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
     key = models.CharField(max_length=512, unique=True)
+    # The client's file name, kept for the Upload row; the key itself is server-chosen.
+    filename = models.CharField(max_length=255, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     used_at = models.DateTimeField(null=True, blank=True)
 

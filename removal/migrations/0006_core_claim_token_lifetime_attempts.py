@@ -1,4 +1,5 @@
-"""Task.claim_token (one UUID per claim) and Task.lifetime_attempts (never reset)."""
+"""Task.claim_token (one UUID per claim), Task.lifetime_attempts (never reset), and
+DirectUpload.filename (the client's name, no longer part of the issued key)."""
 
 from django.db import migrations, models
 from django.db.models import F
@@ -21,6 +22,10 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name="task", name="claim_token",
             field=models.UUIDField(blank=True, null=True),
+        ),
+        migrations.AddField(
+            model_name="directupload", name="filename",
+            field=models.CharField(blank=True, max_length=255),
         ),
         migrations.RunPython(copy_attempts, migrations.RunPython.noop),
     ]

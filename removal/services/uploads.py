@@ -82,7 +82,7 @@ def upload_create_from_key(*, owner, key: str, options: dict | None = None,
                 used_at=timezone.now()) != 1:
             raise Conflict("This s3_key was already submitted; request a new upload URL")
         return _create_upload_and_task(
-            upload_id=uuid.uuid4(), owner=owner, key=key, filename=key.rsplit("/", 1)[-1],
+            upload_id=uuid.uuid4(), owner=owner, key=key, filename=issued.filename,
             info=info, sha256=hashlib.sha256(data).hexdigest(), options=options, model=model,
         )
 
@@ -119,10 +119,10 @@ def direct_upload_issue(*, owner, filename: str) -> dict:
             f"{settings.QUICKBG_MAX_QUEUED_TASKS}); submit or let them expire",
             retry_after=60,
         )
-    key = (f"{storage.incoming_prefix(owner.pk)}{uuid.uuid4()}/"
-           f"{storage.safe_filename(filename)}")
+    # A server-chosen name: the client's file name never decides how the object is served.
+    key = f"{storage.incoming_prefix(owner.pk)}{uuid.uuid4()}/original"
     post = storage.presigned_post(key, max_bytes=validation_limits().max_bytes)
-    DirectUpload.objects.create(owner=owner, key=key)
+    DirectUpload.objects.create(owner=owner, key=key, filename=filename[:255])
     return {"s3_key": key, "url": post["url"], "fields": post["fields"],
             "expires_in": settings.QUICKBG_URL_EXPIRY,
             "max_bytes": validation_limits().max_bytes}
