@@ -66,6 +66,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: a body over QUICKBG_MAX_BODY_MB is refused (413) before anything reads it.
+    "removal.api.limits.BodyLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Content-Security-Policy on every response (quickbg.csp; policy below).
     "quickbg.csp.PathCSPMiddleware",
@@ -281,6 +283,9 @@ if QUICKBG_MIN_DIMENSION > QUICKBG_MAX_DIMENSION:
     )
 QUICKBG_MAX_RETRIES = env_int("QUICKBG_MAX_RETRIES", 3, minimum=0)
 QUICKBG_RETRY_DELAY = env_int("QUICKBG_RETRY_DELAY", 60, minimum=0)
+# Claims a task may have in its whole life, retries included (neither the API nor the admin
+# resets it); past it, ``POST tasks/{id}/retry`` answers 409.
+QUICKBG_MAX_TASK_ATTEMPTS = env_int("QUICKBG_MAX_TASK_ATTEMPTS", 10, minimum=1)
 QUICKBG_JOB_TIMEOUT = RQ_QUEUES[QUICKBG_QUEUE]["DEFAULT_TIMEOUT"]
 QUICKBG_URL_EXPIRY = env_int("QUICKBG_URL_EXPIRY", 3600, minimum=1)
 # Workers re-enqueue tasks no live job holds every N s (0 = never), ignoring ones touched recently.
@@ -290,6 +295,15 @@ QUICKBG_RECONCILE_GRACE = env_int("QUICKBG_RECONCILE_GRACE", 30, minimum=0)
 DATA_UPLOAD_MAX_MEMORY_SIZE = int(QUICKBG_MAX_UPLOAD_MB * 1024 * 1024) + 1024 * 1024
 DATA_UPLOAD_MAX_NUMBER_FILES = 10  # the API refuses more than one file with a clear message
 FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
+# Any request body: refused over this (413) before it is read, and cut off while streaming
+# (removal/api/limits.py). A margin above the image limit, so a file somewhat over it still gets
+# the validator's message ("File size (12.5MB) exceeds maximum (10MB)").
+QUICKBG_MAX_BODY_MB = env_float("QUICKBG_MAX_BODY_MB", QUICKBG_MAX_UPLOAD_MB + 5, minimum=0.001)
+FILE_UPLOAD_HANDLERS = [
+    "removal.api.limits.CappedUploadHandler",  # stops file parts at the body limit
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]
 
 # --- Abuse limits ---------------------------------------------------------------------------------
 # Upload rate per user (DRF throttle, counted in Redis so every web process shares it) and a cap
@@ -298,6 +312,11 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
 QUICKBG_UPLOAD_RATE = env_rate("QUICKBG_UPLOAD_RATE", "60/min")
 # Bearer token for GET /metrics (Prometheus); empty = the endpoint is off (404).
 QUICKBG_METRICS_TOKEN = env_str("QUICKBG_METRICS_TOKEN")
+# An Idempotency-Key placeholder with no answer after this long belongs to a request that died
+# (SIGKILL, OOM, a worker timeout kill); a retry with the key then takes it over. Keep it above
+# the web server's request timeout.
+QUICKBG_IDEMPOTENCY_PENDING_SECONDS = env_int("QUICKBG_IDEMPOTENCY_PENDING_SECONDS", 120,
+                                              minimum=1)
 QUICKBG_MAX_QUEUED_TASKS = env_int("QUICKBG_MAX_QUEUED_TASKS", 20, minimum=1)
 QUICKBG_AUTH_RATE = env_rate("QUICKBG_AUTH_RATE", "20/min")  # token requests per client address
 # GET /api/v1/health per client address: generous, load balancers poll it.

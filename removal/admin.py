@@ -119,6 +119,12 @@ def _thumbnail(url: str, *, checkerboard: bool = False):
     )
 
 
+def _original_url(upload: Upload) -> str:
+    """Served as the detected format, whatever the stored name (older rows kept the client's)."""
+    return storage.download_url(upload.original_key, request=None,
+                                content_type=storage.content_type_for(upload.format))
+
+
 class ReadOnlyAdmin(admin.ModelAdmin):
     """Rows change only through services; staff see them, and act through admin actions."""
 
@@ -162,7 +168,7 @@ class UploadAdmin(ReadOnlyAdmin):
 
     @admin.display(description="original")
     def original_image(self, obj):
-        return _thumbnail(storage.download_url(obj.original_key, request=None))
+        return _thumbnail(_original_url(obj))
 
     def get_search_results(self, request, queryset, search_term):
         found = _as_uuid(search_term)
@@ -238,13 +244,16 @@ class TaskAdmin(ReadOnlyAdmin):
 
     @admin.display(description="original")
     def original_image(self, obj):
-        return _thumbnail(storage.download_url(obj.upload.original_key, request=None))
+        return _thumbnail(_original_url(obj.upload))
 
     @admin.display(description="result")
     def result_image(self, obj):
         if not obj.result_key:
             return "—"
-        url = storage.download_url(obj.result_key, request=None)
+        url = storage.download_url(
+            obj.result_key, request=None,
+            content_type=storage.content_type_for(obj.result_key.rsplit(".", 1)[-1]),
+        )
         return _thumbnail(url, checkerboard=True)
 
     @admin.display(description="metrics")
@@ -276,10 +285,13 @@ class TaskAdmin(ReadOnlyAdmin):
                 tasks.task_retry(task=task)
                 retried += 1
             except QuickBGError:
-                skipped += 1  # moved on since the page was rendered
+                # Moved on since the page was rendered, past its lifetime attempt limit, or its
+                # owner is at the unfinished-task cap (the same service and rules as the API).
+                skipped += 1
         self.message_user(
             request,
-            f"Retried {retried} failed task(s); skipped {skipped} that were not failed.",
+            f"Retried {retried} failed task(s); skipped {skipped} that were not failed or could "
+            "not be retried (attempt limit or the owner's task cap).",
             messages.SUCCESS if retried else messages.WARNING,
         )
 

@@ -5,7 +5,8 @@ This module alone classifies failures:
   with its message; no retry;
 - a timeout (the model run stopped by ``InferenceTimeout``, or RQ's own job timeout) fails it with
   "Processing timed out after N s";
-- a transient failure (database, Redis, storage, network: ``TRANSIENT_ERRORS``) hands the task
+- a transient failure (database, Redis, storage, network: ``is_transient``: ``TRANSIENT_ERRORS``,
+  and S3 answers that mean "try again": 5xx, ``SlowDown`` and other throttling codes) hands the task
   back to the queue and re-raises, so RQ's ``Retry`` (set at enqueue) runs the job again after
   the backoff interval; once every attempt is used the task fails with the last error;
 - anything else is a bug or an unreadable input: the task fails with a readable message.
@@ -34,13 +35,40 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     InterfaceError,
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
-    botocore.exceptions.EndpointConnectionError,
-    botocore.exceptions.ConnectionClosedError,
-    botocore.exceptions.ReadTimeoutError,
-    botocore.exceptions.ConnectTimeoutError,
-    ConnectionError,
+    # Could not connect (refused, DNS, TLS, proxy, connect timeout).
+    botocore.exceptions.ConnectionError,
+    # The connection closed or was reset while sending or reading (``ConnectionClosedError``,
+    # ``ResponseStreamingError``), a read timeout: every failure of the HTTP exchange itself.
+    botocore.exceptions.HTTPClientError,
+    ConnectionError,  # ConnectionResetError, ConnectionRefusedError, BrokenPipeError...
     TimeoutError,
 )
+
+# S3 error codes that mean "slow down" or "try again" whatever the HTTP status (botocore's own
+# retry handlers treat the same codes as throttling or transient).
+RETRYABLE_STORAGE_CODES = frozenset({
+    "SlowDown", "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottled",
+    "RequestThrottledException", "TooManyRequestsException", "RequestLimitExceeded",
+    "BandwidthLimitExceeded", "RequestTimeout", "RequestTimeoutException", "InternalError",
+    "ServiceUnavailable", "PriorRequestNotComplete",
+})
+
+
+def _storage_error_is_transient(exc: botocore.exceptions.ClientError) -> bool:
+    response = getattr(exc, "response", None) or {}
+    code = str(response.get("Error", {}).get("Code", ""))
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+    return code in RETRYABLE_STORAGE_CODES or int(status) >= 500 or int(status) == 429
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Worth retrying: the database, Redis, storage or the network was briefly unavailable, or
+    S3 answered 5xx, 429 or a throttling code. A 4xx from S3 (access denied, no such bucket) is
+    a configuration error and is not retried."""
+    if isinstance(exc, TRANSIENT_ERRORS):
+        return True
+    return (isinstance(exc, botocore.exceptions.ClientError)
+            and _storage_error_is_transient(exc))
 
 
 def process_task(task_id: str) -> str:
@@ -64,9 +92,9 @@ def process_task(task_id: str) -> str:
     except (InferenceTimeout, JobTimeoutException):
         tasks.task_fail(claim=claim, message=f"Processing timed out after {queue.job_timeout()} s")
         return "failed"
-    except TRANSIENT_ERRORS as exc:
-        return _transient_failure(claim, exc)
     except Exception as exc:
+        if is_transient(exc):
+            return _transient_failure(claim, exc)
         logger.exception("task %s failed", task_id)
         tasks.task_fail(claim=claim, message=f"Processing failed: {describe(exc)}")
         return "failed"
@@ -99,7 +127,8 @@ def describe(exc: BaseException) -> str:
         return "the database was temporarily unavailable"
     if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
         return "the queue (Redis) was temporarily unavailable"
-    if isinstance(exc, botocore.exceptions.BotoCoreError):
+    if isinstance(exc, botocore.exceptions.BotoCoreError) or (
+            isinstance(exc, botocore.exceptions.ClientError) and is_transient(exc)):
         return "the storage service was temporarily unavailable"
     if isinstance(exc, (ConnectionError, TimeoutError)):
         return "a network connection failed"

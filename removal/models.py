@@ -44,6 +44,13 @@ class Task(models.Model):
     )
     progress = models.PositiveSmallIntegerField(default=0)
     attempts = models.PositiveIntegerField(default=0)
+    # Every claim ever made on this task (``task_claim`` increments it); unlike ``attempts``, which
+    # a retry resets to give the task RQ's retry budget again, nothing resets it: past
+    # ``QUICKBG_MAX_TASK_ATTEMPTS`` the task cannot be retried any more.
+    lifetime_attempts = models.PositiveIntegerField(default=0)
+    # A fresh UUID per claim: only the worker holding this token may record progress, the
+    # result or the failure (an attempt count can repeat after a retry resets it).
+    claim_token = models.UUIDField(null=True, blank=True)
     # The model that runs (a name from ``modelstore.MODELS``); ``options`` holds only the output
     # options (``pipeline.options.Options``).
     model = models.CharField(max_length=64)
@@ -94,6 +101,8 @@ class DirectUpload(models.Model):
 
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
     key = models.CharField(max_length=512, unique=True)
+    # The client's file name, kept for the Upload row; the key itself is server-chosen.
+    filename = models.CharField(max_length=255, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     used_at = models.DateTimeField(null=True, blank=True)
 

@@ -6,10 +6,17 @@ without persistence, a FLUSHALL, a worker SIGKILLed mid-job). A task is *held* w
 - its RQ job exists and is queued (and really in the queue's list), deferred, or scheduled (a
   retry waiting for its interval, and not overdue by more than the grace period); or
 - its job is started by a worker whose liveness key (``queue.alive_key(worker)``, refreshed every
-  few seconds by a thread in each worker, see ``removal.worker``) still exists.
+  few seconds by a thread in each worker, see ``removal.worker``) still exists, and it started
+  less than its timeout plus the grace period ago.
 
 Anything else older than a grace period is recovered through ``services.tasks.task_recover``:
 processing → queued (or failed after too many attempts), then enqueued again.
+
+The timeout bound catches a *hung* job: a worker that is alive (its liveness thread keeps
+refreshing the key) but whose main thread is stuck in C code, where RQ's SIGALRM timeout never
+runs. Such a job is treated as lost; when it has used its attempts the task fails with
+"Processing timed out after N s". If the stuck worker ever wakes up, its claim token is stale and
+it records nothing.
 """
 
 from __future__ import annotations
@@ -41,6 +48,45 @@ class Report:
 
 def is_held(task: Task, queue, queued_ids: set[str], *, grace_seconds: int = 30) -> bool:
     """``queued_ids``: the job ids the queue lists right now (read once per pass)."""
+    return hold(task, queue, queued_ids, grace_seconds=grace_seconds) == HELD
+
+
+HELD, LOST, HUNG = "held", "lost", "hung"
+
+
+def hold(task: Task, queue, queued_ids: set[str], *, grace_seconds: int = 30) -> str:
+    """``HELD`` by a live job, ``HUNG`` (started by a live worker longer ago than the job's
+    timeout plus ``grace_seconds``), or ``LOST``."""
+    return HELD if _is_held(task, queue, queued_ids, grace_seconds) else (
+        HUNG if _hung_job_timeout(task, queue, grace_seconds) is not None else LOST)
+
+
+def _started_job(task: Task, queue) -> Job | None:
+    try:
+        job = Job.fetch(task.rq_job_id, connection=queue.connection, serializer=queue.serializer)
+    except NoSuchJobError:
+        return None
+    return job if job.get_status(refresh=False) == JobStatus.STARTED else None
+
+
+def _overdue(job: Job, grace_seconds: int) -> bool:
+    if job.started_at is None or not job.timeout or int(job.timeout) < 0:
+        return False
+    limit = job.started_at + timedelta(seconds=int(job.timeout) + grace_seconds)
+    return timezone.now() > limit
+
+
+def _hung_job_timeout(task: Task, queue, grace_seconds: int) -> int | None:
+    """The job's timeout when ``task``'s job is started and overdue, else ``None``."""
+    if not task.rq_job_id:
+        return None
+    job = _started_job(task, queue)
+    if job is None or not _overdue(job, grace_seconds):
+        return None
+    return int(job.timeout)
+
+
+def _is_held(task: Task, queue, queued_ids: set[str], grace_seconds: int) -> bool:
     if not task.rq_job_id:
         return False
     if task.rq_job_id in queued_ids:
@@ -65,7 +111,8 @@ def is_held(task: Task, queue, queued_ids: set[str], *, grace_seconds: int = 30)
             return due > timezone.now() - timedelta(seconds=grace_seconds)
         return True
     if status == JobStatus.STARTED:
-        return bool(job.worker_name) and bool(connection.exists(alive_key(job.worker_name)))
+        alive = bool(job.worker_name) and bool(connection.exists(alive_key(job.worker_name)))
+        return alive and not _overdue(job, grace_seconds)
     return False
 
 
@@ -81,13 +128,20 @@ def reconcile(*, grace_seconds: int = 30, dry_run: bool = False) -> Report:
     ).only("id", "status", "attempts", "rq_job_id", "updated_at")
     for task in candidates.iterator():
         report.checked += 1
-        if is_held(task, queue, queued_ids, grace_seconds=grace_seconds):
+        state = hold(task, queue, queued_ids, grace_seconds=grace_seconds)
+        if state == HELD:
             report.held += 1
             continue
         if dry_run:
             report.requeued.append(str(task.pk))
             continue
-        outcome = task_recover(task_id=task.pk, status=task.status, attempts=task.attempts)
+        timed_out_after = (_hung_job_timeout(task, queue, grace_seconds)
+                           if state == HUNG else None)
+        if timed_out_after is not None:
+            logger.error("reconcile: task %s job %s is past its %s s timeout on a live worker "
+                         "(hung); recovering it", task.pk, task.rq_job_id, timed_out_after)
+        outcome = task_recover(task_id=task.pk, status=task.status, attempts=task.attempts,
+                               timed_out_after=timed_out_after)
         if outcome == "requeued":
             report.requeued.append(str(task.pk))
         elif outcome == "failed":

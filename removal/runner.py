@@ -98,7 +98,7 @@ def _run(claim: Claim, started: float, timings: dict, peak: PeakMemory) -> Outco
 
     t = time.perf_counter()
     key = storage.write(storage.result_key(task_id=task.pk, extension=result.extension),
-                        result.data)
+                        result.data, content_type=storage.content_type_for(result.extension))
     timings["store"] = round(time.perf_counter() - t, 4)
 
     metrics = {

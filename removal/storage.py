@@ -4,6 +4,16 @@ Everything goes through Django's ``default_storage``: S3 (django-storages) when
 ``AWS_STORAGE_BUCKET_NAME`` is set, a local folder otherwise. On S3 a download URL is a
 presigned GET; on local storage it is a URL to ``/api/v1/files/<token>`` whose token is signed
 with ``SECRET_KEY`` and expires after ``QUICKBG_URL_EXPIRY`` seconds, like a presigned URL.
+
+Nothing a user names decides how a stored file is served (issue 14, a stored XSS through an
+HTML/PNG polyglot): originals and results are stored under server-chosen names with the
+extension of the format detected from their content (``original.png``, never ``evil.html``); the
+user's file name lives only in the Upload row. Every download link carries the detected image
+type and ``Content-Disposition: attachment``: on S3 the object is written with that
+``ContentType`` and the presigned GET overrides ``ResponseContentType`` and
+``ResponseContentDisposition``; on local storage ``/api/v1/files/<token>`` answers with the type
+named in the signed token, ``X-Content-Type-Options: nosniff``, ``attachment`` and a CSP
+``sandbox``.
 """
 
 from __future__ import annotations
@@ -21,6 +31,19 @@ from django.urls import reverse
 _SIGNING_SALT = "quickbg.download"
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
+# The only types a download link ever announces; anything else is served as bytes.
+IMAGE_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "BMP": "image/bmp"}
+EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "BMP": "bmp"}
+SAFE_CONTENT_TYPES = frozenset(IMAGE_TYPES.values())
+FALLBACK_CONTENT_TYPE = "application/octet-stream"
+
+
+def content_type_for(fmt: str) -> str:
+    """The MIME type of a detected format (``Upload.format``, or a result's extension)."""
+    fmt = (fmt or "").upper()
+    fmt = {"JPG": "JPEG"}.get(fmt, fmt)
+    return IMAGE_TYPES.get(fmt, FALLBACK_CONTENT_TYPE)
+
 
 def is_s3() -> bool:
     return bool(settings.AWS_STORAGE_BUCKET_NAME)
@@ -32,8 +55,9 @@ def safe_filename(name: str) -> str:
     return cleaned or "image"
 
 
-def original_key(*, owner_id: int, upload_id: uuid.UUID, filename: str) -> str:
-    return f"originals/{owner_id}/{upload_id}/{safe_filename(filename)}"
+def original_key(*, owner_id: int, upload_id: uuid.UUID, fmt: str) -> str:
+    """Server-chosen: the extension is the detected format's, never the client's file name's."""
+    return f"originals/{owner_id}/{upload_id}/original.{EXTENSIONS[fmt]}"
 
 
 def result_key(*, task_id: uuid.UUID, extension: str = "png") -> str:
@@ -46,13 +70,17 @@ def incoming_prefix(owner_id: int) -> str:
     return f"incoming/{owner_id}/"
 
 
-def write(key: str, data: bytes) -> str:
+def write(key: str, data: bytes, *, content_type: str = FALLBACK_CONTENT_TYPE) -> str:
     """Store ``data`` at exactly ``key``, replacing what is there, and return the key.
 
-    Both backends overwrite in one step (``FileSystemStorage(allow_overwrite=True)``, S3's
+    ``content_type`` becomes the S3 object's ``ContentType`` (django-storages would otherwise
+    guess it from the key); local storage has no metadata and ignores it. Both backends
+    overwrite in one step (``FileSystemStorage(allow_overwrite=True)``, S3's
     ``file_overwrite``), so a result written twice costs no extra HEAD or DELETE.
     """
-    saved = default_storage.save(key, ContentFile(data))
+    content = ContentFile(data)
+    content.content_type = content_type  # read by django-storages' S3 _get_write_parameters
+    saved = default_storage.save(key, content)
     if saved != key:  # a backend configured to rename instead of overwrite
         raise RuntimeError(f"storage stored {key!r} as {saved!r}; enable overwriting")
     return key
@@ -71,15 +99,24 @@ def size(key: str) -> int:
     return default_storage.size(key)
 
 
-def download_url(key: str, *, request=None, filename: str | None = None) -> str:
-    """A time-limited URL that returns the object's bytes without further authentication."""
+def download_url(key: str, *, content_type: str, request=None,
+                 filename: str | None = None) -> str:
+    """A time-limited URL that returns the object's bytes without further authentication.
+
+    The answer is always ``content_type`` (an image type from ``content_type_for``; anything
+    else becomes ``application/octet-stream``) as an attachment named ``filename`` (default: the
+    key's last part), whatever the object's name or stored metadata say.
+    """
+    if content_type not in SAFE_CONTENT_TYPES:
+        content_type = FALLBACK_CONTENT_TYPE
+    filename = safe_filename(filename or key.rsplit("/", 1)[-1])
     expiry = settings.QUICKBG_URL_EXPIRY
     if is_s3():
-        params = None
-        if filename:
-            params = {"ResponseContentDisposition": f'attachment; filename="{filename}"'}
+        params = {"ResponseContentDisposition": f'attachment; filename="{filename}"',
+                  "ResponseContentType": content_type}
         return default_storage.url(key, parameters=params, expire=expiry)
-    token = signing.dumps({"k": key, "f": filename or ""}, salt=_SIGNING_SALT, compress=True)
+    token = signing.dumps({"k": key, "f": filename, "t": content_type}, salt=_SIGNING_SALT,
+                          compress=True)
     path = reverse("file-download", kwargs={"token": token})
     return request.build_absolute_uri(path) if request is not None else path
 
@@ -94,10 +131,15 @@ def presigned_post(key: str, *, max_bytes: int) -> dict:
     )
 
 
-def resolve_download_token(token: str) -> tuple[str, str]:
-    """Return ``(key, filename)`` for a valid, unexpired token; raise ``signing.BadSignature``."""
+def resolve_download_token(token: str) -> tuple[str, str, str]:
+    """Return ``(key, filename, content_type)`` for a valid, unexpired token; raise
+    ``signing.BadSignature``. The type is always one of ``SAFE_CONTENT_TYPES`` or bytes."""
     payload = signing.loads(token, salt=_SIGNING_SALT, max_age=settings.QUICKBG_URL_EXPIRY)
-    return payload["k"], payload.get("f") or ""
+    content_type = payload.get("t")
+    if content_type not in SAFE_CONTENT_TYPES:
+        content_type = FALLBACK_CONTENT_TYPE
+    key = payload["k"]
+    return key, payload.get("f") or safe_filename(key.rsplit("/", 1)[-1]), content_type
 
 
 def delete_quietly(key: str) -> None:

@@ -9,6 +9,7 @@ from rest_framework.test import APIClient
 
 from tests.factories import make_user
 from tests.helpers import RedisServer, free_port, token_for
+from tests.process_guard import pytest_configure, pytest_sessionfinish  # noqa: F401 - hooks
 
 
 @pytest.fixture(autouse=True)

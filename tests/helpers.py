@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -17,6 +18,9 @@ from rest_framework.test import APIClient
 
 from removal.pipeline.segment import INPUT_SIZE
 from tests.factories import PASSWORD
+from tests.process_guard import TEST_RUN_VAR, reap
+
+__all__ = ["TEST_RUN_VAR", "reap"]  # re-exported: tests import process helpers from here
 
 
 def free_port() -> int:
@@ -54,6 +58,7 @@ def subprocess_env() -> dict:
     else:
         env["DATABASE_URL"] = f"sqlite:///{db['NAME']}"
     env.update(
+        QUICKBG_TEST_RUN=os.environ.get(TEST_RUN_VAR, str(os.getpid())),
         DJANGO_SETTINGS_MODULE="quickbg.settings",
         QUICKBG_QUEUE=django_settings.QUICKBG_QUEUE,
         QUICKBG_MEDIA_ROOT=str(
@@ -84,7 +89,7 @@ class RedisServer:
         self.proc = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", str(self.dir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )
         for _ in range(100):
             try:
@@ -95,9 +100,8 @@ class RedisServer:
         raise RuntimeError("redis-server did not start")
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+        if self.proc:
+            reap(self.proc, first_signal=signal.SIGKILL)
 
     def restart_empty(self) -> None:
         self.stop()

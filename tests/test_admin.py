@@ -187,7 +187,8 @@ def test_retry_action_requeues_failed_tasks_and_skips_others(
 
     assert response.status_code == 200
     text = [str(m) for m in response.context["messages"]]
-    assert text == ["Retried 2 failed task(s); skipped 1 that were not failed."]
+    assert text == ["Retried 2 failed task(s); skipped 1 that were not failed or could not be "
+                    "retried (attempt limit or the owner's task cap)."]
     for task in failed:
         task.refresh_from_db()
         assert task.status == Status.QUEUED and task.error_message == ""

@@ -104,3 +104,16 @@ def test_presign_without_s3_is_a_clear_400(user, client_for):
                                      format="json")
     assert response.status_code == 400
     assert "Direct uploads need S3 storage" in response.json()["detail"]
+
+
+def test_a_direct_upload_key_is_server_chosen_and_the_name_stays_in_the_row(user, client_for,
+                                                                            s3):
+    client = client_for(user)
+    grant = presign(client, filename="evil.html")
+    assert grant["s3_key"].startswith(f"incoming/{user.pk}/")
+    assert grant["s3_key"].endswith("/original") and "evil" not in grant["s3_key"]
+    assert put(grant, make_image("PNG", (300, 200))).status_code in (200, 204)
+    response = submit(client, grant["s3_key"])
+    assert response.status_code == 202, response.content
+    upload = Upload.objects.get(pk=response.json()["upload_id"])
+    assert (upload.original_filename, upload.format) == ("evil.html", "PNG")

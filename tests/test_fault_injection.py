@@ -29,7 +29,7 @@ from rq.serializers import JSONSerializer
 
 from removal.models import Task
 from removal.queue import get_queue
-from tests.helpers import subprocess_env
+from tests.helpers import reap, subprocess_env
 from tests.images import fixture_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,6 +55,7 @@ class Workers:
             [sys.executable, "manage.py", "run_worker", "--name", name],
             cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL,
             stderr=open(self.log_dir / f"{name}.log", "wb"),  # noqa: SIM115 - closed by exit
+            start_new_session=True,
         )
 
     def keep_running(self) -> None:
@@ -68,19 +69,15 @@ class Workers:
         proc = self.procs.get(name)
         if proc is None or proc.poll() is not None:
             return False
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
+        reap(proc, first_signal=signal.SIGKILL)
         return True
 
     def stop(self) -> None:
         for proc in self.procs.values():
             if proc.poll() is None:
-                proc.terminate()
+                os.killpg(proc.pid, signal.SIGTERM)
         for proc in self.procs.values():
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            reap(proc, timeout=60)  # its group SIGKILLed after the graceful stop
 
 
 def upload_all(client) -> list[str]:

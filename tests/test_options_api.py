@@ -16,7 +16,7 @@ from removal import storage
 from removal.models import Task
 from removal.services.tasks import task_enqueue
 from tests.factories import make_upload
-from tests.helpers import named, subprocess_env
+from tests.helpers import named, reap, subprocess_env
 from tests.images import fixture_bytes, make_image
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -129,15 +129,19 @@ def test_a_polling_client_sees_progress_move(user, tmp_path):
     worker = subprocess.Popen(
         [sys.executable, "manage.py", "run_worker", "--burst", "--name", f"p-{tmp_path.name}"],
         cwd=ROOT, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     seen = []
     deadline = time.monotonic() + 180
-    while worker.poll() is None and time.monotonic() < deadline:
-        row = Task.objects.values_list("status", "progress").get(pk=task.pk)
-        if not seen or seen[-1] != row:
-            seen.append(row)
-        time.sleep(0.02)
-    worker.wait(timeout=60)
+    try:
+        while worker.poll() is None and time.monotonic() < deadline:
+            row = Task.objects.values_list("status", "progress").get(pk=task.pk)
+            if not seen or seen[-1] != row:
+                seen.append(row)
+            time.sleep(0.02)
+        worker.wait(timeout=60)
+    finally:
+        reap(worker)
     seen.append(Task.objects.values_list("status", "progress").get(pk=task.pk))
     # The fast steps around the model run may fall between two polls; what a poller always
     # sees is queued at 0, processing part-way (the model run holds one value for seconds),

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from tests.factories import PASSWORD
-from tests.helpers import subprocess_env
+from tests.helpers import reap, subprocess_env
 from tests.images import FIXTURES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,7 +31,8 @@ def test_readme_curl_sequence_works(live_server, user, tmp_path):
     script = readme_block("curl-start", "curl-end")
     worker = subprocess.Popen(
         [sys.executable, "manage.py", "run_worker", "--name", f"readme-{tmp_path.name}"],
-        cwd=ROOT, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        cwd=ROOT, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         env = subprocess_env() | {
@@ -41,8 +42,7 @@ def test_readme_curl_sequence_works(live_server, user, tmp_path):
         proc = subprocess.run(["bash", "-e", "-c", script], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=300)
     finally:
-        worker.terminate()
-        worker.wait(timeout=60)
+        reap(worker, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "completed 100" in proc.stdout
     assert "saved result.png" in proc.stdout

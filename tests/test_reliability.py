@@ -7,6 +7,8 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -21,7 +23,7 @@ from removal.models import IdempotencyKey, Task, Upload
 from removal.queue import get_queue
 from removal.services.tasks import task_enqueue
 from tests.factories import make_task, make_upload
-from tests.helpers import free_port, named, subprocess_env
+from tests.helpers import free_port, named, reap, subprocess_env
 from tests.images import fixture_bytes, make_image
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,6 +69,61 @@ def test_transient_storage_failure_is_retried_then_fails_with_reason(user, s3, s
     assert task.error_message == (
         "Failed after 4 attempts: the storage service was temporarily unavailable"
     )
+
+
+class FlakyS3:
+    """A botocore ``before-call`` hook on the storage client: the first S3 calls fail the way a
+    busy or flaky S3 does (connection reset, 503 SlowDown, 500 InternalError), the rest reach
+    moto."""
+
+    def __init__(self):
+        self.calls: list[str] = []
+        self.failures = [self._reset, self._answer(503, "SlowDown"),
+                         self._answer(500, "InternalError")]
+
+    def _reset(self, **_):
+        from botocore.exceptions import ResponseStreamingError
+
+        raise ResponseStreamingError(error=ConnectionResetError(104, "Connection reset by peer"))
+
+    @staticmethod
+    def _answer(status: int, code: str):
+        from botocore.awsrequest import AWSResponse
+
+        def answer(**_):
+            http = AWSResponse("http://s3", status, {}, None)
+            return http, {"Error": {"Code": code, "Message": code},
+                          "ResponseMetadata": {"HTTPStatusCode": status}}
+        return answer
+
+    def __call__(self, model, **kwargs):
+        self.calls.append(model.name)
+        if len(self.calls) <= len(self.failures):
+            return self.failures[len(self.calls) - 1](**kwargs)
+        return None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_transient_s3_errors_go_back_to_the_queue_and_the_task_completes(
+        user, s3, settings, run_worker, monkeypatch):
+    from django.core.files.storage import default_storage
+
+    from removal import runner
+    from tests.helpers import DiscModel
+
+    monkeypatch.setattr(runner, "get_segmenter", lambda name=None: DiscModel())
+    settings.QUICKBG_RETRY_DELAY = 0  # retry at once so the burst worker runs every attempt
+    task = stored_task(user, make_image())
+    task_enqueue(task=task)
+    flaky = FlakyS3()
+    default_storage.connection.meta.client.meta.events.register("before-call.s3", flaky)
+    run_worker()
+    task.refresh_from_db()
+    assert len(flaky.calls) > 3  # the three injected failures, then real calls to moto
+    assert task.status == Task.Status.COMPLETED, task.error_message
+    assert task.attempts == 4  # three transient failures, each sent back to the queue
+    png = s3.get_object(Bucket=settings.AWS_STORAGE_BUCKET_NAME, Key=task.result_key)
+    assert png["Body"].read()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.django_db(transaction=True)
@@ -205,16 +262,20 @@ def test_sigterm_lets_the_running_job_finish(user, tmp_path):
     task = stored_task(user, fixture_bytes("girl-1.jpg"))
     task_enqueue(task=task)
     worker = subprocess.Popen(
-        [sys.executable, "manage.py", "run_worker", "--name", f"term-{tmp_path.name}"],
+        [sys.executable, "manage.py", "run_worker", "--name", f"term-{uuid.uuid4().hex[:12]}"],
         cwd=ROOT, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
-    deadline = time.monotonic() + 120
-    while Task.objects.get(pk=task.pk).status != Task.Status.PROCESSING:
-        assert time.monotonic() < deadline, "worker never started the task"
-        assert worker.poll() is None
-        time.sleep(0.05)
-    worker.send_signal(signal.SIGTERM)
-    assert worker.wait(timeout=120) == 0
+    try:
+        deadline = time.monotonic() + 120
+        while Task.objects.get(pk=task.pk).status != Task.Status.PROCESSING:
+            assert time.monotonic() < deadline, "worker never started the task"
+            assert worker.poll() is None
+            time.sleep(0.05)
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=120) == 0
+    finally:
+        reap(worker)
     task.refresh_from_db()
     assert task.status == Task.Status.COMPLETED
 
@@ -233,25 +294,28 @@ def test_worker_killed_mid_inference_hands_its_task_to_another(user, tmp_path):
     def worker(name: str) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, "manage.py", "run_worker", "--name", name],
                                 cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+                                stderr=subprocess.DEVNULL, start_new_session=True)
 
-    first = worker(f"doomed-{tmp_path.name}")
-    deadline = time.monotonic() + 120
-    while Task.objects.get(pk=task.pk).status != Task.Status.PROCESSING:
-        assert time.monotonic() < deadline and first.poll() is None
-        time.sleep(0.05)
-    time.sleep(0.5)  # inside the model run
-    first.send_signal(signal.SIGKILL)
-    first.wait(timeout=30)
-    killed_at = time.monotonic()
-    second = worker(f"rescuer-{tmp_path.name}")
+    # Unique names: RQ refuses a name whose registration a SIGKILLed worker left in Redis.
+    first = worker(f"doomed-{uuid.uuid4().hex[:12]}")
+    second = None
     try:
+        deadline = time.monotonic() + 120
+        while Task.objects.get(pk=task.pk).status != Task.Status.PROCESSING:
+            assert time.monotonic() < deadline and first.poll() is None
+            time.sleep(0.05)
+        time.sleep(0.5)  # inside the model run
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+        killed_at = time.monotonic()
+        second = worker(f"rescuer-{uuid.uuid4().hex[:12]}")
         while Task.objects.get(pk=task.pk).status != Task.Status.COMPLETED:
             assert time.monotonic() - killed_at < 120, "not recovered within 2 minutes"
             time.sleep(0.2)
     finally:
-        second.terminate()
-        second.wait(timeout=60)
+        reap(first, first_signal=signal.SIGKILL)
+        if second is not None:
+            reap(second, timeout=60)
     task.refresh_from_db()
     assert task.attempts == 2
     assert storage.exists(f"results/{task.pk}.png")
@@ -281,3 +345,117 @@ def test_retry_of_a_failed_task_gets_the_full_retry_budget(user, client_for):
     assert response.status_code == 202
     task.refresh_from_db()
     assert (task.status, task.attempts) == (Task.Status.QUEUED, 0)
+
+
+# --- an abandoned Idempotency-Key (issue 17) ---------------------------------------------------
+
+CRASH_MID_UPLOAD = """
+import os, signal, sys
+import django
+django.setup()
+from accounts.models import User
+from removal.api import idempotency
+owner = User.objects.get(pk=int(sys.argv[1]))
+# The placeholder is committed, then the process dies before any answer is stored.
+idempotency.replay_or_perform(owner=owner, key=sys.argv[2], request_hash=sys.argv[3],
+                              perform=lambda: os.kill(os.getpid(), signal.SIGKILL))
+"""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_crashed_request_leaves_a_key_that_a_retry_takes_over_later(user, client_for,
+                                                                       settings):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from removal.api.idempotency import request_hash
+    from removal.pipeline.options import Options
+
+    data = make_image()
+    digest = request_hash({"file": SimpleUploadedFile("image.jpg", data),
+                           "options": Options.parse({}).to_dict()})
+    crashed = subprocess.run(
+        [sys.executable, "-c", CRASH_MID_UPLOAD, str(user.pk), "crash-key", digest],
+        cwd=ROOT, env=subprocess_env(), capture_output=True, timeout=120,
+        start_new_session=True,
+    )
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    placeholder = IdempotencyKey.objects.get(owner=user, key="crash-key")
+    assert placeholder.response_status is None
+
+    client = client_for(user)
+
+    def post():
+        return client.post("/api/v1/uploads", {"file": named(data)}, format="multipart",
+                           HTTP_IDEMPOTENCY_KEY="crash-key")
+
+    fresh = post()  # the request might still be running: still a conflict
+    assert fresh.status_code == 409
+    assert fresh.json()["detail"] == "A request with this Idempotency-Key is still in progress"
+
+    settings.QUICKBG_IDEMPOTENCY_PENDING_SECONDS = 120
+    IdempotencyKey.objects.filter(pk=placeholder.pk).update(
+        created_at=placeholder.created_at - timedelta(seconds=121))
+    taken_over = post()
+    assert taken_over.status_code == 202, taken_over.content
+    task_id = taken_over.json()["task_id"]
+    assert Task.objects.filter(pk=task_id, upload__owner=user).count() == 1
+    replay = post()
+    assert replay.status_code == 202 and replay.json()["task_id"] == task_id
+    assert Task.objects.filter(upload__owner=user).count() == 1
+
+
+# --- a hung job (issue 17) -------------------------------------------------------------------
+
+
+def worker_logs(folder: Path) -> str:
+    return "\n".join(p.read_text(errors="replace")[-3000:] for p in folder.glob("worker-*.log"))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_job_hung_in_c_code_on_a_live_worker_is_recovered_or_failed(user, settings,
+                                                                      tmp_path):
+    from removal.reconcile import reconcile
+
+    settings.QUICKBG_MAX_RETRIES = 1  # two attempts in all
+    fresh = make_task(owner=user)  # its first attempt: recovered (requeued)
+    last = make_task(owner=user, attempts=1)  # its last attempt: failed
+    queue = get_queue()
+    for task in (fresh, last):
+        job_id = f"task-{task.pk}-hang"
+        Task.objects.filter(pk=task.pk).update(rq_job_id=job_id)
+        queue.enqueue_call(func="tests.hang_job.hang_task", args=(str(task.pk),),
+                           job_id=job_id, timeout=10)
+    env = subprocess_env() | {"QUICKBG_RECONCILE_INTERVAL": "0", "QUICKBG_MAX_RETRIES": "1"}
+    workers = [
+        subprocess.Popen([sys.executable, "manage.py", "run_worker", "--name",
+                          f"hung-{n}-{uuid.uuid4().hex[:12]}"],
+                         cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                         stderr=open(tmp_path / f"worker-{n}.log", "wb"),  # noqa: SIM115
+                         start_new_session=True)
+        for n in range(2)
+    ]
+    try:
+        deadline = time.monotonic() + 90
+        while Task.objects.filter(pk__in=[fresh.pk, last.pk],
+                                  status=Task.Status.PROCESSING).count() < 2:
+            assert time.monotonic() < deadline, "the workers never started the jobs"
+            assert all(w.poll() is None for w in workers), worker_logs(tmp_path)
+            time.sleep(0.2)
+        time.sleep(4)
+        # Alive, inside the timeout: held (the liveness keys are fresh).
+        early = reconcile(grace_seconds=2)
+        assert early.held >= 2 and not early.requeued and not early.failed
+        # Past 10 s + 2 s, RQ's SIGALRM has not stopped them: both workers are still alive.
+        time.sleep(10)
+        assert all(w.poll() is None for w in workers), worker_logs(tmp_path)
+        late = reconcile(grace_seconds=2)
+    finally:
+        for worker in workers:
+            reap(worker, first_signal=signal.SIGKILL)
+    assert late.requeued == [str(fresh.pk)]
+    assert late.failed == [str(last.pk)]
+    fresh.refresh_from_db()
+    last.refresh_from_db()
+    assert fresh.status == Task.Status.QUEUED and fresh.rq_job_id in queue.get_job_ids()
+    assert (last.status, last.error_message) == (Task.Status.FAILED,
+                                                 "Processing timed out after 10 s")

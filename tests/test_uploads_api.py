@@ -25,8 +25,10 @@ def post_file(client, data: bytes, name: str):
         (make_image("GIF", (100, 100)), "anim.gif", "Unsupported image format: GIF"),
         (b"just some text, not an image\n" * 10, "fake.jpg", "File is not a valid image"),
         (b"", "empty.jpg", "The uploaded file is empty"),
+        (make_image("JPEG", (300, 200))[:-400], "cut.jpg",
+         "The image file is truncated or corrupt"),
     ],
-    ids=["12MB", "40x40", "too-wide", "gif", "text-named-jpg", "empty"],
+    ids=["12MB", "40x40", "too-wide", "gif", "text-named-jpg", "empty", "truncated-jpeg"],
 )
 def test_invalid_upload_is_400_with_message_and_no_rows(user, client_for, empty_queue, data,
                                                         name, message):

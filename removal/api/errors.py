@@ -18,11 +18,16 @@ class IdempotencyMismatch(QuickBGError):
     """An Idempotency-Key was reused with a different request body."""
 
 
+class BodyTooLarge(QuickBGError):
+    """The request body is over ``QUICKBG_MAX_BODY_MB`` (``removal.api.limits``)."""
+
+
 STATUS: tuple[tuple[type[QuickBGError], int], ...] = (
     (NotFound, status.HTTP_404_NOT_FOUND),
     (Conflict, status.HTTP_409_CONFLICT),
     (TooManyTasks, status.HTTP_429_TOO_MANY_REQUESTS),
     (IdempotencyMismatch, status.HTTP_422_UNPROCESSABLE_ENTITY),
+    (BodyTooLarge, status.HTTP_413_REQUEST_ENTITY_TOO_LARGE),
     (InvalidInput, status.HTTP_400_BAD_REQUEST),
 )
 

@@ -2,6 +2,12 @@
 
 This is the API layer's own concern (it stores status codes and response bodies), so it lives
 here and not in the services. The record is kept 24 h per (owner, key).
+
+The placeholder row (no response yet) is committed before the upload runs, so a concurrent
+repeat sees "in progress". If the process dies mid-request (SIGKILL, OOM, a gunicorn timeout
+kill) nothing removes it; a placeholder older than ``QUICKBG_IDEMPOTENCY_PENDING_SECONDS`` (a
+request cannot have run that long: the default 120 s is above gunicorn's timeout) is therefore
+abandoned, and the next request with the key takes it over and runs.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import json
 from collections.abc import Callable
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -49,9 +56,23 @@ def replay_or_perform(*, owner, key: str, request_hash: str,
     IdempotencyKey.objects.filter(
         owner=owner, key=key, created_at__lt=timezone.now() - IDEMPOTENCY_WINDOW
     ).delete()
+    abandoned_before = timezone.now() - timedelta(
+        seconds=settings.QUICKBG_IDEMPOTENCY_PENDING_SECONDS
+    )
+    # An abandoned placeholder of the same request is taken over (a guarded update, so of two
+    # concurrent retries only one wins; the other sees a fresh placeholder: 409).
+    taken_over = IdempotencyKey.objects.filter(
+        owner=owner, key=key, request_hash=request_hash, response_status=None,
+        created_at__lt=abandoned_before,
+    ).update(created_at=timezone.now())
     try:
-        with transaction.atomic():
-            record = IdempotencyKey.objects.create(owner=owner, key=key, request_hash=request_hash)
+        if taken_over:
+            record = IdempotencyKey.objects.get(owner=owner, key=key)
+        else:
+            with transaction.atomic():
+                record = IdempotencyKey.objects.create(
+                    owner=owner, key=key, request_hash=request_hash
+                )
     except IntegrityError:
         record = IdempotencyKey.objects.get(owner=owner, key=key)
         if record.request_hash != request_hash:

@@ -129,5 +129,6 @@ class TaskSerializer(serializers.ModelSerializer):
         extension = task.result_key.rsplit(".", 1)[-1]
         return storage.download_url(
             task.result_key, request=self.context.get("request"),
+            content_type=storage.content_type_for(extension),
             filename=f"{storage.safe_filename(stem)}-nobg.{extension}",
         )

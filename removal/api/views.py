@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import logging
-import mimetypes
 
 from django.core import signing
 from django.core.files.storage import default_storage
@@ -98,6 +97,11 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
     def get_queryset(self):
         return Task.objects.filter(upload__owner=self.request.user).select_related("upload")
 
+    def get_throttles(self):
+        if self.action == "retry":  # a retry queues work like an upload: the same budget
+            return [UploadRateThrottle()]
+        return super().get_throttles()
+
     @extend_schema(request=None, responses={202: TaskSerializer})
     @action(detail=True, methods=["post"])
     def retry(self, request, pk=None):
@@ -115,17 +119,24 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
 
 
 def file_download(request, token: str):
-    """Serve a local-storage object named by a signed, expiring token (local stand-in for S3)."""
-    # Not DRF (it streams a file), so its 404s are written as the API's JSON errors here.
+    """Serve a local-storage object named by a signed, expiring token (local stand-in for S3).
+
+    Always as the image type the token names (never guessed from the key), an attachment, not
+    sniffed, and sandboxed: even a polyglot original cannot run as a page on this origin. Not
+    DRF (it streams a file), so its 404s are written as the API's JSON errors here.
+    """
     try:
-        key, filename = storage.resolve_download_token(token)
+        key, filename, content_type = storage.resolve_download_token(token)
     except signing.SignatureExpired:
         return JsonResponse({"detail": "This download link has expired"}, status=404)
     except signing.BadSignature:
         return JsonResponse({"detail": "Invalid download link"}, status=404)
     if not default_storage.exists(key):
         return JsonResponse({"detail": "File not found"}, status=404)
-    return FileResponse(
-        default_storage.open(key, "rb"), as_attachment=bool(filename), filename=filename or None,
-        content_type=mimetypes.guess_type(key)[0] or "application/octet-stream",
+    response = FileResponse(
+        default_storage.open(key, "rb"), as_attachment=True, filename=filename,
+        content_type=content_type,
     )
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    return response

@@ -12,6 +12,7 @@ import uuid
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
@@ -52,18 +53,45 @@ def task_enqueue(*, task: Task, at_front: bool = False) -> str:
 
 
 def task_retry(*, task: Task) -> Task:
-    """Put a failed task back on the queue (owner via the API, staff via the admin)."""
+    """Put a failed task back on the queue (owner via the API, staff via the admin).
+
+    A retry counts against the owner's unfinished-task cap, checked under the same lock on the
+    owner's row that uploads take, and is refused (``Conflict``) once the task has been claimed
+    ``QUICKBG_MAX_TASK_ATTEMPTS`` times in its life. ``attempts`` starts again from zero (RQ's
+    retry budget for transient errors); ``lifetime_attempts`` never does.
+    """
+    limit = settings.QUICKBG_MAX_TASK_ATTEMPTS
     with transaction.atomic():
-        # A retry gets the full retry budget again: attempts count from zero.
+        owner = lock_owner(owner_id=Task.objects.values_list("upload__owner_id", flat=True)
+                           .get(pk=task.pk))
+        current = Task.objects.get(pk=task.pk)
+        if current.status != Status.FAILED:
+            raise Conflict(f"Only failed tasks can be retried; this one is {current.status}")
+        if current.lifetime_attempts >= limit:
+            raise Conflict(
+                f"This task has been processed {current.lifetime_attempts} times (limit "
+                f"{limit}); it cannot be retried again. Upload the image again if it should "
+                "be processed."
+            )
+        check_task_quota(owner=owner)
         moved = Task.objects.filter(pk=task.pk, status=Status.FAILED).update(
             status=Status.QUEUED, progress=0, attempts=0, error_message="", started_at=None,
-            finished_at=None, updated_at=timezone.now(),
+            finished_at=None, claim_token=None, updated_at=timezone.now(),
         )
         if moved != 1:
             raise Conflict(f"Only failed tasks can be retried; this one is {task.status}")
         task.refresh_from_db()
         task_enqueue(task=task)
     return task
+
+
+def lock_owner(*, owner_id):
+    """Lock the owner's user row for the rest of the transaction and return it.
+
+    Uploads and retries take this lock before they re-check the unfinished-task cap, so
+    concurrent requests of one user cannot overshoot it.
+    """
+    return get_user_model().objects.select_for_update().get(pk=owner_id)
 
 
 def task_reprocess(*, task: Task) -> Task:
@@ -94,6 +122,7 @@ class Claim:
 
     task: Task
     attempt: int
+    token: uuid.UUID
 
 
 def task_claim(*, task_id, job_id: str | None = None) -> Claim | None:
@@ -103,7 +132,9 @@ def task_claim(*, task_id, job_id: str | None = None) -> Claim | None:
     checks the job that really holds the task (not a newer one that found it taken).
     """
     now = timezone.now()
-    changes = dict(status=Status.PROCESSING, attempts=F("attempts") + 1, progress=5,
+    token = uuid.uuid4()
+    changes = dict(status=Status.PROCESSING, attempts=F("attempts") + 1,
+                   lifetime_attempts=F("lifetime_attempts") + 1, claim_token=token, progress=5,
                    started_at=now, updated_at=now, error_message="")
     if job_id:
         changes["rq_job_id"] = job_id
@@ -111,11 +142,14 @@ def task_claim(*, task_id, job_id: str | None = None) -> Claim | None:
     if claimed != 1:
         return None
     task = Task.objects.select_related("upload").get(pk=task_id)
-    return Claim(task=task, attempt=task.attempts)
+    return Claim(task=task, attempt=task.attempts, token=token)
 
 
 def _held(claim: Claim):
-    return Task.objects.filter(pk=claim.task.pk, status=Status.PROCESSING, attempts=claim.attempt)
+    """The task row, if this claim still holds it (its token, not its attempt number: a retry
+    resets the count, so an old worker's number can match a newer claim)."""
+    return Task.objects.filter(pk=claim.task.pk, status=Status.PROCESSING,
+                               claim_token=claim.token)
 
 
 def task_set_progress(*, claim: Claim, progress: int) -> None:
@@ -152,21 +186,26 @@ def task_release_for_retry(*, claim: Claim, message: str) -> bool:
     ) == 1
 
 
-def task_recover(*, task_id, status: str, attempts: int) -> str:
+def task_recover(*, task_id, status: str, attempts: int,
+                 timed_out_after: int | None = None) -> str:
     """Recover a task that no live job holds (the reconciler calls this).
 
-    A ``processing`` task whose worker died goes back to ``queued`` - or to ``failed`` once it
-    has used every attempt, so a poison image cannot kill workers forever. Guarded on the
+    A ``processing`` task whose worker died - or whose job hung past its timeout
+    (``timed_out_after`` seconds) - goes back to ``queued``, or to ``failed`` once it has used
+    every attempt, so a poison image cannot kill or block workers forever. Guarded on the
     status and attempt count the caller saw, so a worker that is in fact alive keeps its claim.
     Returns ``"requeued"``, ``"failed"`` or ``"skipped"``.
     """
     now = timezone.now()
     rows = Task.objects.filter(pk=task_id, status=status, attempts=attempts)
     if status == Status.PROCESSING and attempts >= queue.max_attempts():
+        if timed_out_after is not None:
+            message = f"Processing timed out after {timed_out_after} s"
+        else:
+            message = (f"Processing stopped unexpectedly {attempts} times (worker crashed or "
+                       "was killed); giving up")
         moved = rows.update(
-            status=Status.FAILED, finished_at=now, updated_at=now,
-            error_message=f"Processing stopped unexpectedly {attempts} times (worker crashed "
-            "or was killed); giving up",
+            status=Status.FAILED, finished_at=now, updated_at=now, error_message=message,
         )
         return "failed" if moved else "skipped"
     with transaction.atomic():

@@ -14,7 +14,7 @@ from removal import storage
 from removal.errors import Conflict, InvalidInput, NotFound, TooManyTasks
 from removal.models import DirectUpload, Task, Upload
 from removal.pipeline.validate import Limits, check_size, inspect
-from removal.services.tasks import check_task_quota, task_enqueue
+from removal.services.tasks import check_task_quota, lock_owner, task_enqueue
 
 
 def validation_limits() -> Limits:
@@ -39,8 +39,9 @@ def upload_create_from_file(*, owner, file, options: dict | None = None,
     filename = file.name or ""
     info = inspect(data, validation_limits())
     upload_id = uuid.uuid4()
-    key = storage.original_key(owner_id=owner.pk, upload_id=upload_id, filename=filename)
-    storage.write(key, data)
+    # The stored name is ours (detected format); the client's name is kept only in the row.
+    key = storage.original_key(owner_id=owner.pk, upload_id=upload_id, fmt=info.format)
+    storage.write(key, data, content_type=storage.content_type_for(info.format))
     try:
         return _create_upload_and_task(
             upload_id=upload_id, owner=owner, key=key, filename=filename, info=info,
@@ -81,7 +82,7 @@ def upload_create_from_key(*, owner, key: str, options: dict | None = None,
                 used_at=timezone.now()) != 1:
             raise Conflict("This s3_key was already submitted; request a new upload URL")
         return _create_upload_and_task(
-            upload_id=uuid.uuid4(), owner=owner, key=key, filename=key.rsplit("/", 1)[-1],
+            upload_id=uuid.uuid4(), owner=owner, key=key, filename=issued.filename,
             info=info, sha256=hashlib.sha256(data).hexdigest(), options=options, model=model,
         )
 
@@ -118,10 +119,10 @@ def direct_upload_issue(*, owner, filename: str) -> dict:
             f"{settings.QUICKBG_MAX_QUEUED_TASKS}); submit or let them expire",
             retry_after=60,
         )
-    key = (f"{storage.incoming_prefix(owner.pk)}{uuid.uuid4()}/"
-           f"{storage.safe_filename(filename)}")
+    # A server-chosen name: the client's file name never decides how the object is served.
+    key = f"{storage.incoming_prefix(owner.pk)}{uuid.uuid4()}/original"
     post = storage.presigned_post(key, max_bytes=validation_limits().max_bytes)
-    DirectUpload.objects.create(owner=owner, key=key)
+    DirectUpload.objects.create(owner=owner, key=key, filename=filename[:255])
     return {"s3_key": key, "url": post["url"], "fields": post["fields"],
             "expires_in": settings.QUICKBG_URL_EXPIRY,
             "max_bytes": validation_limits().max_bytes}
@@ -132,7 +133,7 @@ def _create_upload_and_task(*, upload_id, owner, key, filename, info, sha256, op
     with transaction.atomic():
         # Re-check the cap under a lock on the user's row, so concurrent uploads cannot
         # overshoot it (the early check only spares storing a file that would be refused).
-        list(type(owner).objects.select_for_update().filter(pk=owner.pk).values_list("pk"))
+        lock_owner(owner_id=owner.pk)
         check_task_quota(owner=owner)
         upload = Upload.objects.create(
             id=upload_id, owner=owner, original_key=key, original_filename=filename[:255],

@@ -175,3 +175,36 @@ def test_jpeg_with_a_multi_picture_block_is_a_jpeg():
     assert (info.format, info.width, info.height) == ("JPEG", 120, 90)
     decoded = decode(data, Limits())
     assert (decoded.width, decoded.height) == (120, 90)
+
+
+@pytest.mark.parametrize("fmt,params", [
+    ("JPEG", {}), ("JPEG", {"progressive": True}), ("PNG", {}), ("WEBP", {"quality": 90}),
+    ("BMP", {}),
+], ids=["jpeg", "progressive-jpeg", "png", "webp", "bmp"])
+def test_a_file_cut_anywhere_is_refused_at_inspection(fmt, params):
+    noisy = Image.effect_noise((300, 200), 60).convert("RGB")
+    data = encode(noisy, fmt, **params)
+    assert inspect(data, LIMITS).format == fmt  # whole: accepted
+    for fraction in (0.3, 0.5, 0.8, 0.95, 0.999):
+        # (A WebP cut early does not even open: "not a valid image"; a refusal all the same.)
+        with pytest.raises(InvalidImage, match="^(The image file is truncated or corrupt"
+                                               "|File is not a valid image)"):
+            inspect(data[: int(len(data) * fraction)], LIMITS)
+
+
+def test_a_jpeg_with_an_embedded_thumbnail_and_trailing_bytes_is_whole():
+    photo = Image.effect_noise((300, 200), 60).convert("RGB")
+    thumb = encode(photo.resize((60, 40)), "JPEG")  # a whole JPEG (SOI..EOI) inside APP1
+    data = encode(photo, "JPEG", exif=b"Exif\0\0" + thumb)
+    assert thumb in data
+    assert inspect(data + b"<html>trailer</html>", LIMITS).format == "JPEG"
+    # Cut inside the main picture's scan, after the thumbnail's EOI: still refused.
+    with pytest.raises(InvalidImage, match="truncated or corrupt"):
+        inspect(data[: data.index(thumb) + len(thumb) + 900], LIMITS)
+
+
+def test_only_the_supported_decoders_open_untrusted_bytes():
+    """A TGA file (Pillow has a decoder for it) is never handed to that decoder."""
+    data = encode(Image.new("RGB", (100, 100), (1, 2, 3)), "TGA")
+    with pytest.raises(InvalidImage, match="^File is not a valid image"):
+        inspect(data, LIMITS)

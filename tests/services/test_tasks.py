@@ -10,9 +10,11 @@ from removal.services.tasks import (
     check_task_quota,
     task_claim,
     task_complete,
+    task_fail,
     task_recover,
     task_reprocess,
     task_retry,
+    task_set_progress,
 )
 from tests.factories import make_task, make_upload
 
@@ -80,3 +82,31 @@ def test_the_task_cap_counts_only_unfinished_tasks(user, settings):
     with pytest.raises(TooManyTasks, match="You have 2 unfinished tasks") as caught:
         check_task_quota(owner=user)
     assert caught.value.retry_after == 30
+
+
+@pytest.mark.django_db
+def test_a_stale_worker_cannot_finish_a_newer_claim_after_a_retry(user):
+    """The retry resets ``attempts``, so the old and the new claim are both attempt 1: only the
+    claim token tells them apart."""
+    task = make_task(owner=user)
+    stale = task_claim(task_id=task.pk)
+    # The task is failed meanwhile (e.g. by the reconciler) and the owner retries it.
+    Task.objects.filter(pk=task.pk).update(status=Status.FAILED)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("removal.services.tasks.task_enqueue", lambda task, at_front=False: "job")
+        task_retry(task=Task.objects.get(pk=task.pk))
+    fresh = task_claim(task_id=task.pk)
+    assert stale.attempt == fresh.attempt == 1
+    assert stale.token != fresh.token
+    assert task_complete(claim=stale, result_key="results/stale.png", processing_time=1,
+                         metrics={}) is False
+    assert task_fail(claim=stale, message="stale worker") is False
+    task_set_progress(claim=stale, progress=77)
+    task.refresh_from_db()
+    assert (task.status, task.result_key, task.error_message) == (Status.PROCESSING, "", "")
+    assert task.progress != 77
+    assert task_complete(claim=fresh, result_key="results/fresh.png", processing_time=1,
+                         metrics={}) is True
+    task.refresh_from_db()
+    assert (task.status, task.result_key, task.lifetime_attempts) == (
+        Status.COMPLETED, "results/fresh.png", 2)
