@@ -27,7 +27,7 @@ def test_bad_download_link_is_a_json_404(path, detail):
 
 def test_download_link_to_a_deleted_file_is_a_json_404():
     storage.write("results/gone.png", b"png")
-    path = storage.download_url("results/gone.png")
+    path = storage.download_url("results/gone.png", content_type="image/png")
     client = APIClient()
     assert b"".join(client.get(path).streaming_content) == b"png"
     storage.delete_quietly("results/gone.png")
@@ -38,7 +38,7 @@ def test_download_link_to_a_deleted_file_is_a_json_404():
 
 def test_expired_download_link_is_a_json_404(settings):
     storage.write("results/old.png", b"png")
-    path = storage.download_url("results/old.png")
+    path = storage.download_url("results/old.png", content_type="image/png")
     settings.QUICKBG_URL_EXPIRY = -1  # every token is already past its age
     response = APIClient().get(path)
     assert response.status_code == 404

@@ -26,9 +26,10 @@ import requests
 from PIL import Image
 
 from tests.helpers import free_port, subprocess_env
+from tests.images import FIXTURES
 
 ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = Path("/work/shared/fixtures")
+METRICS_TOKEN = "run-local-test-metrics-token"  # health's details (worker count) need it
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.model]
 
 
@@ -43,7 +44,8 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 def local_env(tmp_path: Path, **extra: str) -> dict:
     """`make run`'s own defaults: no REDIS_URL (it starts one), no DATABASE_URL (SQLite)."""
     env = subprocess_env() | {"PORT": str(free_port()), "QUICKBG_QUEUE": "quickbg",
-                              "QUICKBG_STATE_DIR": str(tmp_path / "state")}
+                              "QUICKBG_STATE_DIR": str(tmp_path / "state"),
+                              "QUICKBG_METRICS_TOKEN": METRICS_TOKEN}
     for name in ("REDIS_URL", "DATABASE_URL", "QUICKBG_MEDIA_ROOT", "HOST"):
         env.pop(name, None)
     env.update(extra)
@@ -113,10 +115,11 @@ def wait_for_health(port: int, workers: int | None = None, timeout: float = 240)
     body = None
     while time.monotonic() < deadline:
         try:
-            response = requests.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=5)
+            response = requests.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=5,
+                                    headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
             body = response.json()
-            if response.status_code == 200 and (
-                    workers is None or (body["queue"] or {}).get("workers") == workers):
+            queue = body.get("details", {}).get("queue") or {}
+            if response.status_code == 200 and (workers is None or queue.get("workers") == workers):
                 return body
         except requests.ConnectionError:
             pass
