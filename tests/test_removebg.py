@@ -270,3 +270,27 @@ def test_every_task_reports_foreground_and_confidence(user, key, client_for, job
     fg = jwt.get(f"/api/v1/tasks/{sync['X-Task-Id']}").json()["foreground"]
     assert f"top {fg['top']}, left {fg['left']}, {fg['width']} × {fg['height']}" in page
     assert "of mask pixels decisive" in page
+
+
+def test_image_url_and_bg_image_url_are_fetched_under_the_ssrf_rules(key, job_thread, settings):
+    from tests.helpers import LocalHTTPServer
+
+    background = make_image("PNG", size=(60, 60), color=(0, 0, 255))
+    routes = {"/car.jpg": (200, {"Content-Type": "image/jpeg"}, photo()),
+              "/bg.png": (200, {"Content-Type": "image/png"}, background)}
+    with LocalHTTPServer("127.0.0.1", routes) as allowed, \
+            LocalHTTPServer("127.0.0.2", routes) as private:
+        settings.QUICKBG_FETCH_ALLOW = [f"127.0.0.1:{allowed.port}"]
+        client = keyed(key)
+        response = client.post("/v1.0/removebg", {
+            "image_url": allowed.url("/car.jpg"), "bg_image_url": allowed.url("/bg.png"),
+            "format": "png"}, format="json")
+        assert response.status_code == 200, response.content
+        assert np.asarray(Image.open(io.BytesIO(response.content)))[0, 0].tolist() == [0, 0, 255]
+        assert [r["path"] for r in allowed.requests] == ["/car.jpg", "/bg.png"]
+
+        refused = client.post("/v1.0/removebg", {"image_url": private.url("/car.jpg")},
+                              format="json")
+        assert refused.status_code == 400
+        assert "127.0.0.2" in refused.json()["errors"][0]["title"]
+        assert private.requests == []
