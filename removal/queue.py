@@ -25,6 +25,7 @@ serializer, the job timeout, and the worker liveness protocol.
 from __future__ import annotations
 
 import logging
+import time
 
 import django_rq
 import redis.exceptions
@@ -44,6 +45,7 @@ ALIVE_TTL = 10
 RECONCILE_LOCK = "quickbg:reconcile-lock"
 DONE_PREFIX = "quickbg:done:"
 DONE_TTL = 300
+WAIT_SLICE = 2.0
 
 
 class ResilientQueue(DjangoRQ):
@@ -129,8 +131,14 @@ def announce_task_done(task_id) -> None:
 
 
 def wait_task_done(task_id, timeout: float) -> bool:
-    """Block until the task is announced done (True) or ``timeout`` seconds pass (False)."""
-    if timeout <= 0:
-        return False
-    popped = get_queue().connection.blpop([done_key(task_id)], timeout=timeout)
-    return popped is not None
+    """Block until the task is announced done (True) or ``timeout`` seconds pass (False).
+
+    BLPOP in slices of ``WAIT_SLICE`` s: the queue's connection has a socket timeout (5 s) that
+    a longer blocking call would hit.
+    """
+    connection = get_queue().connection
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        if connection.blpop([done_key(task_id)], timeout=min(left, WAIT_SLICE)) is not None:
+            return True
+    return False
