@@ -11,11 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,15 +20,15 @@ from PIL import Image
 
 from accounts.models import UserAPIKey
 from removal.models import Task
-from tests.helpers import LocalHTTPServer, subprocess_env
+from tests.helpers import LocalHTTPServer
 from tests.images import fixture_bytes
+from tests.live import run_reaped, worker_process
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.model]
 
 CLIENT = "remove.bg@1.3.0"
 ENDPOINT = "https://api.remove.bg/v1.0/removebg"
 NPM_CACHE = Path.home() / ".cache" / "quickbg" / "npm"
-ROOT = Path(__file__).resolve().parent.parent
 
 SCRIPT = r"""
 const rbg = require("remove.bg");
@@ -45,25 +41,6 @@ const [apiKey, path, base64img, url] = process.argv.slice(2);
   process.stdout.write(JSON.stringify(out));
 })().catch((err) => { process.stderr.write(JSON.stringify(err)); process.exit(1); });
 """
-
-
-def run_reaped(command: list[str], *, timeout: float, **kwargs) -> subprocess.CompletedProcess:
-    """Run ``command`` in its own process group; the group is killed on exit, also on failure."""
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True, **kwargs)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    finally:
-        with_group(proc, signal.SIGKILL)
-    return subprocess.CompletedProcess(command, proc.returncode, out, err)
-
-
-def with_group(proc: subprocess.Popen, sig: int) -> None:
-    try:
-        os.killpg(proc.pid, sig)
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=30)
 
 
 @pytest.fixture
@@ -82,22 +59,8 @@ def npm_client(tmp_path) -> Path:
 
 @pytest.fixture
 def worker():
-    """A real worker process (the real model), reaped with its process group."""
-    proc = subprocess.Popen(
-        [sys.executable, "manage.py", "run_worker", "--name", f"client-test-{os.getpid()}"],
-        cwd=ROOT, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
+    with worker_process("client-test") as proc:
         yield proc
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                pass
-        with_group(proc, signal.SIGKILL)
 
 
 def small_car() -> bytes:
