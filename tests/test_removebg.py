@@ -228,6 +228,12 @@ def test_account_counts_this_months_credits(user, key, job_thread, settings):
     assert third.json()["errors"][0]["code"] == "insufficient_credits"
     assert client.get("/v1.0/account").json()["data"]["attributes"]["credits"][
         "remaining"] == 0.75
+    # The limit holds for every endpoint that makes tasks.
+    upload = APIClient()
+    upload.credentials(HTTP_X_API_KEY=key)
+    refused = upload.post("/api/v1/uploads", {"file": named(photo())}, format="multipart")
+    assert refused.status_code == 402 and "monthly credits" in refused.json()["detail"]
+    assert Task.objects.filter(upload__owner=user).count() == 2
 
 
 def test_the_schema_documents_the_new_endpoints(user, client_for):

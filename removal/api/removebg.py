@@ -204,7 +204,6 @@ class RemoveBgView(APIView):
         data, filename = _image(request)
         background = _background(request)
         charge = selectors.credit_cost(options)
-        tasks.check_monthly_credits(owner=request.user, charge=charge)
         task = uploads.upload_create_from_bytes(
             owner=request.user, data=data, filename=filename, options=options,
             background=background, at_front=True,

@@ -10,11 +10,11 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from removal import storage
+from removal import selectors, storage
 from removal.errors import Conflict, InvalidInput, NotFound, TooManyTasks
 from removal.models import DirectUpload, Task, Upload
 from removal.pipeline.validate import Limits, check_size, inspect
-from removal.services.tasks import check_task_quota, task_enqueue
+from removal.services.tasks import check_monthly_credits, check_task_quota, task_enqueue
 
 
 def validation_limits() -> Limits:
@@ -156,6 +156,7 @@ def _create_upload_and_task(*, upload_id, owner, key, filename, info, sha256, op
         # overshoot it (the early check only spares storing a file that would be refused).
         list(type(owner).objects.select_for_update().filter(pk=owner.pk).values_list("pk"))
         check_task_quota(owner=owner)
+        check_monthly_credits(owner=owner, charge=selectors.credit_cost(options))
         upload = Upload.objects.create(
             id=upload_id, owner=owner, original_key=key, original_filename=filename[:255],
             format=info.format, byte_size=info.byte_size, width=info.width, height=info.height,
