@@ -99,6 +99,17 @@ def test_file_upload_answers_the_image_with_remove_bg_headers(user, key, job_thr
     assert len(job_thread) == 1
 
 
+def test_accept_image_gets_the_image_and_json_errors(key, job_thread):
+    client = keyed(key)
+    response = client.post("/v1.0/removebg", {"image_file": named(photo())}, format="multipart",
+                           HTTP_ACCEPT="image/png")
+    assert response.status_code == 200 and response["Content-Type"] == "image/png"
+    assert response.content[:8] == b"\x89PNG\r\n\x1a\n"
+    error = client.post("/v1.0/removebg", {}, format="multipart", HTTP_ACCEPT="image/*")
+    assert error.status_code == 400 and error["Content-Type"] == "application/json"
+    assert error.json()["errors"][0]["code"] == "invalid_input"
+
+
 def test_base64_json_answers_json_and_preview_costs_a_quarter(key, job_thread):
     body = {"image_file_b64": base64.b64encode(photo((1000, 800))).decode()}
     response = keyed(key).post("/v1.0/removebg", body, format="json",

@@ -175,6 +175,11 @@ class RemoveBgView(APIView):
     parser_classes = [MultiPartParser, FormParser, JSONParser]
     error_style = "removebg"
 
+    def perform_content_negotiation(self, request, force=False):
+        # The image answer is a plain HttpResponse; everything else (JSON result, errors) is
+        # JSON whatever ``Accept`` says, so ``Accept: image/png`` is never a 406.
+        return super().perform_content_negotiation(request, force=True)
+
     def check_throttles(self, request):
         self.throttle = RemoveBgRateThrottle()
         if not self.throttle.allow_request(request, self):
