@@ -196,6 +196,8 @@ def task_recover(*, task_id, status: str, attempts: int) -> str:
             error_message=f"Processing stopped unexpectedly {attempts} times (worker crashed "
             "or was killed); giving up",
         )
+        if moved:  # a synchronous request waiting for it answers now, not at its timeout
+            transaction.on_commit(lambda: queue.announce_task_done(task_id))
         return "failed" if moved else "skipped"
     with transaction.atomic():
         moved = rows.update(status=Status.QUEUED, progress=0, updated_at=now)

@@ -55,3 +55,12 @@ def test_task_wait_times_out_with_the_task_id():
     assert 0.5 <= time.monotonic() - started < 3
     assert caught.value.task_id == str(task.pk)
     assert f"GET /api/v1/tasks/{task.pk}" in caught.value.detail
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_task_the_reconciler_gives_up_on_is_announced():
+    from removal.services.tasks import task_recover
+
+    task = make_task(status="processing", attempts=4)
+    assert task_recover(task_id=task.pk, status="processing", attempts=4) == "failed"
+    assert queue.wait_task_done(task.pk, timeout=1) is True
