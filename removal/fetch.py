@@ -30,6 +30,7 @@ would need a patched connection class for the same thing.
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import socket
 import ssl
@@ -136,7 +137,7 @@ def _why_not_public(ip: IPAddress) -> str | None:
 def _resolve(host: str, port: int) -> list[IPAddress]:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as exc:
+    except (OSError, UnicodeError) as exc:  # gaierror is an OSError
         raise FetchRefused(f"Could not resolve the host {host!r}: {exc}.") from None
     addresses: list[IPAddress] = []
     for _family, _type, _proto, _canon, sockaddr in infos:
@@ -170,8 +171,9 @@ def _check(url: str | httpx.URL) -> _Target:
     for ip in addresses:
         reason = _why_not_public(ip)
         if reason and not _allowed(host, port, ip):
+            shown = getattr(ip, "ipv4_mapped", None) or ip  # ::ffff:7f00:2 is 127.0.0.2
             raise FetchRefused(
-                f"The URL's host {host!r} resolves to {ip}, a {reason} address; only public "
+                f"The URL's host {host!r} resolves to {shown}, a {reason} address; only public "
                 "addresses may be fetched (an operator can allow it in QUICKBG_FETCH_ALLOW)."
             )
     return _Target(url=parsed, host=host, port=port, ip=str(addresses[0]))
@@ -198,6 +200,17 @@ class _PinnedBackend(httpcore.SyncBackend):
         raise httpcore.ConnectError("unix sockets are not allowed")
 
 
+@functools.lru_cache(maxsize=1)
+def _default_ssl_context() -> ssl.SSLContext:
+    # Loading the trust store costs tens of milliseconds: once per process, not per fetch.
+    return ssl.create_default_context()
+
+
+def _ssl_context() -> ssl.SSLContext:
+    """The system's trust store; the certificate is checked against the URL's host name."""
+    return _default_ssl_context()
+
+
 class _PinnedTransport(httpx.HTTPTransport):
     """httpx's own transport with its connection pool swapped for one on the pinned backend.
 
@@ -206,9 +219,10 @@ class _PinnedTransport(httpx.HTTPTransport):
     """
 
     def __init__(self, ip: str):
-        super().__init__(retries=0)
+        context = _ssl_context()
+        super().__init__(verify=context, retries=0)  # our context: no trust store loaded again
         self._pool = httpcore.ConnectionPool(
-            ssl_context=ssl.create_default_context(),
+            ssl_context=context,
             max_connections=1,
             retries=0,
             network_backend=_PinnedBackend(ip),
