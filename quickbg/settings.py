@@ -56,6 +56,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework_simplejwt.token_blacklist",
+    "rest_framework_api_key",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI and ReDoc served from this origin, no CDN
     "csp",
@@ -288,9 +289,18 @@ QUICKBG_RETRY_DELAY = env_int("QUICKBG_RETRY_DELAY", 60, minimum=0)
 QUICKBG_MAX_TASK_ATTEMPTS = env_int("QUICKBG_MAX_TASK_ATTEMPTS", 10, minimum=1)
 QUICKBG_JOB_TIMEOUT = RQ_QUEUES[QUICKBG_QUEUE]["DEFAULT_TIMEOUT"]
 QUICKBG_URL_EXPIRY = env_int("QUICKBG_URL_EXPIRY", 3600, minimum=1)
+# POST /v1.0/removebg waits this long for its task, then answers 504 with the task id to poll.
+QUICKBG_SYNC_TIMEOUT = env_float("QUICKBG_SYNC_TIMEOUT", 60, minimum=1)
+# remove.bg-style credits per user and calendar month (UTC); 0 = unlimited (402 when used up).
+QUICKBG_MONTHLY_CREDITS = env_float("QUICKBG_MONTHLY_CREDITS", 0, minimum=0)
 # Workers re-enqueue tasks no live job holds every N s (0 = never), ignoring ones touched recently.
 QUICKBG_RECONCILE_INTERVAL = env_int("QUICKBG_RECONCILE_INTERVAL", 30, minimum=0)
 QUICKBG_RECONCILE_GRACE = env_int("QUICKBG_RECONCILE_GRACE", 30, minimum=0)
+# Fetching user-given URLs (image_url, webhook targets; removal/fetch.py): connect and total
+# time limits, and host:port or CIDR entries that may be private anyway (intranets, tests).
+QUICKBG_FETCH_CONNECT_TIMEOUT = env_float("QUICKBG_FETCH_CONNECT_TIMEOUT", 5, minimum=0.1)
+QUICKBG_FETCH_TIMEOUT = env_float("QUICKBG_FETCH_TIMEOUT", 20, minimum=0.1)
+QUICKBG_FETCH_ALLOW = env_list("QUICKBG_FETCH_ALLOW", [])
 # Django refuses request bodies past this; a little over the image limit for multipart overhead.
 DATA_UPLOAD_MAX_MEMORY_SIZE = int(QUICKBG_MAX_UPLOAD_MB * 1024 * 1024) + 1024 * 1024
 DATA_UPLOAD_MAX_NUMBER_FILES = 10  # the API refuses more than one file with a clear message
@@ -336,6 +346,8 @@ CACHES = {
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework_simplejwt.authentication.JWTAuthentication",
+        # X-Api-Key: a long-lived key from /api/v1/api-keys, authenticating as its user.
+        "accounts.authentication.APIKeyAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "removal.api.pagination.Pagination",

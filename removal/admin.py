@@ -205,13 +205,15 @@ class TaskAdmin(ReadOnlyAdmin):
     fieldsets = [
         (None, {"fields": ["id", "upload", "owner", "status", "progress", "attempts", "model"]}),
         ("Images", {"fields": ["original_image", "result_image"]}),
-        ("Outcome", {"fields": ["error_message", "processing_time", "metrics_table",
+        ("Outcome", {"fields": ["error_message", "processing_time", "foreground", "confidence",
+                                "metrics_table",
                                 "options_table", "result_key"]}),
         ("Queue", {"fields": ["rq_job_link", "created_at", "updated_at", "started_at",
                               "finished_at"]}),
     ]
     readonly_fields = ["id", "upload", "owner", "status", "progress", "attempts", "model",
                        "original_image", "result_image", "error_message", "processing_time",
+                       "foreground", "confidence",
                        "metrics_table", "options_table", "result_key", "rq_job_link",
                        "created_at", "updated_at", "started_at", "finished_at"]
 
@@ -255,6 +257,19 @@ class TaskAdmin(ReadOnlyAdmin):
             content_type=storage.content_type_for(obj.result_key.rsplit(".", 1)[-1]),
         )
         return _thumbnail(url, checkerboard=True)
+
+    @admin.display(description="foreground (result px)")
+    def foreground(self, obj):
+        box = selectors.task_foreground(obj)
+        if box is None:
+            return "—"
+        return (f"top {box['top']}, left {box['left']}, "
+                f"{box['width']} × {box['height']}")
+
+    @admin.display(description="confidence")
+    def confidence(self, obj):
+        value = selectors.task_confidence(obj)
+        return "—" if value is None else f"{value:.1%} of mask pixels decisive"
 
     @admin.display(description="metrics")
     def metrics_table(self, obj):

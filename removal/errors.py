@@ -28,6 +28,18 @@ class Conflict(QuickBGError):
     """The object is not in a state that allows this action (e.g. retrying a completed task)."""
 
 
+class OutOfCredits(QuickBGError):
+    """The caller's monthly credits (``QUICKBG_MONTHLY_CREDITS``) are used up."""
+
+
+class TimedOut(QuickBGError):
+    """A synchronous request's task did not finish in time; ``task_id`` can still be polled."""
+
+    def __init__(self, detail: str, task_id: str):
+        super().__init__(detail)
+        self.task_id = task_id
+
+
 class TooManyTasks(QuickBGError):
     """The caller has too many unfinished tasks; ``retry_after`` seconds is a fair wait."""
 

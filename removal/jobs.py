@@ -18,7 +18,7 @@ import logging
 
 import botocore.exceptions
 import redis.exceptions
-from django.db import InterfaceError, OperationalError
+from django.db import InterfaceError, OperationalError, transaction
 from rq import get_current_job
 from rq.timeouts import JobTimeoutException
 
@@ -73,6 +73,13 @@ def is_transient(exc: BaseException) -> bool:
 
 def process_task(task_id: str) -> str:
     """Process one task. The only argument is the task id (JSON-serialised by RQ)."""
+    outcome = _process(task_id)
+    if outcome in ("completed", "failed"):
+        transaction.on_commit(lambda: queue.announce_task_done(task_id))
+    return outcome
+
+
+def _process(task_id: str) -> str:
     job = get_current_job()
     claim = tasks.task_claim(task_id=task_id, job_id=job.id if job is not None else None)
     if claim is None:

@@ -56,6 +56,9 @@ class Task(models.Model):
     model = models.CharField(max_length=64)
     options = models.JSONField(default=dict, blank=True)
     result_key = models.CharField(max_length=512, blank=True)
+    # A background image to composite the cut-out over (remove.bg's ``bg_image_file`` /
+    # ``bg_image_url``), stored next to the original; empty for none.
+    background_key = models.CharField(max_length=512, blank=True)
     error_message = models.TextField(blank=True)
     processing_time = models.FloatField(null=True, blank=True)
     metrics = models.JSONField(default=dict, blank=True)

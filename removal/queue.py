@@ -9,6 +9,14 @@ serializer, the job timeout, and the worker liveness protocol.
   commits (django-rq 4's ``COMMIT_MODE``). The job's only argument is the task id. Recording the
   job id on the task row is the services' part (``services.tasks.task_enqueue``).
 - **Retries**: ``retry_policy()``: RQ's ``Retry`` with exponential backoff, for transient failures.
+- **Completion signal**: ``announce_task_done(task_id)`` (the job, once the outcome is committed)
+  pushes to a per-task Redis list that ``wait_task_done(task_id, timeout)`` BLPOPs: the
+  synchronous remove.bg endpoint waits on it instead of polling the database. A list, not
+  pub/sub, so an announcement made before the waiter starts listening is not lost; it expires
+  after ``DONE_TTL`` s when nobody waits.
+- **Priority**: synchronous requests enqueue at the front of the interactive queue
+  (``at_front=True``); workers take their queues in order, interactive first, so a synchronous
+  request waits at most for the jobs already running.
 - **Liveness**: every worker sets ``alive_key(name)`` every ``ALIVE_INTERVAL`` s with a TTL of
   ``ALIVE_TTL`` s (``removal.worker``); the reconciler (``removal.reconcile``) reads it to tell a
   dead worker's job from a slow one. ``RECONCILE_LOCK`` elects the one worker that reconciles.
@@ -17,6 +25,7 @@ serializer, the job timeout, and the worker liveness protocol.
 from __future__ import annotations
 
 import logging
+import time
 
 import django_rq
 import redis.exceptions
@@ -34,6 +43,9 @@ ALIVE_PREFIX = "quickbg:alive:"
 ALIVE_INTERVAL = 3
 ALIVE_TTL = 10
 RECONCILE_LOCK = "quickbg:reconcile-lock"
+DONE_PREFIX = "quickbg:done:"
+DONE_TTL = 300
+WAIT_SLICE = 2.0
 
 
 class ResilientQueue(DjangoRQ):
@@ -99,3 +111,34 @@ def job_timeout() -> int:
 
 def alive_key(worker_name: str) -> str:
     return f"{ALIVE_PREFIX}{worker_name}"
+
+
+def done_key(task_id) -> str:
+    return f"{DONE_PREFIX}{settings.QUICKBG_QUEUE}:{task_id}"
+
+
+def announce_task_done(task_id) -> None:
+    """Tell a waiting ``wait_task_done`` that the task reached completed or failed. Call it
+    after the outcome is committed. Never raises: a lost signal only makes the waiter time out,
+    and the task's row is still right."""
+    try:
+        with get_queue().connection.pipeline() as pipe:
+            pipe.lpush(done_key(task_id), "1")
+            pipe.expire(done_key(task_id), DONE_TTL)
+            pipe.execute()
+    except redis.exceptions.RedisError as exc:
+        logger.warning("could not announce task %s done: %s", task_id, exc)
+
+
+def wait_task_done(task_id, timeout: float) -> bool:
+    """Block until the task is announced done (True) or ``timeout`` seconds pass (False).
+
+    BLPOP in slices of ``WAIT_SLICE`` s: the queue's connection has a socket timeout (5 s) that
+    a longer blocking call would hit.
+    """
+    connection = get_queue().connection
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        if connection.blpop([done_key(task_id)], timeout=min(left, WAIT_SLICE)) is not None:
+            return True
+    return False

@@ -85,6 +85,7 @@ def _run(claim: Claim, started: float, timings: dict, peak: PeakMemory) -> Outco
 
     t = time.perf_counter()
     data = storage.read(upload.original_key)
+    background = storage.read(task.background_key) if task.background_key else None
     timings["fetch"] = round(time.perf_counter() - t, 4)
     task_set_progress(claim=claim, progress=10)
 
@@ -93,6 +94,7 @@ def _run(claim: Claim, started: float, timings: dict, peak: PeakMemory) -> Outco
         data, segmenter=segmenter, options=options, limits=validation_limits(),
         on_progress=lambda percent: task_set_progress(claim=claim, progress=percent),
         inference_timeout=max(left, 1.0),
+        background=background,
     )
     timings.update(result.metrics["stage_timings"])
 
@@ -134,7 +136,7 @@ def log_task_metrics(*, task, status: str, processing_time: float | None,
         "model": metrics.get("model") or task.model,
         "stage_timings": metrics.get("stage_timings", {}),
     }
-    for key in ("bbox", "confidence", "input_width", "input_height", "output_width",
+    for key in ("bbox", "foreground", "confidence", "input_width", "input_height", "output_width",
                 "output_height"):
         if key in metrics:
             metadata[key] = metrics[key]

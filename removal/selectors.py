@@ -2,6 +2,9 @@
 
 - ``owner_match``: find a user's rows by user id, username or email (admin filters, ``--user``).
 - ``unfinished_task_count``: what the per-user task cap counts.
+- ``task_foreground``, ``task_confidence``: the facts every task reports (API and admin).
+- ``credit_cost``, ``credits_used``: remove.bg-style credits (the account endpoint, the monthly
+  limit).
 - ``tasks_matching``: the task selection of ``reprocess`` (status, dates, user, model, ids).
 - ``reprocess_plan``: the skip rules of reprocessing, applied in order, for the admin action and
   the command alike.
@@ -15,8 +18,10 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 
 from django.db.models import Q, QuerySet
+from django.utils import timezone
 
 from removal.models import Task
+from removal.pipeline.options import PREVIEW_SIZES
 
 Status = Task.Status
 IN_FLIGHT = (Status.QUEUED, Status.PROCESSING)
@@ -39,6 +44,43 @@ def owner_match(value: str, *, owner_path: str) -> Q:
 
 def unfinished_task_count(*, owner) -> int:
     return Task.objects.filter(upload__owner=owner, status__in=IN_FLIGHT).count()
+
+
+def task_foreground(task: Task) -> dict | None:
+    """Where the subject is in the task's result, ``{top, left, width, height}`` in result
+    pixels; ``None`` until it completed. Tasks from before ``foreground`` was recorded derive it
+    from the pipeline's ``bbox`` and ``crop_box`` (no resize existed then)."""
+    metrics = task.metrics or {}
+    if task.status != Status.COMPLETED:
+        return None
+    if "foreground" in metrics:
+        return metrics["foreground"]
+    if "bbox" in metrics and "crop_box" in metrics:
+        (x0, y0, x1, y1), (cx, cy, _, _) = metrics["bbox"], metrics["crop_box"]
+        return {"top": y0 - cy, "left": x0 - cx, "width": x1 - x0, "height": y1 - y0}
+    return None
+
+
+def task_confidence(task: Task) -> float | None:
+    """Share of decisive mask pixels (alpha < 0.05 or > 0.95) of a completed task."""
+    if task.status != Status.COMPLETED:
+        return None
+    return (task.metrics or {}).get("confidence")
+
+
+def credit_cost(options: dict | None) -> float:
+    """What a task costs, as remove.bg charges: 0.25 for preview sizes, else 1."""
+    return 0.25 if (options or {}).get("size") in PREVIEW_SIZES else 1.0
+
+
+def credits_used(*, owner, since: datetime | None = None) -> float:
+    """Credits counted for ``owner`` since ``since`` (default: the start of this month, UTC):
+    every task that completed, whichever endpoint made it."""
+    if since is None:
+        since = timezone.now().replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    done = Task.objects.filter(upload__owner=owner, status=Status.COMPLETED, created_at__gte=since)
+    previews = done.filter(options__size__in=PREVIEW_SIZES).count()
+    return previews * 0.25 + (done.count() - previews)
 
 
 def upload_has_task_in_flight(*, upload_id) -> bool:

@@ -3,12 +3,18 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from removal import modelstore, storage
+from removal import modelstore, selectors, storage
 from removal.models import Task, Upload
 from removal.pipeline.options import InvalidOption, Options
 
 OPTION_HELP = {
-    "format": "Output format: png (default) or webp.",
+    "format": "Output format: png (default), webp, jpg, zip (color.jpg + alpha.png) or auto "
+              "(jpg when opaque, else png).",
+    "size": "Result size: full (default, the original), preview/small/regular (0.25 MP), "
+            "medium (1.5 MP), hd (4 MP).",
+    "roi": "Region of interest 'x1 y1 x2 y2' (px or %): only the subject inside it is kept.",
+    "scale": "Subject size relative to the canvas: original (default) or 10%-100%.",
+    "position": "Subject position: original (default), center, or 'H% V%' (one value: both).",
     "channels": "rgba (default): the cut-out; alpha: the mask only.",
     "bg_color": "Hex colour (e.g. #ffffff) to fill the background instead of transparency.",
     "crop": "Trim transparent margins (default true).",
@@ -95,18 +101,38 @@ class UploadSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class ForegroundSerializer(serializers.Serializer):
+    top = serializers.IntegerField()
+    left = serializers.IntegerField()
+    width = serializers.IntegerField()
+    height = serializers.IntegerField()
+
+
 class TaskSerializer(serializers.ModelSerializer):
     task_id = serializers.UUIDField(source="id", read_only=True)
     upload_id = serializers.UUIDField(source="upload.id", read_only=True)
     result_url = serializers.SerializerMethodField()
     presigned_url = serializers.SerializerMethodField()
+    foreground = serializers.SerializerMethodField()
+    confidence = serializers.SerializerMethodField()
 
     class Meta:
         model = Task
         fields = ["task_id", "upload_id", "status", "progress", "result_url", "presigned_url",
                   "error_message", "processing_time", "created_at", "updated_at", "attempts",
-                  "model", "options", "metrics", "started_at", "finished_at"]
+                  "model", "options", "metrics", "started_at", "finished_at", "foreground",
+                  "confidence"]
         read_only_fields = fields
+
+    @extend_schema_field(ForegroundSerializer(allow_null=True))
+    def get_foreground(self, task: Task) -> dict | None:
+        """Where the subject is in the result (result pixels); null until completed."""
+        return selectors.task_foreground(task)
+
+    @extend_schema_field(serializers.FloatField(allow_null=True))
+    def get_confidence(self, task: Task) -> float | None:
+        """Share of decisive mask pixels (alpha < 0.05 or > 0.95); low means: take a look."""
+        return selectors.task_confidence(task)
 
     def _done(self, task: Task) -> bool:
         return task.status == Task.Status.COMPLETED and bool(task.result_key)

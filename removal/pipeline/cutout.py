@@ -1,9 +1,11 @@
 """The pipeline's one entry point: image bytes in, cut-out bytes out.
 
 ``cut_out(data, segmenter=..., options=Options.parse(raw), limits=Limits())`` runs
-decode -> segment -> refine -> (alpha matting) -> trim -> compose -> encode and reports per-stage
-timings. The task runner (``removal.runner``), the ``removebg`` command and ``bench/pipeline.py``
-all call it, so what is benchmarked is what runs.
+decode -> segment -> refine -> (alpha matting) -> roi -> trim -> scale/position -> size limit ->
+compose (colour or ``background`` image) -> encode and reports per-stage timings, where the
+subject ended up in the result (``foreground``: top, left, width, height in result pixels) and
+the mask's ``confidence``. The task runner (``removal.runner``), the ``removebg`` command and
+``bench/pipeline.py`` all call it, so what is benchmarked is what runs.
 """
 
 from __future__ import annotations
@@ -15,12 +17,13 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from removal.pipeline import encode, matting, refine, segment, trim
+from removal.pipeline import encode, layout, matting, refine, segment, trim
 from removal.pipeline.options import Options
 from removal.pipeline.validate import Limits, decode
 
-DECISIVE_BELOW = 16
-DECISIVE_ABOVE = 239
+# Decisive mask pixels: alpha < 0.05 (0-12 of 255) or > 0.95 (243-255).
+DECISIVE_BELOW = 13
+DECISIVE_ABOVE = 242
 
 
 @dataclass
@@ -47,7 +50,8 @@ class _Clock:
 
 
 def confidence(alpha: np.ndarray) -> float:
-    """Share of pixels that are decisively background (< 16) or foreground (> 239)."""
+    """Share of mask pixels that are decisive: background (alpha < 0.05, i.e. <= 12 of 255) or
+    foreground (alpha > 0.95, >= 243). A low share hints that the cut-out needs a look."""
     undecided = cv2.countNonZero(cv2.inRange(alpha, DECISIVE_BELOW, DECISIVE_ABOVE))
     return round(1.0 - undecided / alpha.size, 4)
 
@@ -77,6 +81,15 @@ def _mask(decoded, segmenter, options: Options, clock: _Clock, timeout) -> np.nd
     return alpha
 
 
+def foreground(alpha: np.ndarray) -> dict:
+    """Where the subject is in the result: ``{top, left, width, height}`` of alpha > 0."""
+    box = trim.foreground_box(alpha)
+    if box is None:
+        return {"top": 0, "left": 0, "width": 0, "height": 0}
+    x0, y0, x1, y1 = box
+    return {"top": y0, "left": x0, "width": x1 - x0, "height": y1 - y0}
+
+
 def cut_out(
     data: bytes,
     *,
@@ -85,47 +98,64 @@ def cut_out(
     limits: Limits,
     on_progress: Callable[[int], None] | None = None,
     inference_timeout: float | None = None,
+    background: bytes | None = None,
 ) -> Result:
-    """Cut the subject out of ``data``. Raises ``InvalidImage`` (incl. no foreground), and
+    """Cut the subject out of ``data``; with ``background`` (image bytes, validated like an
+    upload) composite it over that image. Raises ``InvalidImage`` (incl. no foreground), and
     ``InferenceTimeout`` when the model run exceeds ``inference_timeout`` seconds."""
     progress = on_progress or (lambda percent: None)
     clock = _Clock()
     decoded = decode(data, limits)
+    backdrop = decode(background, limits).rgb if background is not None else None
     clock.lap("decode")
     progress(20)
 
     alpha = _mask(decoded, segmenter, options, clock, inference_timeout)
     progress(75)
 
+    score = confidence(alpha)
+    alpha = layout.apply_roi(alpha, options.roi)
     box, crop = trim.crop_box(alpha, trim.Margin.parse(options.crop_margin))
     if not options.crop:
         crop = (0, 0, decoded.width, decoded.height)
     rgb, alpha_out = trim.crop(decoded.rgb, crop), trim.crop(alpha, crop)
-    score = confidence(alpha)
+    rgb, alpha_out = layout.place(rgb, alpha_out, scale=options.scale, position=options.position)
+    rgb, alpha_out = layout.limit_size(rgb, alpha_out, options.max_megapixels)
     clock.lap("trim")
     progress(80)
 
-    pixels = encode.build(rgb, alpha_out, channels=options.channels, bg_color=options.bg_color)
+    height, width = alpha_out.shape
+    if backdrop is not None and options.channels == "rgba":
+        backdrop = layout.cover(backdrop, width, height)
+    pixels = encode.build(rgb, alpha_out, channels=options.channels, bg_color=options.bg_color,
+                          background=backdrop)
     clock.lap("compose")
-    body = encode.encode(pixels, options.format)
+    fmt = encode.resolve_format(options.format, pixels)
+    if fmt == "zip":
+        color = pixels if pixels.ndim == 3 and pixels.shape[2] == 3 else rgb
+        body = encode.encode_zip(color, alpha_out)
+    else:
+        body = encode.encode(pixels, fmt)
     clock.lap("encode")
     progress(95)
 
     return Result(
         data=body,
-        content_type=encode.CONTENT_TYPES[options.format],
-        extension=options.format,
-        width=pixels.shape[1],
-        height=pixels.shape[0],
+        content_type=encode.CONTENT_TYPES[fmt],
+        extension=fmt,
+        width=width,
+        height=height,
         metrics={
             "stage_timings": clock.timings,
             "bbox": list(box),
             "crop_box": list(crop),
+            "foreground": foreground(alpha_out),
             "confidence": score,
             "input_format": decoded.format,
             "input_width": decoded.width,
             "input_height": decoded.height,
-            "output_width": pixels.shape[1],
-            "output_height": pixels.shape[0],
+            "output_width": width,
+            "output_height": height,
+            "output_format": fmt,
         },
     )

@@ -5,8 +5,20 @@
 task runner and the ``removebg`` command all parse with it. Which model runs is not an output
 option: it is the task's own ``model`` field.
 
-Option names follow the remove.bg API where it has one (``format``, ``channels``, ``bg_color``,
-``crop``, ``crop_margin``); the alpha-matting ones are rembg's.
+Option names follow the remove.bg API where it has one (``format``, ``size``, ``channels``,
+``bg_color``, ``crop``, ``crop_margin``, ``roi``, ``scale``, ``position``); the alpha-matting ones
+are rembg's. The defaults are QuickBG's (the original size, PNG, cropped); the remove.bg endpoint
+starts from remove.bg's own defaults instead (``removal.api.removebg``).
+
+- ``size``: the most megapixels of the result (``SIZES``): ``preview``/``small``/``regular``
+  0.25 MP, ``medium`` 1.5 MP, ``hd`` 4 MP, ``full``/``4k``/``auto``/``50mp`` the original.
+- ``format``: ``png``, ``webp``, ``jpg``, ``zip`` (remove.bg's ``color.jpg`` + ``alpha.png``) or
+  ``auto`` (JPEG when the result is opaque, i.e. on a background colour or image, else PNG).
+- ``roi``: ``"x1 y1 x2 y2"``, each in pixels or percent of the original; only that region of
+  the subject is kept.
+- ``scale``: ``original`` or ``10%``-``100%``: the subject's size relative to the canvas.
+- ``position``: ``original``, ``center``, or ``"H% V%"`` (one value: both): where the subject
+  sits on the canvas. Scaling alone implies ``center``.
 """
 
 from __future__ import annotations
@@ -18,12 +30,23 @@ from removal.pipeline.errors import InvalidOption
 
 __all__ = ["FORMATS", "CHANNELS", "InvalidOption", "Options"]
 
-FORMATS = ("png", "webp")
+FORMATS = ("png", "webp", "jpg", "zip", "auto")
+# Megapixels at most (None: the original, within the upload limits).
+SIZES: dict[str, float | None] = {
+    "preview": 0.25, "small": 0.25, "regular": 0.25, "medium": 1.5, "hd": 4.0,
+    "full": None, "4k": None, "auto": None, "50mp": None,
+}
+PREVIEW_SIZES = ("preview", "small", "regular")
 CHANNELS = ("rgba", "alpha")
 MAX_MARGIN_PX = 500
 MAX_MARGIN_PERCENT = 50
 TRUE_WORDS = {"true", "1", "yes", "on"}
 FALSE_WORDS = {"false", "0", "no", "off"}
+
+
+def _unset(value) -> bool:
+    """JavaScript clients send ``undefined`` (as text) for options they leave out."""
+    return value is None or (isinstance(value, str) and value.strip() in ("", "undefined", "null"))
 
 
 def _bool(name: str, value) -> bool:
@@ -46,6 +69,10 @@ def _int(name: str, value, lo: int, hi: int) -> int:
     if not isinstance(number, int) or not lo <= number <= hi:
         raise InvalidOption(name, f"must be an integer between {lo} and {hi}")
     return number
+
+
+def _format_alias(value):
+    return "jpg" if isinstance(value, str) and value.strip().lower() == "jpeg" else value
 
 
 def _choice(name: str, value, choices: tuple[str, ...]) -> str:
@@ -81,11 +108,73 @@ def _crop_margin(value) -> str:
     return str(int(margin.value))
 
 
+def _length(name: str, text: str) -> str:
+    """``"12"`` (pixels) or ``"12.5%"``; returns it normalised."""
+    percent = text.endswith("%")
+    try:
+        number = float(text[:-1] if percent else text)
+    except ValueError:
+        number = float("nan")
+    if not number >= 0 or (percent and number > 100) or (not percent and number != int(number)):
+        raise InvalidOption(name, "each value must be pixels (e.g. 40) or a percentage (e.g. 10%)")
+    return f"{number:g}%" if percent else str(int(number))
+
+
+def _roi(value) -> str | None:
+    if value is None or str(value).strip() == "":
+        return None
+    parts = str(value).replace(",", " ").split()
+    if len(parts) != 4:
+        raise InvalidOption("roi", "must be four values 'x1 y1 x2 y2' in pixels or percent")
+    return " ".join(_length("roi", part) for part in parts)
+
+
+def _scale(value) -> str:
+    text = str(value).strip().lower()
+    if text == "original":
+        return text
+    message = "must be 'original' or a percentage from 10% to 100%"
+    try:
+        number = float(text.removesuffix("%"))
+    except ValueError:
+        raise InvalidOption("scale", message) from None
+    if not text.endswith("%") or not 10 <= number <= 100:
+        raise InvalidOption("scale", message)
+    return f"{number:g}%"
+
+
+def _position(value) -> str:
+    text = str(value).strip().lower()
+    if text in ("original", "center"):
+        return text
+    parts = text.split()
+    message = "must be 'original', 'center', or one or two percentages (horizontal vertical)"
+    if not 1 <= len(parts) <= 2 or not all(p.endswith("%") for p in parts):
+        raise InvalidOption("position", message)
+    try:
+        numbers = [float(p[:-1]) for p in parts]
+    except ValueError:
+        raise InvalidOption("position", message) from None
+    if not all(0 <= n <= 100 for n in numbers):
+        raise InvalidOption("position", message)
+    if len(numbers) == 1:
+        numbers *= 2
+    return " ".join(f"{n:g}%" for n in numbers)
+
+
+def percent_or_pixels(text: str, extent: int) -> int:
+    """A normalised length (``"40"`` or ``"10%"``) in pixels of ``extent``."""
+    if text.endswith("%"):
+        return int(round(extent * float(text[:-1]) / 100))
+    return int(text)
+
+
 @dataclass
 class Options:
     """Output options of one task. Build from user input with ``Options.parse``."""
 
     format: str = "png"
+    size: str = "full"
     channels: str = "rgba"
     bg_color: str | None = None
     crop: bool = True
@@ -95,17 +184,22 @@ class Options:
     alpha_matting_foreground_threshold: int = 240
     alpha_matting_background_threshold: int = 10
     alpha_matting_erode_size: int = 10
+    roi: str | None = None
+    scale: str = "original"
+    position: str = "original"
 
     @classmethod
     def parse(cls, raw: dict | None) -> Options:
         """Validate user input (JSON or form strings). Keys that are not options are ignored;
-        ``None`` and ``""`` mean "not given"; a bad value raises ``InvalidOption``."""
-        raw = {k: v for k, v in (raw or {}).items() if v is not None and v != ""}
+        ``None``, ``""`` and ``"undefined"`` mean "not given"; a bad value raises
+        ``InvalidOption``."""
+        raw = {k: v for k, v in (raw or {}).items() if not _unset(v)}
         d = cls()
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in raw.items() if k in known}
         options = cls(
-            format=_choice("format", values.get("format", d.format), FORMATS),
+            format=_choice("format", _format_alias(values.get("format", d.format)), FORMATS),
+            size=_choice("size", values.get("size", d.size), tuple(SIZES)),
             channels=_choice("channels", values.get("channels", d.channels), CHANNELS),
             bg_color=_bg_color(values.get("bg_color")),
             crop=_bool("crop", values.get("crop", d.crop)),
@@ -123,6 +217,9 @@ class Options:
             alpha_matting_erode_size=_int(
                 "alpha_matting_erode_size", values.get("alpha_matting_erode_size", 10), 0, 100
             ),
+            roi=_roi(values.get("roi")),
+            scale=_scale(values.get("scale", d.scale)),
+            position=_position(values.get("position", d.position)),
         )
         if options.alpha_matting_background_threshold >= options.alpha_matting_foreground_threshold:
             raise InvalidOption(
@@ -130,6 +227,10 @@ class Options:
                 "must be lower than alpha_matting_foreground_threshold",
             )
         return options
+
+    @property
+    def max_megapixels(self) -> float | None:
+        return SIZES[self.size]
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -18,7 +18,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from removal import queue, selectors
-from removal.errors import Conflict, TooManyTasks
+from removal.errors import Conflict, OutOfCredits, TimedOut, TooManyTasks
 from removal.models import Task
 
 logger = logging.getLogger(__name__)
@@ -35,6 +35,34 @@ def check_task_quota(*, owner) -> None:
             f"You have {unfinished} unfinished tasks (limit {limit}); wait for some to finish",
             retry_after=30,
         )
+
+
+def check_monthly_credits(*, owner, charge: float) -> None:
+    """Refuse new work that would take the caller past ``QUICKBG_MONTHLY_CREDITS`` (0 = off)."""
+    limit = settings.QUICKBG_MONTHLY_CREDITS
+    if not limit:
+        return
+    used = selectors.credits_used(owner=owner)
+    if used + charge > limit:
+        raise OutOfCredits(
+            f"Your monthly credits are used up ({used:g} of {limit:g}); they renew on the 1st"
+        )
+
+
+def task_wait(*, task: Task, timeout: float) -> Task:
+    """Wait (without polling the database) until ``task`` completes or fails; return it fresh.
+
+    Raises ``TimedOut`` (with the task id to poll) when it is still unfinished after
+    ``timeout`` seconds.
+    """
+    queue.wait_task_done(task.pk, timeout)
+    task = Task.objects.select_related("upload").get(pk=task.pk)
+    if task.status in selectors.IN_FLIGHT:
+        raise TimedOut(
+            f"The image is still being processed after {timeout:g} s; poll "
+            f"GET /api/v1/tasks/{task.pk} for the result", task_id=str(task.pk),
+        )
+    return task
 
 
 # --- Queueing ----------------------------------------------------------------------------------
@@ -207,6 +235,8 @@ def task_recover(*, task_id, status: str, attempts: int,
         moved = rows.update(
             status=Status.FAILED, finished_at=now, updated_at=now, error_message=message,
         )
+        if moved:  # a synchronous request waiting for it answers now, not at its timeout
+            transaction.on_commit(lambda: queue.announce_task_done(task_id))
         return "failed" if moved else "skipped"
     with transaction.atomic():
         moved = rows.update(status=Status.QUEUED, progress=0, updated_at=now)

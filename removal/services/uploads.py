@@ -10,11 +10,16 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from removal import storage
+from removal import selectors, storage
 from removal.errors import Conflict, InvalidInput, NotFound, TooManyTasks
 from removal.models import DirectUpload, Task, Upload
 from removal.pipeline.validate import Limits, check_size, inspect
-from removal.services.tasks import check_task_quota, lock_owner, task_enqueue
+from removal.services.tasks import (
+    check_monthly_credits,
+    check_task_quota,
+    lock_owner,
+    task_enqueue,
+)
 
 
 def validation_limits() -> Limits:
@@ -35,23 +40,46 @@ def upload_create_from_file(*, owner, file, options: dict | None = None,
     """
     check_size(file.size, validation_limits())
     check_task_quota(owner=owner)
-    data = file.read()
-    filename = file.name or ""
+    return upload_create_from_bytes(owner=owner, data=file.read(), filename=file.name or "",
+                                    options=options, model=model)
+
+
+def upload_create_from_bytes(*, owner, data: bytes, filename: str, options: dict | None = None,
+                             model: str | None = None, background: bytes | None = None,
+                             at_front: bool = False) -> Task:
+    """Validate image bytes, store them and queue a task for them.
+
+    ``background``: image bytes to composite the cut-out over (validated like an upload,
+    stored next to the original). ``at_front``: queue ahead of everything waiting (the
+    synchronous remove.bg endpoint).
+    """
+    check_size(len(data), validation_limits())
+    check_task_quota(owner=owner)
     info = inspect(data, validation_limits())
+    if background is not None:
+        check_size(len(background), validation_limits())
+        background_info = inspect(background, validation_limits())
     upload_id = uuid.uuid4()
-    # The stored name is ours (detected format); the client's name is kept only in the row.
+    # The stored names are ours (detected format); the client's name is kept only in the row.
     key = storage.original_key(owner_id=owner.pk, upload_id=upload_id, fmt=info.format)
+    background_key = f"{key.rsplit('/', 1)[0]}/background" if background is not None else ""
     storage.write(key, data, content_type=storage.content_type_for(info.format))
+    if background_key:
+        storage.write(background_key, background,
+                      content_type=storage.content_type_for(background_info.format))
     try:
         return _create_upload_and_task(
             upload_id=upload_id, owner=owner, key=key, filename=filename, info=info,
             sha256=hashlib.sha256(data).hexdigest(), options=options, model=model,
+            background_key=background_key, at_front=at_front,
         )
     except Exception:
         # Remove the stored original only if its rows were not committed: a failure after the
         # commit (an on-commit hook) leaves a real task that still needs its original.
         if not Upload.objects.filter(pk=upload_id).exists():
             storage.delete_quietly(key)
+            if background_key:
+                storage.delete_quietly(background_key)
         raise
 
 
@@ -129,19 +157,21 @@ def direct_upload_issue(*, owner, filename: str) -> dict:
 
 
 def _create_upload_and_task(*, upload_id, owner, key, filename, info, sha256, options,
-                            model) -> Task:
+                            model, background_key: str = "", at_front: bool = False) -> Task:
     with transaction.atomic():
         # Re-check the cap under a lock on the user's row, so concurrent uploads cannot
         # overshoot it (the early check only spares storing a file that would be refused).
         lock_owner(owner_id=owner.pk)
         check_task_quota(owner=owner)
+        check_monthly_credits(owner=owner, charge=selectors.credit_cost(options))
         upload = Upload.objects.create(
             id=upload_id, owner=owner, original_key=key, original_filename=filename[:255],
             format=info.format, byte_size=info.byte_size, width=info.width, height=info.height,
             sha256=sha256,
         )
         task = Task.objects.create(
-            upload=upload, model=model or settings.QUICKBG_MODEL, options=options or {}
+            upload=upload, model=model or settings.QUICKBG_MODEL, options=options or {},
+            background_key=background_key,
         )
-        task_enqueue(task=task)
+        task_enqueue(task=task, at_front=at_front)
     return task

@@ -146,6 +146,7 @@
     $("app-section").hidden = !signedIn;
     $("account").hidden = !signedIn;
     $("account-name").textContent = signedIn ? store.getItem(KEYS.user) || "" : "";
+    if (signedIn) document.dispatchEvent(new CustomEvent("quickbg:signed-in"));
   }
 
   // "Sign out" revokes the refresh token on the server (POST auth/logout), so a copy of it
@@ -160,6 +161,10 @@
       keepalive: true,
     }).catch(() => {});
   }
+
+  // For the page's other scripts (apikeys.js, ...): the authenticated API call, and the event
+  // "quickbg:signed-in" on document each time the signed-in view is shown.
+  window.QuickBG = Object.freeze({ api });
 
   function signOut(message = "") {
     stopPolling();

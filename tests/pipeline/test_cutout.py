@@ -24,7 +24,8 @@ def test_defaults():
         "format": "png", "channels": "rgba", "bg_color": None, "crop": True,
         "crop_margin": "10", "refine": True, "alpha_matting": False,
         "alpha_matting_foreground_threshold": 240, "alpha_matting_background_threshold": 10,
-        "alpha_matting_erode_size": 10,
+        "alpha_matting_erode_size": 10, "size": "full", "roi": None, "scale": "original",
+        "position": "original",
     }
 
 
@@ -38,14 +39,15 @@ def test_form_strings_are_parsed_and_normalised():
         "format": "webp", "channels": "alpha", "bg_color": "#ffffff", "crop": False,
         "crop_margin": "5%", "refine": False, "alpha_matting": True,
         "alpha_matting_foreground_threshold": 240, "alpha_matting_background_threshold": 10,
-        "alpha_matting_erode_size": 3,
+        "alpha_matting_erode_size": 3, "size": "full", "roi": None, "scale": "original",
+        "position": "original",
     }
 
 
 @pytest.mark.parametrize(
     ("raw", "message"),
     [
-        ({"format": "jpg"}, "format: must be one of png, webp"),
+        ({"format": "gif"}, "format: must be one of png, webp, jpg, zip, auto"),
         ({"channels": "rgb"}, "channels: must be one of rgba, alpha"),
         ({"bg_color": "blue-ish"}, "bg_color: must be a hex colour"),
         ({"crop": "maybe"}, "crop: must be true or false"),
@@ -172,5 +174,6 @@ def test_metrics_have_stage_timings_and_confidence():
 
 
 def test_confidence_is_the_share_of_decisive_pixels():
-    alpha = np.array([[0, 15, 16, 128], [239, 240, 255, 255]], dtype=np.uint8)
-    assert confidence(alpha) == 0.625  # 3 of 8 pixels are in 16..239
+    # Decisive: alpha < 0.05 (0..12) or > 0.95 (243..255); 13, 128 and 242 are not.
+    alpha = np.array([[0, 12, 13, 128], [242, 243, 255, 255]], dtype=np.uint8)
+    assert confidence(alpha) == 0.625

@@ -1,0 +1,277 @@
+"""remove.bg's API on QuickBG: ``POST /v1.0/removebg`` and ``GET /v1.0/account``.
+
+The paths sit at the site root (``quickbg/urls.py``), so a remove.bg client whose base URL is
+changed works unchanged. Authentication is ``X-Api-Key`` only (a key from ``/api/v1/api-keys``).
+
+The endpoint is synchronous on top of the normal task machinery: it stores the image and creates
+an Upload and a Task through ``services.uploads`` (so the task shows in the admin, the metrics
+and the month's credits), queues it at the FRONT of the interactive queue, and waits for the
+worker's completion signal (``queue.wait_task_done``: a Redis BLPOP, no database polling) for at
+most ``QUICKBG_SYNC_TIMEOUT`` seconds; past that it answers 504 with the task id to poll.
+
+Parameters follow remove.bg, defaults included (``size=preview``, ``format=auto``,
+``crop=false``); unknown parameters are ignored and empty or ``undefined`` values mean "not
+given". Errors use remove.bg's shape, ``{"errors": [{"title", "code", "detail"?}]}``
+(``removal.api.errors``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from django.conf import settings
+from django.http import HttpResponse
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from PIL import ImageColor
+from rest_framework import serializers
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.authentication import APIKeyAuthentication
+from removal import selectors, storage
+from removal.api.throttling import UploadRateThrottle
+from removal.errors import InvalidInput
+from removal.pipeline.options import InvalidOption, Options
+from removal.services import tasks, uploads
+
+# remove.bg's defaults where they differ from QuickBG's own.
+REMOVEBG_DEFAULTS = {"size": "preview", "format": "auto", "crop": "false", "crop_margin": "0"}
+OPTION_NAMES = ("size", "format", "crop", "crop_margin", "bg_color", "channels", "roi", "scale",
+                "position")
+TRUE_WORDS = ("true", "1", "yes", "on")
+
+
+def _unset(value) -> bool:
+    return value is None or (isinstance(value, str) and value.strip() in ("", "undefined", "null"))
+
+
+def _value(request, name: str):
+    value = request.data.get(name)
+    return None if _unset(value) else value
+
+
+def _fetch(url: str) -> bytes:
+    # removal.fetch (SSRF rules, QUICKBG_FETCH_ALLOW, size cap while streaming).
+    from removal.fetch import fetch_bytes
+
+    return fetch_bytes(str(url), max_bytes=uploads.validation_limits().max_bytes)
+
+
+def _image(request) -> tuple[bytes, str]:
+    """The one input image: ``image_file``, ``image_file_b64`` or ``image_url``."""
+    given = {name: _value(request, name) for name in ("image_file", "image_file_b64", "image_url")}
+    given["image_file"] = request.FILES.get("image_file") or given["image_file"]
+    sent = [name for name, value in given.items() if value is not None]
+    if len(sent) != 1:
+        raise InvalidInput("Send exactly one of image_file, image_file_b64 or image_url")
+    if sent == ["image_file"]:
+        file = given["image_file"]
+        if not hasattr(file, "read"):
+            raise InvalidInput("image_file must be a file (multipart/form-data)")
+        return file.read(), file.name or "image"
+    if sent == ["image_file_b64"]:
+        return _b64(given["image_file_b64"], "image_file_b64"), "image"
+    url = str(given["image_url"])
+    return _fetch(url), url.rsplit("/", 1)[-1].split("?", 1)[0] or "image"
+
+
+def _b64(value, name: str) -> bytes:
+    text = str(value).strip()
+    if text.startswith("data:") and "," in text:
+        text = text.split(",", 1)[1]
+    try:
+        return base64.b64decode(text + "=" * (-len(text) % 4), validate=False)
+    except (binascii.Error, ValueError):
+        raise InvalidInput(f"{name} is not valid base64") from None
+
+
+def _background(request) -> bytes | None:
+    file = request.FILES.get("bg_image_file")
+    url = _value(request, "bg_image_url")
+    if file is not None and url is not None:
+        raise InvalidInput("Send at most one of bg_image_file or bg_image_url")
+    if file is not None:
+        return file.read()
+    return _fetch(url) if url is not None else None
+
+
+def _bg_color(value):
+    """remove.bg takes hex (``81d4fa``, ``fff``) or a colour name (``green``)."""
+    if value is None or all(c in "#0123456789abcdefABCDEF" for c in str(value)):
+        return value
+    try:
+        red, green, blue = ImageColor.getrgb(str(value).strip())[:3]
+    except ValueError:
+        raise InvalidOption("bg_color", "must be a hex colour (81d4fa) or a colour name") from None
+    return f"{red:02x}{green:02x}{blue:02x}"
+
+
+def parse_options(request) -> dict:
+    """remove.bg's parameters as QuickBG output options (``Options``), remove.bg's defaults."""
+    add_shadow = _value(request, "add_shadow")
+    if add_shadow is not None and str(add_shadow).strip().lower() in TRUE_WORDS:
+        raise InvalidInput("add_shadow: not supported")
+    raw = {**REMOVEBG_DEFAULTS}
+    raw.update({n: _value(request, n) for n in OPTION_NAMES if _value(request, n) is not None})
+    if raw.get("bg_color") is not None:
+        raw["bg_color"] = _bg_color(raw["bg_color"])
+    return Options.parse(raw).to_dict()
+
+
+class RemoveBgRateThrottle(UploadRateThrottle):
+    """The upload rate (``QUICKBG_UPLOAD_RATE``), per user, shared with ``POST /uploads``;
+    keeps what remove.bg's ``X-RateLimit-*`` headers report."""
+
+    def headers(self) -> dict:
+        if not hasattr(self, "history"):
+            return {}
+        remaining = max(0, self.num_requests - len(self.history))
+        reset = self.now + (self.duration - (self.now - self.history[-1]) if self.history else 0)
+        return {"X-RateLimit-Limit": str(self.num_requests),
+                "X-RateLimit-Remaining": str(remaining),
+                "X-RateLimit-Reset": str(int(reset + 0.999))}
+
+
+class RemoveBgRequestSerializer(serializers.Serializer):
+    """For the schema only: the view reads these from the form or JSON body itself."""
+
+    image_file = serializers.FileField(required=False, help_text="The image (multipart).")
+    image_file_b64 = serializers.CharField(required=False, help_text="The image, base64.")
+    image_url = serializers.URLField(required=False, help_text="An image URL to fetch.")
+    size = serializers.CharField(required=False, help_text="preview (default), small, regular "
+                                 "(0.25 MP), medium (1.5 MP), hd (4 MP), full, 4k, auto.")
+    type = serializers.CharField(required=False, help_text="Accepted; X-Type answers other.")
+    format = serializers.CharField(required=False, help_text="auto (default), png, jpg, webp, "
+                                   "zip (color.jpg + alpha.png).")
+    roi = serializers.CharField(required=False, help_text="'x1 y1 x2 y2', px or %.")
+    crop = serializers.BooleanField(required=False, help_text="Trim empty margins (default "
+                                    "false).")
+    crop_margin = serializers.CharField(required=False, help_text="px or %, with crop.")
+    scale = serializers.CharField(required=False, help_text="original or 10%-100%.")
+    position = serializers.CharField(required=False, help_text="original, center or 'H% V%'.")
+    channels = serializers.CharField(required=False, help_text="rgba (default) or alpha.")
+    bg_color = serializers.CharField(required=False, help_text="Hex colour or colour name.")
+    bg_image_url = serializers.URLField(required=False, help_text="Background image URL.")
+    bg_image_file = serializers.FileField(required=False, help_text="Background image file.")
+    semitransparency = serializers.BooleanField(required=False, help_text="Accepted.")
+    add_shadow = serializers.BooleanField(required=False, help_text="false only (true: 400).")
+
+
+class RemoveBgResultSerializer(serializers.Serializer):
+    result_b64 = serializers.CharField()
+    foreground_top = serializers.IntegerField()
+    foreground_left = serializers.IntegerField()
+    foreground_width = serializers.IntegerField()
+    foreground_height = serializers.IntegerField()
+
+
+class RemoveBgView(APIView):
+    """``POST /v1.0/removebg``: remove the background and answer with the result."""
+
+    authentication_classes = [APIKeyAuthentication]
+    throttle_classes = [RemoveBgRateThrottle]
+    parser_classes = [MultiPartParser, FormParser, JSONParser]
+    error_style = "removebg"
+
+    def perform_content_negotiation(self, request, force=False):
+        # The image answer is a plain HttpResponse; everything else (JSON result, errors) is
+        # JSON whatever ``Accept`` says, so ``Accept: image/png`` is never a 406.
+        return super().perform_content_negotiation(request, force=True)
+
+    def check_throttles(self, request):
+        self.throttle = RemoveBgRateThrottle()
+        if not self.throttle.allow_request(request, self):
+            self.throttled(request, self.throttle.wait())
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        for name, value in getattr(getattr(self, "throttle", None), "headers",
+                                   lambda: {})().items():
+            response[name] = value
+        return response
+
+    @extend_schema(
+        summary="remove.bg compatible: remove the background (synchronous)",
+        request={"multipart/form-data": RemoveBgRequestSerializer,
+                 "application/json": RemoveBgRequestSerializer},
+        parameters=[OpenApiParameter("X-Api-Key", location="header", required=True)],
+        responses={200: OpenApiResponse(RemoveBgResultSerializer,
+                                        description="The image bytes, or JSON with "
+                                        "Accept: application/json"),
+                   400: dict, 402: dict, 403: dict, 429: dict, 504: dict},
+    )
+    def post(self, request):
+        if not hasattr(request.data, "get"):
+            raise InvalidInput("Send a form or a JSON object")
+        options = parse_options(request)
+        data, filename = _image(request)
+        background = _background(request)
+        charge = selectors.credit_cost(options)
+        task = uploads.upload_create_from_bytes(
+            owner=request.user, data=data, filename=filename, options=options,
+            background=background, at_front=True,
+        )
+        task = tasks.task_wait(task=task, timeout=settings.QUICKBG_SYNC_TIMEOUT)
+        if task.status != task.Status.COMPLETED:
+            raise InvalidInput(task.error_message or "Processing failed")
+        return self._answer(request, task, storage.read(task.result_key), charge)
+
+    def _answer(self, request, task, body: bytes, charge: float):
+        metrics = task.metrics
+        box = metrics.get("foreground") or {}
+        headers = {
+            "X-Type": "other",
+            "X-Width": str(metrics.get("output_width", "")),
+            "X-Height": str(metrics.get("output_height", "")),
+            "X-Foreground-Top": str(box.get("top", 0)),
+            "X-Foreground-Left": str(box.get("left", 0)),
+            "X-Foreground-Width": str(box.get("width", 0)),
+            "X-Foreground-Height": str(box.get("height", 0)),
+            "X-Credits-Charged": f"{charge:g}",
+            "X-Task-Id": str(task.pk),
+        }
+        if _wants_json(request.headers.get("Accept", "")):
+            data = {"result_b64": base64.b64encode(body).decode("ascii"),
+                    **{f"foreground_{k}": box.get(k, 0)
+                       for k in ("top", "left", "width", "height")}}
+            return Response({"data": data}, headers=headers)
+        extension = task.result_key.rsplit(".", 1)[-1]
+        response = HttpResponse(body, content_type=_CONTENT_TYPES.get(extension,
+                                                                      "application/octet-stream"))
+        for name, value in headers.items():
+            response[name] = value
+        return response
+
+
+_CONTENT_TYPES = {"png": "image/png", "webp": "image/webp", "jpg": "image/jpeg",
+                  "zip": "application/zip"}
+
+
+def _wants_json(accept: str) -> bool:
+    """JSON only when asked for it: ``Accept: application/json`` without an image type."""
+    accept = accept.lower()
+    return "application/json" in accept and "image/" not in accept
+
+
+class AccountView(APIView):
+    """``GET /v1.0/account``: this month's credits for the key's user, in remove.bg's shape."""
+
+    authentication_classes = [APIKeyAuthentication]
+    error_style = "removebg"
+
+    @extend_schema(summary="remove.bg compatible: credits used this month",
+                   parameters=[OpenApiParameter("X-Api-Key", location="header", required=True)],
+                   responses={200: dict, 403: dict})
+    def get(self, request):
+        used = selectors.credits_used(owner=request.user)
+        limit = settings.QUICKBG_MONTHLY_CREDITS or None
+        credits = {
+            # remove.bg's fields; QuickBG counts usage, so "total" is this month's usage.
+            "total": used, "subscription": 0, "payg": used, "enterprise": 0,
+            "used_this_month": used, "monthly_limit": limit,
+            "remaining": None if limit is None else max(0.0, limit - used),
+        }
+        api = {"free_calls": 0, "sizes": "all"}
+        return Response({"data": {"attributes": {"credits": credits, "api": api}}})
