@@ -187,6 +187,11 @@ QUICKBG_URL_EXPIRY = env_int("QUICKBG_URL_EXPIRY", 3600, minimum=1)
 # Workers re-enqueue tasks no live job holds every N s (0 = never), ignoring ones touched recently.
 QUICKBG_RECONCILE_INTERVAL = env_int("QUICKBG_RECONCILE_INTERVAL", 30, minimum=0)
 QUICKBG_RECONCILE_GRACE = env_int("QUICKBG_RECONCILE_GRACE", 30, minimum=0)
+# Fetching user-given URLs (image_url, webhook targets; removal/fetch.py): connect and total
+# time limits, and host:port or CIDR entries that may be private anyway (intranets, tests).
+QUICKBG_FETCH_CONNECT_TIMEOUT = env_float("QUICKBG_FETCH_CONNECT_TIMEOUT", 5, minimum=0.1)
+QUICKBG_FETCH_TIMEOUT = env_float("QUICKBG_FETCH_TIMEOUT", 20, minimum=0.1)
+QUICKBG_FETCH_ALLOW = env_list("QUICKBG_FETCH_ALLOW", [])
 # Django refuses request bodies past this; a little over the image limit for multipart overhead.
 DATA_UPLOAD_MAX_MEMORY_SIZE = int(QUICKBG_MAX_UPLOAD_MB * 1024 * 1024) + 1024 * 1024
 DATA_UPLOAD_MAX_NUMBER_FILES = 10  # the API refuses more than one file with a clear message

@@ -119,3 +119,65 @@ class DiscModel:
     def run(self, tensor: np.ndarray, timeout: float | None = None) -> np.ndarray:
         self.inputs.append(tensor)
         return self.output.copy()
+
+
+class LocalHTTPServer:
+    """A threaded HTTP server on a loopback address (127.0.0.1 or 127.0.0.2, never another) that
+    records every request it gets, so a test can prove a server was, or was never, contacted.
+
+    ``routes`` maps a path to ``(status, headers, body)`` or to a callable taking the handler and
+    returning that triple (it may sleep, or change its answer between calls). Use as a context
+    manager: the server thread is shut down and the socket closed on exit, also on failure."""
+
+    def __init__(self, host: str = "127.0.0.1", routes: dict | None = None):
+        import http.server
+        import threading
+
+        assert host in ("127.0.0.1", "127.0.0.2"), "tests use loopback servers only"
+        self.routes = dict(routes or {})
+        self.requests: list[dict] = []
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _answer(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                owner.requests.append({"method": self.command, "path": self.path,
+                                       "headers": dict(self.headers), "body": body})
+                route = owner.routes.get(self.path.split("?")[0], (404, {}, b"not found"))
+                status, headers, payload = route(self) if callable(route) else route
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                if "Content-Length" not in headers and "Transfer-Encoding" not in headers:
+                    self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                try:
+                    self.wfile.write(payload)
+                except OSError:  # the client hung up (a cut-off body): expected in some tests
+                    pass
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer((host, 0), Handler)
+        self.server.daemon_threads = True
+        self.host, self.port = host, self.server.server_address[1]
+        self._thread = threading.Thread(target=self.server.serve_forever,
+                                        kwargs={"poll_interval": 0.05}, daemon=True)
+
+    def url(self, path: str = "/") -> str:
+        return f"http://{self.host}:{self.port}{path}"
+
+    def __enter__(self) -> LocalHTTPServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join(timeout=10)
