@@ -24,7 +24,7 @@ from rq.timeouts import JobTimeoutException
 from removal import queue, runner
 from removal.errors import InvalidInput
 from removal.pipeline.errors import InferenceTimeout, InvalidOption
-from removal.services import tasks
+from removal.services import tasks, webhooks
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,19 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 
 def process_task(task_id: str) -> str:
     """Process one task. The only argument is the task id (JSON-serialised by RQ)."""
+    outcome = _process_task(task_id)
+    if outcome in ("completed", "failed"):  # recorded (and committed): tell the webhooks
+        webhooks.task_event_emit(task_id=task_id)
+    return outcome
+
+
+def deliver_webhook(delivery_id: str) -> str:
+    """Send one webhook attempt (queue ``{QUICKBG_QUEUE}-webhooks``); it records its outcome
+    and schedules the next attempt itself (``services.webhooks``)."""
+    return webhooks.webhook_deliver(delivery_id=delivery_id)
+
+
+def _process_task(task_id: str) -> str:
     job = get_current_job()
     claim = tasks.task_claim(task_id=task_id, job_id=job.id if job is not None else None)
     if claim is None:
