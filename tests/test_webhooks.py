@@ -187,7 +187,7 @@ def test_default_retry_schedule_first_within_30s_growing_over_a_day():
 
     delays = settings.QUICKBG_WEBHOOK_RETRY_DELAYS
     assert delays[0] <= 30
-    assert all(later >= earlier for earlier, later in zip(delays, delays[1:]))
+    assert all(later >= earlier for earlier, later in zip(delays, delays[1:], strict=False))
     assert sum(delays) >= 24 * 3600
 
 
