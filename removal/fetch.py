@@ -170,8 +170,9 @@ def _check(url: str | httpx.URL) -> _Target:
     for ip in addresses:
         reason = _why_not_public(ip)
         if reason and not _allowed(host, port, ip):
+            shown = getattr(ip, "ipv4_mapped", None) or ip  # ::ffff:7f00:2 is 127.0.0.2
             raise FetchRefused(
-                f"The URL's host {host!r} resolves to {ip}, a {reason} address; only public "
+                f"The URL's host {host!r} resolves to {shown}, a {reason} address; only public "
                 "addresses may be fetched (an operator can allow it in QUICKBG_FETCH_ALLOW)."
             )
     return _Target(url=parsed, host=host, port=port, ip=str(addresses[0]))
