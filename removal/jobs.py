@@ -45,9 +45,9 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 
 def process_task(task_id: str) -> str:
     """Process one task. The only argument is the task id (JSON-serialised by RQ)."""
-    outcome = _process_task(task_id)
+    outcome = _process(task_id)
     if outcome in ("completed", "failed"):  # recorded (and committed): tell the webhooks
-        webhooks.task_event_emit(task_id=task_id)
+        _emit_task_event(task_id)
     return outcome
 
 
@@ -57,7 +57,16 @@ def deliver_webhook(delivery_id: str) -> str:
     return webhooks.webhook_deliver(delivery_id=delivery_id)
 
 
-def _process_task(task_id: str) -> str:
+def _emit_task_event(task_id: str) -> None:
+    # Never fails the job: the outcome is already recorded, and RQ re-running a finished task
+    # would not bring the event back.
+    try:
+        webhooks.task_event_emit(task_id=task_id)
+    except Exception:  # noqa: BLE001
+        logger.exception("task %s: could not record its webhook event", task_id)
+
+
+def _process(task_id: str) -> str:
     job = get_current_job()
     claim = tasks.task_claim(task_id=task_id, job_id=job.id if job is not None else None)
     if claim is None:
