@@ -199,6 +199,11 @@ class _PinnedBackend(httpcore.SyncBackend):
         raise httpcore.ConnectError("unix sockets are not allowed")
 
 
+def _ssl_context() -> ssl.SSLContext:
+    """The system's trust store; the certificate is checked against the URL's host name."""
+    return ssl.create_default_context()
+
+
 class _PinnedTransport(httpx.HTTPTransport):
     """httpx's own transport with its connection pool swapped for one on the pinned backend.
 
@@ -209,7 +214,7 @@ class _PinnedTransport(httpx.HTTPTransport):
     def __init__(self, ip: str):
         super().__init__(retries=0)
         self._pool = httpcore.ConnectionPool(
-            ssl_context=ssl.create_default_context(),
+            ssl_context=_ssl_context(),
             max_connections=1,
             retries=0,
             network_backend=_PinnedBackend(ip),

@@ -278,3 +278,64 @@ def test_post_returns_status_and_excerpt(allowed, forbidden):
     with pytest.raises(FetchRefused, match="loopback"):
         fetch.post(forbidden.url("/hook"), content=b"{}", headers={})
     assert forbidden.requests == []
+
+
+def _tls_pair(tmp_path, name: str):
+    """A throwaway CA and a server certificate for ``name`` signed by it (PEM files)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def cert(subject, issuer, key, signer, *, ca: bool, san=None):
+        builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer)
+                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(minutes=5))
+                   .not_valid_after(now + datetime.timedelta(hours=1))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if san:
+            builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "QuickBG test CA")])
+    ca_cert = cert(ca_name, ca_name, ca_key, ca_key, ca=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = cert(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]), ca_name, key,
+                ca_key, ca=False, san=[x509.DNSName(name)])
+    pem = serialization.Encoding.PEM
+    (tmp_path / "ca.pem").write_bytes(ca_cert.public_bytes(pem))
+    (tmp_path / "leaf.pem").write_bytes(leaf.public_bytes(pem) + key.private_bytes(
+        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return tmp_path / "ca.pem", tmp_path / "leaf.pem"
+
+
+def test_https_to_the_pinned_address_keeps_host_sni_and_certificate_check(
+        settings, monkeypatch, tmp_path, forbidden):
+    """The connection goes to the checked address, yet TLS is for the URL's host name: SNI and
+    the certificate check use it, and a certificate for another name is refused."""
+    import ssl
+
+    ca, leaf = _tls_pair(tmp_path, "images.example.test")
+    server_side = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_side.load_cert_chain(leaf)
+    seen_sni = []
+    server_side.sni_callback = lambda sock, name, ctx: seen_sni.append(name)
+    monkeypatch.setattr(fetch, "_ssl_context", lambda: ssl.create_default_context(cafile=ca))
+    with LocalHTTPServer("127.0.0.1", {"/img": (200, {}, BODY)}, tls=server_side) as server:
+        port = server.port
+        settings.QUICKBG_FETCH_ALLOW = [f"images.example.test:{port}",
+                                        f"other.example.test:{port}"]
+        fake_dns(monkeypatch, {"images.example.test": ["127.0.0.1"],
+                               "other.example.test": ["127.0.0.1"]})
+        assert fetch_bytes(f"https://images.example.test:{port}/img", max_bytes=10_000) == BODY
+        assert seen_sni == ["images.example.test"]
+        assert server.requests[0]["headers"]["Host"] == f"images.example.test:{port}"
+        with pytest.raises(FetchRefused, match="CERTIFICATE_VERIFY_FAILED|certificate"):
+            fetch_bytes(f"https://other.example.test:{port}/img", max_bytes=10_000)
+        assert len(server.requests) == 1
+    assert forbidden.requests == []
