@@ -407,3 +407,22 @@ def modelstore_sha() -> str:
     from removal import modelstore
 
     return modelstore.MODELS[modelstore.DEFAULT_MODEL].sha256
+
+
+@pytest.mark.django_db(transaction=True)
+def test_deleting_an_endpoint_cancels_its_pending_retries(user, client_for, settings,
+                                                          receiver_for, webhooks_queue):
+    settings.QUICKBG_WEBHOOK_RETRY_DELAYS = [1]
+    receiver = receiver_for(user, answers=(500,))
+    client = client_for(user)
+    endpoint = client.post("/api/v1/webhooks", {"url": receiver.url()}, format="json").json()
+    webhooks.task_event_emit(task_id=completed_task(user).pk)
+    deliver_all()
+    retry = WebhookDelivery.objects.get(attempt=2)
+    assert retry.status == Status.PENDING
+    assert client.delete(f"/api/v1/webhooks/{endpoint['id']}").status_code == 204
+    retry.refresh_from_db()
+    assert retry.status == Status.FAILED and retry.error == "The webhook endpoint was deleted"
+    time.sleep(1.2)
+    deliver_all()  # the scheduled job runs, finds nothing pending, sends nothing
+    assert len(receiver.requests) == 1

@@ -99,9 +99,17 @@ def endpoint_create(*, owner, url: str) -> WebhookEndpoint:
 
 
 def endpoint_delete(*, owner, endpoint_id) -> None:
-    deleted, _ = WebhookEndpoint.objects.filter(owner=owner, pk=endpoint_id).delete()
-    if not deleted:
-        raise NotFound("No such webhook endpoint")
+    """Remove a standing endpoint; its attempts not yet sent are cancelled (marked failed),
+    except those a task asked for itself with the same ``webhook_url``."""
+    with transaction.atomic():
+        endpoint = WebhookEndpoint.objects.filter(owner=owner, pk=endpoint_id).first()
+        if endpoint is None:
+            raise NotFound("No such webhook endpoint")
+        endpoint.delete()
+        (WebhookDelivery.objects.filter(owner=owner, url=endpoint.url, status=Status.PENDING)
+         .exclude(task__webhook_url=endpoint.url)
+         .update(status=Status.FAILED, error="The webhook endpoint was deleted",
+                 updated_at=timezone.now()))
 
 
 # --- Events -------------------------------------------------------------------------------------
