@@ -426,3 +426,27 @@ def test_deleting_an_endpoint_cancels_its_pending_retries(user, client_for, sett
     time.sleep(1.2)
     deliver_all()  # the scheduled job runs, finds nothing pending, sends nothing
     assert len(receiver.requests) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_workers_take_tasks_before_webhooks(user, settings, receiver_for, webhooks_queue,
+                                            empty_queue):
+    """Deliveries wait behind removal work, never the other way round: a worker given both
+    queues runs the task queue's job first even when the delivery was queued earlier."""
+    from rq.job import Job
+
+    from removal.services.tasks import task_enqueue
+
+    receiver = receiver_for(user)
+    webhooks.task_event_emit(task_id=completed_task(user, webhook_url=receiver.url()).pk)
+    task = make_task(owner=user, model="no-such-model")  # fails at once, without the model
+    task_enqueue(task=task)
+    call_command("run_worker", "--burst", "--no-warmup")
+    task.refresh_from_db()
+    delivery = WebhookDelivery.objects.get(task__webhook_url=receiver.url(), attempt=1)
+    assert task.status == Task.Status.FAILED and delivery.status == Status.SUCCEEDED
+    connection = empty_queue.connection
+    task_job = Job.fetch(task.rq_job_id, connection=connection, serializer=empty_queue.serializer)
+    hook_job = Job.fetch(delivery.rq_job_id, connection=connection,
+                         serializer=webhooks_queue.serializer)
+    assert task_job.ended_at <= hook_job.started_at
