@@ -30,6 +30,7 @@ would need a patched connection class for the same thing.
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import socket
 import ssl
@@ -199,9 +200,15 @@ class _PinnedBackend(httpcore.SyncBackend):
         raise httpcore.ConnectError("unix sockets are not allowed")
 
 
+@functools.lru_cache(maxsize=1)
+def _default_ssl_context() -> ssl.SSLContext:
+    # Loading the trust store costs tens of milliseconds: once per process, not per fetch.
+    return ssl.create_default_context()
+
+
 def _ssl_context() -> ssl.SSLContext:
     """The system's trust store; the certificate is checked against the URL's host name."""
-    return ssl.create_default_context()
+    return _default_ssl_context()
 
 
 class _PinnedTransport(httpx.HTTPTransport):
@@ -212,9 +219,10 @@ class _PinnedTransport(httpx.HTTPTransport):
     """
 
     def __init__(self, ip: str):
-        super().__init__(retries=0)
+        context = _ssl_context()
+        super().__init__(verify=context, retries=0)  # our context: no trust store loaded again
         self._pool = httpcore.ConnectionPool(
-            ssl_context=_ssl_context(),
+            ssl_context=context,
             max_connections=1,
             retries=0,
             network_backend=_PinnedBackend(ip),
