@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import uuid
 from datetime import timedelta
 from urllib.parse import unquote, urlsplit
@@ -17,6 +18,8 @@ from removal.models import DirectUpload, Task, Upload
 from removal.pipeline.validate import Limits, check_size, inspect
 from removal.services import webhooks
 from removal.services.tasks import check_task_quota, task_enqueue
+
+logger = logging.getLogger(__name__)
 
 
 def validation_limits() -> Limits:
@@ -202,7 +205,9 @@ def _reuse_result(*, upload: Upload, model: str, options: dict, webhook_url: str
         return None
     try:
         data = storage.read(source.result_key)
-    except FileNotFoundError:  # the earlier result is gone: compute again
+    except Exception:  # noqa: BLE001 - gone or unreadable: reuse is only a shortcut, compute
+        logger.warning("task %s: result %s not reusable, computing again", source.pk,
+                       source.result_key, exc_info=True)
         return None
     task_id = uuid.uuid4()
     extension = source.result_key.rsplit(".", 1)[-1]
