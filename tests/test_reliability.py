@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import signal
 import subprocess
 import sys
@@ -235,7 +236,10 @@ def test_worker_killed_mid_inference_hands_its_task_to_another(user, tmp_path):
                                 cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
 
-    first = worker(f"doomed-{tmp_path.name}")
+    # Worker names are global in the shared Redis, and a SIGKILLed worker stays registered for
+    # minutes: the name must be unique to this run, not just to this test (tmp_path.name is not).
+    unique = f"{os.getpid()}-{tmp_path.name}"
+    first = worker(f"doomed-{unique}")
     deadline = time.monotonic() + 120
     while Task.objects.get(pk=task.pk).status != Task.Status.PROCESSING:
         assert time.monotonic() < deadline and first.poll() is None
@@ -244,7 +248,7 @@ def test_worker_killed_mid_inference_hands_its_task_to_another(user, tmp_path):
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=30)
     killed_at = time.monotonic()
-    second = worker(f"rescuer-{tmp_path.name}")
+    second = worker(f"rescuer-{unique}")
     try:
         while Task.objects.get(pk=task.pk).status != Task.Status.COMPLETED:
             assert time.monotonic() - killed_at < 120, "not recovered within 2 minutes"
