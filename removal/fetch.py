@@ -137,7 +137,7 @@ def _why_not_public(ip: IPAddress) -> str | None:
 def _resolve(host: str, port: int) -> list[IPAddress]:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as exc:
+    except (OSError, UnicodeError) as exc:  # gaierror is an OSError
         raise FetchRefused(f"Could not resolve the host {host!r}: {exc}.") from None
     addresses: list[IPAddress] = []
     for _family, _type, _proto, _canon, sockaddr in infos:
