@@ -199,6 +199,13 @@ RQ_QUEUES = {
         "SERIALIZER": "rq.serializers.JSONSerializer",
     },
 }
+# Webhook deliveries have their own queue, so a slow receiver never delays removal; every worker
+# drains it after the task queue (`run_worker --webhooks-only` runs a worker for it alone).
+RQ_QUEUES[f"{QUICKBG_QUEUE}-webhooks"] = {
+    "URL": REDIS_URL,
+    "DEFAULT_TIMEOUT": 60,
+    "SERIALIZER": "rq.serializers.JSONSerializer",
+}
 # Enqueue only after the surrounding transaction commits (django-rq 4's default, made explicit).
 # The queue and worker classes live in removal/queue.py and removal/worker.py (their docstrings
 # say why): Redis down at enqueue leaves the task for the reconciler, and the worker keeps the
@@ -301,6 +308,26 @@ QUICKBG_RECONCILE_GRACE = env_int("QUICKBG_RECONCILE_GRACE", 30, minimum=0)
 QUICKBG_FETCH_CONNECT_TIMEOUT = env_float("QUICKBG_FETCH_CONNECT_TIMEOUT", 5, minimum=0.1)
 QUICKBG_FETCH_TIMEOUT = env_float("QUICKBG_FETCH_TIMEOUT", 20, minimum=0.1)
 QUICKBG_FETCH_ALLOW = env_list("QUICKBG_FETCH_ALLOW", [])
+# Webhooks (Standard Webhooks, removal/services/webhooks.py): per-attempt timeout, the delays
+# before each retry (s; the default adds up to 27 h: first retry after 10 s, then growing), how
+# many standing endpoints a user may register, and the site's public address for links in
+# payloads when files are served by QuickBG itself (local storage).
+QUICKBG_WEBHOOK_TIMEOUT = env_float("QUICKBG_WEBHOOK_TIMEOUT", 10, minimum=0.1)
+try:
+    QUICKBG_WEBHOOK_RETRY_DELAYS = [
+        float(item) for item in env_list(
+            "QUICKBG_WEBHOOK_RETRY_DELAYS", ["10", "60", "300", "1800", "7200", "18000",
+                                             "36000", "36000"])
+    ]
+except ValueError:
+    raise ImproperlyConfigured(
+        "QUICKBG_WEBHOOK_RETRY_DELAYS must be comma-separated seconds, e.g. 10,60,300"
+    ) from None
+QUICKBG_WEBHOOK_MAX_ENDPOINTS = env_int("QUICKBG_WEBHOOK_MAX_ENDPOINTS", 10, minimum=1)
+QUICKBG_PUBLIC_URL = env_str("QUICKBG_PUBLIC_URL", f"http://localhost:{PORT}").rstrip("/")
+# Result reuse: the same user's same image bytes, options and model weights get the stored
+# result at once (the task says "cached": true) instead of a model run.
+QUICKBG_REUSE_RESULTS = env_bool("QUICKBG_REUSE_RESULTS", True)
 # Django refuses request bodies past this; a little over the image limit for multipart overhead.
 DATA_UPLOAD_MAX_MEMORY_SIZE = int(QUICKBG_MAX_UPLOAD_MB * 1024 * 1024) + 1024 * 1024
 DATA_UPLOAD_MAX_NUMBER_FILES = 10  # the API refuses more than one file with a clear message

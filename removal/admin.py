@@ -22,8 +22,8 @@ from django.utils.http import urlencode
 
 from removal import admin_views, modelstore, selectors, storage
 from removal.errors import QuickBGError
-from removal.models import Task, Upload
-from removal.services import tasks
+from removal.models import Task, Upload, WebhookDelivery
+from removal.services import tasks, webhooks
 
 Status = Task.Status
 
@@ -351,3 +351,34 @@ def _table(rows: list[tuple[str, str]]):
         return "—"
     body = format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", rows)
     return format_html('<table class="quickbg-kv">{}</table>', body)
+
+
+# --- Webhook deliveries (one row per attempt) ---------------------------------------------------
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(ReadOnlyAdmin):
+    """Every attempt to deliver a webhook, newest first; "resend" sends the event again now."""
+
+    list_display = ["created_at", "event_type", "url", "attempt", "status", "status_code",
+                    "latency", "next_retry_at", "owner"]
+    list_filter = ["status", "event_type", "created_at"]
+    list_select_related = ["owner"]
+    search_fields = ["message_id", "url", "owner__email"]
+    search_help_text = "A webhook-id (msg_...), part of a URL, or an owner's email."
+    raw_id_fields = ["owner", "task"]
+    actions = ["resend"]
+    readonly_fields = ["id", "message_id", "event_type", "event_timestamp", "owner", "task",
+                       "url", "attempt", "status", "status_code", "latency", "response_excerpt",
+                       "error", "due_at", "next_retry_at", "rq_job_id", "created_at",
+                       "updated_at", "data"]
+    fields = readonly_fields
+
+    @admin.action(description="Resend selected deliveries now", permissions=["change"])
+    def resend(self, request, queryset):
+        sent = 0
+        for delivery in queryset:
+            webhooks.delivery_resend(delivery=delivery)
+            sent += 1
+        self.message_user(request, f"Queued {sent} webhook delivery attempt(s).",
+                          messages.SUCCESS)

@@ -25,7 +25,7 @@ from rq.timeouts import JobTimeoutException
 from removal import queue, runner
 from removal.errors import InvalidInput
 from removal.pipeline.errors import InferenceTimeout, InvalidOption
-from removal.services import tasks
+from removal.services import tasks, webhooks
 
 logger = logging.getLogger(__name__)
 
@@ -74,9 +74,25 @@ def is_transient(exc: BaseException) -> bool:
 def process_task(task_id: str) -> str:
     """Process one task. The only argument is the task id (JSON-serialised by RQ)."""
     outcome = _process(task_id)
-    if outcome in ("completed", "failed"):
+    if outcome in ("completed", "failed"):  # recorded (and committed): tell the waiters
         transaction.on_commit(lambda: queue.announce_task_done(task_id))
+        _emit_task_event(task_id)
     return outcome
+
+
+def deliver_webhook(delivery_id: str) -> str:
+    """Send one webhook attempt (queue ``{QUICKBG_QUEUE}-webhooks``); it records its outcome
+    and schedules the next attempt itself (``services.webhooks``)."""
+    return webhooks.webhook_deliver(delivery_id=delivery_id)
+
+
+def _emit_task_event(task_id: str) -> None:
+    # Never fails the job: the outcome is already recorded, and RQ re-running a finished task
+    # would not bring the event back.
+    try:
+        webhooks.task_event_emit(task_id=task_id)
+    except Exception:  # noqa: BLE001
+        logger.exception("task %s: could not record its webhook event", task_id)
 
 
 def _process(task_id: str) -> str:

@@ -67,6 +67,10 @@ class Task(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # True when the result was reused from an identical earlier task (no model run).
+    cached = models.BooleanField(default=False)
+    # Where this task's own webhook event goes (besides the owner's standing endpoints).
+    webhook_url = models.URLField(max_length=2048, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -111,3 +115,88 @@ class DirectUpload(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+class WebhookEndpoint(models.Model):
+    """A standing webhook target: receives every event of its owner."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="webhook_endpoints"
+    )
+    url = models.URLField(max_length=2048)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at"]
+
+    def __str__(self) -> str:
+        return self.url
+
+
+class WebhookSecret(models.Model):
+    """A user's one signing secret (``whsec_...``, Standard Webhooks), made on first use.
+
+    Kept in clear text: signing needs the key itself (HMAC), as in every Standard Webhooks
+    sender. After a rotation the previous secret also signs for a grace period, so receivers can
+    switch without losing events (the spec allows several signatures in one header).
+    """
+
+    owner = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="webhook_secret"
+    )
+    secret = models.CharField(max_length=128)
+    previous_secret = models.CharField(max_length=128, blank=True)
+    rotated_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"webhook secret of {self.owner_id}"
+
+
+class WebhookDelivery(models.Model):
+    """One attempt to deliver one event to one URL.
+
+    Attempts of the same event to the same URL share ``message_id`` (the ``webhook-id`` header,
+    so receivers can deduplicate) and count up in ``attempt``. A failed attempt records when the
+    next one is due (``next_retry_at``); the next attempt is a new row, ``pending`` until a worker
+    sends it.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SENDING = "sending", "Sending"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="webhook_deliveries"
+    )
+    task = models.ForeignKey(Task, on_delete=models.SET_NULL, null=True, blank=True,
+                             related_name="webhook_deliveries")
+    message_id = models.CharField(max_length=64, db_index=True)
+    event_type = models.CharField(max_length=64)
+    event_timestamp = models.DateTimeField()
+    data = models.JSONField(default=dict)
+    url = models.URLField(max_length=2048)
+    attempt = models.PositiveIntegerField(default=1)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING,
+                              db_index=True)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    latency = models.FloatField(null=True, blank=True, help_text="Seconds")
+    response_excerpt = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    due_at = models.DateTimeField(help_text="When this attempt may be sent")
+    next_retry_at = models.DateTimeField(null=True, blank=True)
+    rq_job_id = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["status", "due_at"])]
+        verbose_name_plural = "webhook deliveries"
+
+    def __str__(self) -> str:
+        return f"{self.event_type} to {self.url} (attempt {self.attempt})"

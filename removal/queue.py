@@ -30,6 +30,7 @@ import time
 import django_rq
 import redis.exceptions
 from django.conf import settings
+from django.db import transaction
 from django_rq.queues import DjangoRQ
 from rq import Retry, get_current_job
 
@@ -142,3 +143,42 @@ def wait_task_done(task_id, timeout: float) -> bool:
         if connection.blpop([done_key(task_id)], timeout=min(left, WAIT_SLICE)) is not None:
             return True
     return False
+
+
+# --- Webhook deliveries (their own queue, so a slow receiver never holds the task queue) -------
+
+WEBHOOK_JOB_FUNC = "removal.jobs.deliver_webhook"
+
+
+def webhooks_queue_name() -> str:
+    return f"{settings.QUICKBG_QUEUE}-webhooks"
+
+
+def get_webhooks_queue() -> ResilientQueue:
+    return django_rq.get_queue(webhooks_queue_name())
+
+
+def enqueue_webhook(*, delivery_id, job_id: str, at=None) -> None:
+    """Queue ``deliver_webhook(delivery_id)`` as ``job_id`` after commit; at ``at`` if given.
+
+    A scheduled job (``at``) is put on RQ's scheduled registry by ``on_commit`` ourselves
+    (django-rq defers only ``enqueue_call``). Redis down at that moment leaves the delivery
+    ``pending`` in the database, where the reconciler finds it.
+    """
+    webhooks = get_webhooks_queue()
+    timeout = int(settings.QUICKBG_WEBHOOK_TIMEOUT) + 30
+    if at is None:
+        webhooks.enqueue_call(func=WEBHOOK_JOB_FUNC, args=(str(delivery_id),), job_id=job_id,
+                              timeout=timeout, result_ttl=RESULT_TTL, failure_ttl=FAILURE_TTL)
+        return
+
+    def schedule():
+        try:
+            webhooks.enqueue_at(at, WEBHOOK_JOB_FUNC, str(delivery_id), job_id=job_id,
+                                job_timeout=timeout, result_ttl=RESULT_TTL,
+                                failure_ttl=FAILURE_TTL)
+        except redis.exceptions.RedisError as exc:
+            logger.error("Redis unavailable, webhook job %s left for the reconciler: %s",
+                         job_id, exc)
+
+    transaction.on_commit(schedule)

@@ -17,6 +17,10 @@ refreshing the key) but whose main thread is stuck in C code, where RQ's SIGALRM
 runs. Such a job is treated as lost; when it has used its attempts the task fails with
 "Processing timed out after N s". If the stuck worker ever wakes up, its claim token is stale and
 it records nothing.
+
+Webhook deliveries get the same pass on their own queue: a ``pending`` or ``sending`` attempt
+that no job holds goes back on it (``services.webhooks.delivery_recover``; a retry keeps its due
+time).
 """
 
 from __future__ import annotations
@@ -29,8 +33,9 @@ from django.utils import timezone
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
-from removal.models import Task
-from removal.queue import alive_key, get_queue
+from removal.models import Task, WebhookDelivery
+from removal.queue import alive_key, get_queue, get_webhooks_queue
+from removal.services import webhooks
 from removal.services.tasks import task_recover
 
 logger = logging.getLogger(__name__)
@@ -44,10 +49,13 @@ class Report:
     held: int = 0
     requeued: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    deliveries_requeued: list[str] = field(default_factory=list)
 
 
-def is_held(task: Task, queue, queued_ids: set[str], *, grace_seconds: int = 30) -> bool:
-    """``queued_ids``: the job ids the queue lists right now (read once per pass)."""
+def is_held(task: Task | WebhookDelivery, queue, queued_ids: set[str], *,
+            grace_seconds: int = 30) -> bool:
+    """``queued_ids``: the job ids the queue lists right now (read once per pass). Works for
+    anything with an ``rq_job_id`` on ``queue``: tasks, and webhook deliveries."""
     return hold(task, queue, queued_ids, grace_seconds=grace_seconds) == HELD
 
 
@@ -86,7 +94,7 @@ def _hung_job_timeout(task: Task, queue, grace_seconds: int) -> int | None:
     return int(job.timeout)
 
 
-def _is_held(task: Task, queue, queued_ids: set[str], grace_seconds: int) -> bool:
+def _is_held(task: Task | WebhookDelivery, queue, queued_ids: set[str], grace_seconds: int) -> bool:
     if not task.rq_job_id:
         return False
     if task.rq_job_id in queued_ids:
@@ -146,7 +154,26 @@ def reconcile(*, grace_seconds: int = 30, dry_run: bool = False) -> Report:
             report.requeued.append(str(task.pk))
         elif outcome == "failed":
             report.failed.append(str(task.pk))
-    if report.requeued or report.failed:
-        logger.warning("reconcile: requeued %s, failed %s (of %s checked)",
-                       len(report.requeued), len(report.failed), report.checked)
+            webhooks.task_event_emit(task_id=task.pk)
+    _reconcile_deliveries(report, grace_seconds=grace_seconds, dry_run=dry_run)
+    if report.requeued or report.failed or report.deliveries_requeued:
+        logger.warning("reconcile: requeued %s, failed %s (of %s checked), webhook deliveries "
+                       "requeued %s", len(report.requeued), len(report.failed), report.checked,
+                       len(report.deliveries_requeued))
     return report
+
+
+def _reconcile_deliveries(report: Report, *, grace_seconds: int, dry_run: bool) -> None:
+    queue = get_webhooks_queue()
+    queued_ids = set(queue.get_job_ids())
+    cutoff = timezone.now() - timedelta(seconds=grace_seconds)
+    candidates = WebhookDelivery.objects.filter(
+        status__in=[WebhookDelivery.Status.PENDING, WebhookDelivery.Status.SENDING],
+        updated_at__lt=cutoff,
+    ).only("id", "status", "rq_job_id", "updated_at")
+    for delivery in candidates.iterator():
+        if is_held(delivery, queue, queued_ids, grace_seconds=grace_seconds):
+            continue
+        if dry_run or webhooks.delivery_recover(delivery_id=delivery.pk, status=delivery.status,
+                                                updated_at=delivery.updated_at):
+            report.deliveries_requeued.append(str(delivery.pk))

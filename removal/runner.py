@@ -107,6 +107,8 @@ def _run(claim: Claim, started: float, timings: dict, peak: PeakMemory) -> Outco
         **result.metrics,
         "stage_timings": timings,
         "model": task.model,
+        # The weights' pinned sha256 (verified when loaded): result reuse matches on it.
+        "model_sha256": modelstore.MODELS[task.model or settings.QUICKBG_MODEL].sha256,
         "options": options.to_dict(),
         "original_size": len(data),
         "processed_size": len(result.data),

@@ -83,6 +83,24 @@ def credits_used(*, owner, since: datetime | None = None) -> float:
     return previews * 0.25 + (done.count() - previews)
 
 
+def reusable_result(*, owner, sha256: str, model: str, options: dict,
+                    model_sha256: str) -> Task | None:
+    """The newest completed task of this owner over the same image bytes, with the same
+    effective options, model and weights (``metrics.model_sha256``), whose result can be reused.
+
+    Never another user's: how fast a task completes would tell one user what another uploaded.
+    """
+    return (
+        Task.objects.filter(
+            upload__owner=owner, upload__sha256=sha256, status=Status.COMPLETED, model=model,
+            options=options, metrics__model_sha256=model_sha256,
+        )
+        .exclude(result_key="")
+        .order_by("-finished_at")
+        .first()
+    )
+
+
 def upload_has_task_in_flight(*, upload_id) -> bool:
     return Task.objects.filter(upload_id=upload_id, status__in=IN_FLIGHT).exists()
 

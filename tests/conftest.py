@@ -118,8 +118,9 @@ def own_redis(tmp_path, settings):
         pytest.fail("redis-server is needed (apt-get install redis-server)")
     server = RedisServer(tmp_path)
     server.start()
-    name = settings.QUICKBG_QUEUE
-    settings.RQ_QUEUES = {name: {**settings.RQ_QUEUES[name], "URL": server.url}}
+    # Every queue (the task queue and the ones derived from it) moves to the private server.
+    settings.RQ_QUEUES = {name: {**config, "URL": server.url}
+                          for name, config in settings.RQ_QUEUES.items()}
     yield server
     server.stop()
 

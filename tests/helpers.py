@@ -133,7 +133,7 @@ class LocalHTTPServer:
     returning that triple (it may sleep, or change its answer between calls). Use as a context
     manager: the server thread is shut down and the socket closed on exit, also on failure."""
 
-    def __init__(self, host: str = "127.0.0.1", routes: dict | None = None):
+    def __init__(self, host: str = "127.0.0.1", routes: dict | None = None, tls=None):
         import http.server
         import threading
 
@@ -170,12 +170,16 @@ class LocalHTTPServer:
 
         self.server = http.server.ThreadingHTTPServer((host, 0), Handler)
         self.server.daemon_threads = True
+        self.scheme = "http"
+        if tls is not None:  # an ssl.SSLContext (server side): serve HTTPS instead
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+            self.scheme = "https"
         self.host, self.port = host, self.server.server_address[1]
         self._thread = threading.Thread(target=self.server.serve_forever,
                                         kwargs={"poll_interval": 0.05}, daemon=True)
 
     def url(self, path: str = "/") -> str:
-        return f"http://{self.host}:{self.port}{path}"
+        return f"{self.scheme}://{self.host}:{self.port}{path}"
 
     def __enter__(self) -> LocalHTTPServer:
         self._thread.start()

@@ -28,6 +28,7 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 QUICKBG_QUEUE = f"quickbg-test-{os.getpid()}"
 RQ_QUEUES = {QUICKBG_QUEUE: next(iter(RQ_QUEUES.values()))}
+RQ_QUEUES[f"{QUICKBG_QUEUE}-webhooks"] = {**RQ_QUEUES[QUICKBG_QUEUE], "DEFAULT_TIMEOUT": 60}
 MEDIA_ROOT = tempfile.mkdtemp(prefix="quickbg-test-media-")
 STORAGES = {
     "default": {

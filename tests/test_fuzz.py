@@ -75,10 +75,38 @@ def bearer(transactional_db, settings) -> dict[str, str]:
     return {"Authorization": f"Bearer {response.get_json()['access']}"}
 
 
+@pytest.fixture
+def loopback_only(monkeypatch):
+    """URLs the fuzzer invents (``image_url``, ``webhook_url``) never leave the machine: host
+    names are not looked up (numeric addresses only), and removal.fetch opens no connection
+    to a non-loopback address (it already refuses loopback ones that are not allowlisted)."""
+    import ipaddress
+    import socket
+
+    import httpcore
+
+    from removal import fetch
+
+    real_getaddrinfo = socket.getaddrinfo
+
+    def numeric_only(host, port, family=0, type=0, proto=0, flags=0):
+        return real_getaddrinfo(host, port, family, type, proto, flags | socket.AI_NUMERICHOST)
+
+    real_connect = fetch._PinnedBackend.connect_tcp
+
+    def loopback_connect(self, host, port, *args, **kwargs):
+        if not ipaddress.ip_address(self._ip).is_loopback:
+            raise httpcore.ConnectError("tests reach loopback addresses only")
+        return real_connect(self, host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", numeric_only)
+    monkeypatch.setattr(fetch._PinnedBackend, "connect_tcp", loopback_connect)
+
+
 @schema.parametrize()
 @settings(max_examples=API_EXAMPLES, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-def test_api_never_answers_5xx(case, bearer):
+def test_api_never_answers_5xx(case, bearer, loopback_only):
     # A 5xx, a response body off its documented schema or a wrong content type fail. Not
     # checked: status_code_conformance (the schema documents no 4xx at all) and
     # negative_data_rejection (``page_size=null`` is ignored rather than refused).

@@ -51,7 +51,7 @@ def test_upload_needs_exactly_one_of_file_or_s3_key(user, client_for):
     client = client_for(user)
     neither = client.post("/api/v1/uploads", {}, format="multipart")
     assert neither.status_code == 400
-    assert neither.json()["detail"] == "Send exactly one of 'file' or 's3_key'."
+    assert neither.json()["detail"] == "Send exactly one of 'file', 's3_key' or 'image_url'."
 
 
 def test_enqueue_waits_for_commit(user, client_for, empty_queue,

@@ -15,6 +15,7 @@ pytestmark = pytest.mark.django_db
 STATIC_FILES = {
     "web/app.js": ("text/javascript", "application/javascript"),
     "web/app.css": ("text/css",),
+    "web/webhooks.js": ("text/javascript", "application/javascript"),
 }
 
 

@@ -4,7 +4,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from removal import modelstore, selectors, storage
-from removal.models import Task, Upload
+from removal.models import Task, Upload, WebhookEndpoint
 from removal.pipeline.options import InvalidOption, Options
 
 OPTION_HELP = {
@@ -49,6 +49,16 @@ class UploadCreateSerializer(serializers.Serializer):
         required=False, max_length=1024,
         help_text="A key from POST /api/v1/uploads/presign whose object you have uploaded.",
     )
+    image_url = serializers.CharField(
+        required=False, max_length=2048,
+        help_text="An http(s) URL of the image, fetched at once by the server (public addresses "
+                  "only, redirects checked, size and time limited); validated like a file.",
+    )
+    webhook_url = serializers.CharField(
+        required=False, max_length=2048,
+        help_text="An http(s) URL that receives this task's task.completed or task.failed "
+                  "event, signed to the Standard Webhooks spec.",
+    )
     model = serializers.ChoiceField(
         choices=sorted(modelstore.MODELS), required=False,
         help_text="The model to run (default: the server's QUICKBG_MODEL).",
@@ -61,8 +71,9 @@ class UploadCreateSerializer(serializers.Serializer):
         return fields
 
     def validate(self, attrs):
-        if bool(attrs.get("file")) == bool(attrs.get("s3_key")):
-            raise serializers.ValidationError("Send exactly one of 'file' or 's3_key'.")
+        if sum(bool(attrs.get(name)) for name in ("file", "s3_key", "image_url")) != 1:
+            raise serializers.ValidationError(
+                "Send exactly one of 'file', 's3_key' or 'image_url'.")
         raw = {name: attrs.pop(name) for name in OPTION_HELP if name in attrs}
         try:
             attrs["options"] = Options.parse(raw).to_dict()
@@ -121,7 +132,7 @@ class TaskSerializer(serializers.ModelSerializer):
         fields = ["task_id", "upload_id", "status", "progress", "result_url", "presigned_url",
                   "error_message", "processing_time", "created_at", "updated_at", "attempts",
                   "model", "options", "metrics", "started_at", "finished_at", "foreground",
-                  "confidence"]
+                  "confidence", "cached"]
         read_only_fields = fields
 
     @extend_schema_field(ForegroundSerializer(allow_null=True))
@@ -158,3 +169,21 @@ class TaskSerializer(serializers.ModelSerializer):
             content_type=storage.content_type_for(extension),
             filename=f"{storage.safe_filename(stem)}-nobg.{extension}",
         )
+
+
+class WebhookEndpointSerializer(serializers.ModelSerializer):
+    # Checked by removal.fetch (scheme, credentials, public address), which says what is wrong.
+    url = serializers.CharField(max_length=2048,
+                                help_text="An http(s) URL that receives all your events.")
+
+    class Meta:
+        model = WebhookEndpoint
+        fields = ["id", "url", "created_at"]
+        read_only_fields = ["id", "created_at"]
+
+
+class WebhookSecretSerializer(serializers.Serializer):
+    secret = serializers.CharField(
+        help_text="The whsec_ secret every webhook to you is signed with (Standard Webhooks)."
+    )
+    rotated_at = serializers.DateTimeField(allow_null=True)

@@ -12,6 +12,7 @@ from removal.monitoring import health_view
 router = SimpleRouter(trailing_slash=False)
 router.register("uploads", views.UploadViewSet, basename="upload")
 router.register("tasks", views.TaskViewSet, basename="task")
+router.register("webhooks", views.WebhookViewSet, basename="webhook")
 
 urlpatterns = [
     path("auth/", include("accounts.urls")),

@@ -20,11 +20,13 @@ from removal.api.serializers import (
     UploadAcceptedSerializer,
     UploadCreateSerializer,
     UploadSerializer,
+    WebhookEndpointSerializer,
+    WebhookSecretSerializer,
 )
 from removal.api.throttling import UploadRateThrottle
 from removal.errors import Conflict, InvalidInput
-from removal.models import Task, Upload
-from removal.services import tasks, uploads
+from removal.models import Task, Upload, WebhookEndpoint
+from removal.services import tasks, uploads, webhooks
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +45,13 @@ class UploadViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
 
     @extend_schema(
         request=UploadCreateSerializer, responses={202: UploadAcceptedSerializer},
-        summary="Upload an image (multipart `file`, or `s3_key`) and queue its processing",
+        summary="Upload an image (multipart `file`, `s3_key` or `image_url`) and queue its "
+                "processing",
+        description="`image_url` is fetched during this request under the SSRF rules (public "
+                    "addresses only, every redirect checked, size and time limits); a refused or "
+                    "failed fetch is a 400 saying why. `webhook_url` receives this task's event. "
+                    "An image you already processed with the same options and model gets the "
+                    "stored result at once: the task is `completed` with `cached: true`.",
     )
     def create(self, request):
         if sum(len(files) for _, files in request.FILES.lists()) > 1:
@@ -73,20 +81,20 @@ class UploadViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
         return Response(body, status=status.HTTP_201_CREATED)
 
     def _create(self, request, data) -> tuple[int, dict]:
-        options, model = data.get("options") or {}, data.get("model")
+        common = dict(owner=request.user, options=data.get("options") or {},
+                      model=data.get("model"), webhook_url=data.get("webhook_url") or "")
         if "file" in data:
-            task = uploads.upload_create_from_file(
-                owner=request.user, file=data["file"], options=options, model=model
-            )
+            task = uploads.upload_create_from_file(file=data["file"], **common)
+        elif data.get("image_url"):
+            task = uploads.upload_create_from_url(url=data["image_url"], **common)
         else:
-            task = uploads.upload_create_from_key(
-                owner=request.user, key=data["s3_key"], options=options, model=model
-            )
+            task = uploads.upload_create_from_key(key=data["s3_key"], **common)
         body = {
             "upload_id": str(task.upload_id),
             "task_id": str(task.id),
             "status": task.status,
-            "message": "Image queued for processing",
+            "message": ("Result reused from an identical earlier task" if task.cached
+                        else "Image queued for processing"),
         }
         return status.HTTP_202_ACCEPTED, body
 
@@ -118,6 +126,38 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         return HttpResponseRedirect(url)
 
 
+class WebhookViewSet(mixins.ListModelMixin, mixins.CreateModelMixin, mixins.DestroyModelMixin,
+                     viewsets.GenericViewSet):
+    """Standing webhook endpoints: each receives all of your events, signed with your secret."""
+
+    serializer_class = WebhookEndpointSerializer
+    pagination_class = None
+
+    def get_queryset(self):
+        return WebhookEndpoint.objects.filter(owner=self.request.user)
+
+    @extend_schema(summary="Register a URL that receives all your events")
+    def create(self, request):
+        form = self.get_serializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        endpoint = webhooks.endpoint_create(owner=request.user, url=form.validated_data["url"])
+        return Response(self.get_serializer(endpoint).data, status=status.HTTP_201_CREATED)
+
+    def destroy(self, request, pk=None):
+        webhooks.endpoint_delete(owner=request.user, endpoint_id=self.get_object().pk)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(methods=["GET"], request=None, responses={200: WebhookSecretSerializer},
+                   summary="Your webhook signing secret (whsec_...)")
+    @extend_schema(methods=["POST"], request=None, responses={200: WebhookSecretSerializer},
+                   summary="Rotate your signing secret (the old one also signs for 24 h)")
+    @action(detail=False, methods=["get", "post"], pagination_class=None)
+    def secret(self, request):
+        if request.method == "POST":
+            secret = webhooks.secret_rotate(owner=request.user)
+        else:
+            secret = webhooks.secret_get(owner=request.user)
+        return Response(WebhookSecretSerializer(secret).data)
 def file_download(request, token: str):
     """Serve a local-storage object named by a signed, expiring token (local stand-in for S3).
 

@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import uuid
 from datetime import timedelta
+from urllib.parse import unquote, urlsplit
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from removal import selectors, storage
+from removal import fetch, modelstore, queue, selectors, storage
 from removal.errors import Conflict, InvalidInput, NotFound, TooManyTasks
 from removal.models import DirectUpload, Task, Upload
 from removal.pipeline.validate import Limits, check_size, inspect
+from removal.services import webhooks
 from removal.services.tasks import (
     check_monthly_credits,
     check_task_quota,
     lock_owner,
     task_enqueue,
 )
+
+logger = logging.getLogger(__name__)
 
 
 def validation_limits() -> Limits:
@@ -31,27 +36,53 @@ def validation_limits() -> Limits:
 
 
 def upload_create_from_file(*, owner, file, options: dict | None = None,
-                            model: str | None = None) -> Task:
+                            model: str | None = None, webhook_url: str = "") -> Task:
     """Validate an uploaded file, store it and queue a task for it.
 
     The declared size is checked before the body is read, so an oversized file is refused
     without loading it. ``options`` are already-parsed output options; ``model`` defaults to
-    ``QUICKBG_MODEL``.
+    ``QUICKBG_MODEL``; ``webhook_url`` receives the task's event.
     """
     check_size(file.size, validation_limits())
+    _check_webhook_url(webhook_url)
     check_task_quota(owner=owner)
     return upload_create_from_bytes(owner=owner, data=file.read(), filename=file.name or "",
-                                    options=options, model=model)
+                                    options=options, model=model, webhook_url=webhook_url)
+
+
+def upload_create_from_url(*, owner, url: str, options: dict | None = None,
+                           model: str | None = None, webhook_url: str = "") -> Task:
+    """Fetch an image URL now (in the caller's request), then as ``upload_create_from_file``.
+
+    Fetched here rather than in the worker so that every refusal (SSRF rules, size, timeout,
+    not an image) is the caller's 400 with its reason, and a task only exists for an image we
+    hold. ``removal.fetch`` applies the rules; the body is cut off at the upload size limit.
+    """
+    _check_webhook_url(webhook_url)
+    check_task_quota(owner=owner)
+    data = fetch.fetch_bytes(url, max_bytes=validation_limits().max_bytes)
+    path = urlsplit(url).path.rstrip("/")
+    filename = unquote(path.rsplit("/", 1)[-1]) or "image"
+    return upload_create_from_bytes(owner=owner, data=data, filename=filename, options=options,
+                                    model=model, webhook_url=webhook_url)
+
+
+def _check_webhook_url(url: str) -> None:
+    if url:
+        try:
+            fetch.check_url(url)
+        except fetch.FetchRefused as exc:
+            raise fetch.FetchRefused(f"webhook_url: {exc.detail}") from None
 
 
 def upload_create_from_bytes(*, owner, data: bytes, filename: str, options: dict | None = None,
                              model: str | None = None, background: bytes | None = None,
-                             at_front: bool = False) -> Task:
+                             at_front: bool = False, webhook_url: str = "") -> Task:
     """Validate image bytes, store them and queue a task for them.
 
     ``background``: image bytes to composite the cut-out over (validated like an upload,
     stored next to the original). ``at_front``: queue ahead of everything waiting (the
-    synchronous remove.bg endpoint).
+    synchronous remove.bg endpoint). ``webhook_url`` receives the task's event.
     """
     check_size(len(data), validation_limits())
     check_task_quota(owner=owner)
@@ -71,7 +102,7 @@ def upload_create_from_bytes(*, owner, data: bytes, filename: str, options: dict
         return _create_upload_and_task(
             upload_id=upload_id, owner=owner, key=key, filename=filename, info=info,
             sha256=hashlib.sha256(data).hexdigest(), options=options, model=model,
-            background_key=background_key, at_front=at_front,
+            background_key=background_key, at_front=at_front, webhook_url=webhook_url,
         )
     except Exception:
         # Remove the stored original only if its rows were not committed: a failure after the
@@ -84,7 +115,7 @@ def upload_create_from_bytes(*, owner, data: bytes, filename: str, options: dict
 
 
 def upload_create_from_key(*, owner, key: str, options: dict | None = None,
-                           model: str | None = None) -> Task:
+                           model: str | None = None, webhook_url: str = "") -> Task:
     """Queue a task for an object the caller uploaded directly to a key we issued them.
 
     Only a key issued to this caller by ``direct_upload_issue`` is accepted, compared exactly
@@ -92,6 +123,7 @@ def upload_create_from_key(*, owner, key: str, options: dict | None = None,
     user's key is indistinguishable from an unknown one: both are ``NotFound``.
     """
     _check_key_syntax(key)
+    _check_webhook_url(webhook_url)
     check_task_quota(owner=owner)
     issued = DirectUpload.objects.filter(owner=owner, key=key).first()
     if issued is None:
@@ -112,6 +144,7 @@ def upload_create_from_key(*, owner, key: str, options: dict | None = None,
         return _create_upload_and_task(
             upload_id=uuid.uuid4(), owner=owner, key=key, filename=issued.filename,
             info=info, sha256=hashlib.sha256(data).hexdigest(), options=options, model=model,
+            webhook_url=webhook_url,
         )
 
 
@@ -157,7 +190,9 @@ def direct_upload_issue(*, owner, filename: str) -> dict:
 
 
 def _create_upload_and_task(*, upload_id, owner, key, filename, info, sha256, options,
-                            model, background_key: str = "", at_front: bool = False) -> Task:
+                            model, background_key: str = "", at_front: bool = False,
+                            webhook_url: str = "") -> Task:
+    model = model or settings.QUICKBG_MODEL
     with transaction.atomic():
         # Re-check the cap under a lock on the user's row, so concurrent uploads cannot
         # overshoot it (the early check only spares storing a file that would be refused).
@@ -169,9 +204,55 @@ def _create_upload_and_task(*, upload_id, owner, key, filename, info, sha256, op
             format=info.format, byte_size=info.byte_size, width=info.width, height=info.height,
             sha256=sha256,
         )
+        task = None
+        if not background_key:  # a composite over the caller's own background is never reused
+            task = _reuse_result(upload=upload, model=model, options=options or {},
+                                 webhook_url=webhook_url)
+        if task is None:
+            task = Task.objects.create(
+                upload=upload, model=model, options=options or {}, webhook_url=webhook_url,
+                background_key=background_key,
+            )
+            task_enqueue(task=task, at_front=at_front)
+    return task
+
+
+def _reuse_result(*, upload: Upload, model: str, options: dict, webhook_url: str) -> Task | None:
+    """A task completed at once with a copy of an identical earlier result, or None.
+
+    Identical: the same owner, image bytes (sha256), effective options, model and weights
+    (``QUICKBG_REUSE_RESULTS`` off: never). The stored object is copied to the new task's own
+    key, so deleting either task's result never breaks the other. Its event is emitted after
+    commit, like a task a worker completed.
+    """
+    spec = modelstore.MODELS.get(model)
+    if not settings.QUICKBG_REUSE_RESULTS or spec is None:
+        return None
+    source = selectors.reusable_result(owner=upload.owner, sha256=upload.sha256, model=model,
+                                       options=options, model_sha256=spec.sha256)
+    if source is None:
+        return None
+    try:
+        data = storage.read(source.result_key)
+    except Exception:  # noqa: BLE001 - gone or unreadable: reuse is only a shortcut, compute
+        logger.warning("task %s: result %s not reusable, computing again", source.pk,
+                       source.result_key, exc_info=True)
+        return None
+    task_id = uuid.uuid4()
+    extension = source.result_key.rsplit(".", 1)[-1]
+    key = storage.write(storage.result_key(task_id=task_id, extension=extension), data,
+                        content_type=storage.content_type_for(extension))
+    now = timezone.now()
+    try:
         task = Task.objects.create(
-            upload=upload, model=model or settings.QUICKBG_MODEL, options=options or {},
-            background_key=background_key,
+            id=task_id, upload=upload, model=model, options=options, webhook_url=webhook_url,
+            status=Task.Status.COMPLETED, progress=100, cached=True, result_key=key,
+            processing_time=0.0, metrics={**source.metrics, "cached_from": str(source.pk)},
+            started_at=now, finished_at=now,
         )
-        task_enqueue(task=task, at_front=at_front)
+    except Exception:
+        storage.delete_quietly(key)
+        raise
+    transaction.on_commit(lambda: queue.announce_task_done(task_id))  # synchronous waiters
+    transaction.on_commit(lambda: webhooks.task_event_emit(task_id=task_id))
     return task

@@ -23,6 +23,8 @@ class Command(BaseCommand):
             self.stdout.write(f"{verb} {task_id}")
         for task_id in report.failed:
             self.stdout.write(f"failed {task_id} (too many attempts)")
+        for delivery_id in report.deliveries_requeued:
+            self.stdout.write(f"{verb} webhook delivery {delivery_id}")
         self.stdout.write(
             f"checked {report.checked}, held by live jobs {report.held}, "
             f"{verb} {len(report.requeued)}, failed {len(report.failed)}"

@@ -5,6 +5,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from removal import modelstore
+from removal import queue as queue_module
 from removal.runner import get_segmenter, model_file
 
 
@@ -18,8 +19,20 @@ class Command(BaseCommand):
         parser.add_argument("--name", default=None, help="Worker name (default: RQ's).")
         parser.add_argument("--no-warmup", action="store_true",
                             help="Load the model on the first job instead of at start.")
+        parser.add_argument("--webhooks-only", action="store_true",
+                            help="Only deliver webhooks (no model is loaded).")
 
     def handle(self, *args, **options):
+        # Queues in priority order: RQ takes a job from the first non-empty one.
+        queues = [settings.QUICKBG_QUEUE, queue_module.webhooks_queue_name()]
+        if options["webhooks_only"]:
+            queues = [queue_module.webhooks_queue_name()]
+            options["no_warmup"] = True
+        else:
+            self._check_model(options)
+        self._work(queues, options)
+
+    def _check_model(self, options):
         try:
             modelstore.verify(settings.QUICKBG_MODELS_DIR, settings.QUICKBG_MODEL)
         except modelstore.ModelError as exc:
@@ -27,10 +40,12 @@ class Command(BaseCommand):
         if not options["no_warmup"]:
             get_segmenter()
             self.stdout.write(f"Model loaded from {model_file()}")
+
+    def _work(self, queues, options):
         # RQ["WORKER_CLASS"] (removal.worker.QuickBGWorker) and RQ["QUEUE_CLASS"] apply.
-        queue = django_rq.get_queue(settings.QUICKBG_QUEUE)
+        queue = django_rq.get_queue(queues[0])
         worker = django_rq.get_worker(
-            settings.QUICKBG_QUEUE, serializer=queue.serializer, name=options["name"],
+            *queues, serializer=queue.serializer, name=options["name"],
         )
         worker.work(
             burst=options["burst"], with_scheduler=True, max_jobs=options["max_jobs"],
