@@ -26,6 +26,16 @@ def client_ip(request) -> str | None:
     return BaseThrottle().get_ident(request) or None
 
 
+def client_username(request, credentials=None) -> str | None:
+    """The username axes records and keys lockouts on: the one sent, cut to its column's 255
+    characters (a longer one is refused by the sign-in anyway, and must not be a 500)."""
+    if credentials:
+        username = credentials.get("username")
+    else:
+        username = getattr(request, "data", request.POST).get("username")
+    return None if username is None else str(username)[:255]
+
+
 class LockoutBackend(AxesStandaloneBackend):
     """axes' lockout check, for requests only. Code that authenticates without a request (a
     management command, the test client's ``login()``) is not a network sign-in and is not

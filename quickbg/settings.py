@@ -149,6 +149,7 @@ for _item in env_list("QUICKBG_LOGIN_LOCKOUT_BY", ["username+ip_address"]):
 if not AXES_LOCKOUT_PARAMETERS:
     raise ImproperlyConfigured("QUICKBG_LOGIN_LOCKOUT_BY must not be empty")
 AXES_CLIENT_IP_CALLABLE = "accounts.lockout.client_ip"
+AXES_USERNAME_CALLABLE = "accounts.lockout.client_username"
 AXES_LOCKOUT_CALLABLE = "accounts.lockout.lockout_response"
 AXES_RESET_ON_SUCCESS = True
 AXES_DISABLE_ACCESS_LOG = True  # failures are recorded; successful sign-ins are not

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from axes.models import AccessAttempt
 
 from accounts.models import User
 from tests.factories import PASSWORD
@@ -209,3 +210,11 @@ def test_admin_switching_password_sign_in_off_ends_api_sessions(api, user):
     assert not user.has_usable_password()
     refused = refresh(api, pair["refresh"])
     assert refused.status_code == 401
+
+
+@pytest.mark.django_db
+def test_an_overlong_username_is_a_401_not_a_500(api):
+    response = api.post("/api/v1/auth/token", {"username": "x" * 5000, "password": "nope"},
+                        format="json")
+    assert response.status_code == 401
+    assert AccessAttempt.objects.get().username == "x" * 255
