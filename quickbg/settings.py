@@ -187,6 +187,9 @@ QUICKBG_URL_EXPIRY = env_int("QUICKBG_URL_EXPIRY", 3600, minimum=1)
 # Workers re-enqueue tasks no live job holds every N s (0 = never), ignoring ones touched recently.
 QUICKBG_RECONCILE_INTERVAL = env_int("QUICKBG_RECONCILE_INTERVAL", 30, minimum=0)
 QUICKBG_RECONCILE_GRACE = env_int("QUICKBG_RECONCILE_GRACE", 30, minimum=0)
+# Retention: uploads older than N days lose their stored original and results (rows kept, marked
+# expired); a worker runs it once a day. 0 (the default) keeps everything for ever.
+QUICKBG_RETENTION_DAYS = env_int("QUICKBG_RETENTION_DAYS", 0, minimum=0)
 # Django refuses request bodies past this; a little over the image limit for multipart overhead.
 DATA_UPLOAD_MAX_MEMORY_SIZE = int(QUICKBG_MAX_UPLOAD_MB * 1024 * 1024) + 1024 * 1024
 DATA_UPLOAD_MAX_NUMBER_FILES = 10  # the API refuses more than one file with a clear message
@@ -216,7 +219,7 @@ REST_FRAMEWORK = {
         "rest_framework_simplejwt.authentication.JWTAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PAGINATION_CLASS": "removal.api.pagination.Pagination",
+    "DEFAULT_PAGINATION_CLASS": "removal.api.pagination.KeysetPagination",
     "PAGE_SIZE": env_int("QUICKBG_PAGE_SIZE", 20, minimum=1),
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "removal.api.errors.exception_handler",

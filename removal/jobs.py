@@ -8,6 +8,7 @@ This module alone classifies failures:
 - a transient failure (database, Redis, storage, network: ``TRANSIENT_ERRORS``) hands the task
   back to the queue and re-raises, so RQ's ``Retry`` (set at enqueue) runs the job again after
   the backoff interval; once every attempt is used the task fails with the last error;
+- a task deleted while it ran (``TaskGone``: its upload or account was deleted) ends quietly;
 - anything else is a bug or an unreadable input: the task fails with a readable message.
 """
 
@@ -22,7 +23,7 @@ from rq import get_current_job
 from rq.timeouts import JobTimeoutException
 
 from removal import queue, runner
-from removal.errors import InvalidInput
+from removal.errors import InvalidInput, TaskGone
 from removal.pipeline.errors import InferenceTimeout, InvalidOption
 from removal.services import tasks
 
@@ -52,6 +53,9 @@ def process_task(task_id: str) -> str:
         return "skipped"
     try:
         outcome = runner.run_task(claim)
+    except TaskGone:
+        logger.info("task %s was deleted while it ran; its result was removed", task_id)
+        return "cancelled"
     except InvalidOption as exc:
         tasks.task_fail(claim=claim, message=f"Invalid option {exc}")
         return "failed"

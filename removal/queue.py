@@ -34,6 +34,9 @@ ALIVE_PREFIX = "quickbg:alive:"
 ALIVE_INTERVAL = 3
 ALIVE_TTL = 10
 RECONCILE_LOCK = "quickbg:reconcile-lock"
+# Held for a day by the worker that ran retention (``removal.worker``): one run per day in all.
+RETENTION_LOCK = "quickbg:retention-lock"
+RETENTION_PERIOD = 24 * 3600
 
 
 class ResilientQueue(DjangoRQ):

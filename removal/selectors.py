@@ -3,8 +3,9 @@
 - ``owner_match``: find a user's rows by user id, username or email (admin filters, ``--user``).
 - ``unfinished_task_count``: what the per-user task cap counts.
 - ``tasks_matching``: the task selection of ``reprocess`` (status, dates, user, model, ids).
-- ``reprocess_plan``: the skip rules of reprocessing, applied in order, for the admin action and
-  the command alike.
+- ``reprocess_plan`` / ``reprocess_counts``: the skip rules of reprocessing, applied in order as
+  SQL, for the admin action and the command alike.
+- ``expirable_uploads``: what retention expires; ``task_gone``: the worker's check after storing.
 
 The numbers for the staff overview and ``/metrics`` are in ``removal.stats``.
 """
@@ -14,9 +15,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 
-from django.db.models import Q, QuerySet
+from django.conf import settings
+from django.db.models import Case, CharField, Count, Exists, OuterRef, Q, QuerySet, Value, When
+from django.utils import timezone
 
-from removal.models import Task
+from removal.models import Task, Upload
 
 Status = Task.Status
 IN_FLIGHT = (Status.QUEUED, Status.PROCESSING)
@@ -25,6 +28,8 @@ IN_FLIGHT = (Status.QUEUED, Status.PROCESSING)
 SKIP_IN_FLIGHT = "in flight"
 SKIP_SAME_UPLOAD = "same upload"
 SKIP_UPLOAD_BUSY = "upload busy"
+SKIP_EXPIRED = "expired"
+SKIP_DONE = "already reprocessed"
 
 
 def owner_match(value: str, *, owner_path: str) -> Q:
@@ -43,6 +48,11 @@ def unfinished_task_count(*, owner) -> int:
 
 def upload_has_task_in_flight(*, upload_id) -> bool:
     return Task.objects.filter(upload_id=upload_id, status__in=IN_FLIGHT).exists()
+
+
+def task_gone(*, task_id) -> bool:
+    """The task's row was deleted (its upload or account was deleted)."""
+    return not Task.objects.filter(pk=task_id).exists()
 
 
 def tasks_matching(*, statuses: Iterable[str] | None = None, since: datetime | None = None,
@@ -65,23 +75,84 @@ def tasks_matching(*, statuses: Iterable[str] | None = None, since: datetime | N
     return qs.order_by("created_at", "pk")
 
 
-def reprocess_plan(tasks: Iterable[Task]) -> Iterator[tuple[Task, str | None]]:
-    """For each task, why reprocessing skips it, or ``None`` when a new task would be queued.
+def reprocess_plan(tasks: QuerySet[Task], *, newest_first: bool = False, chunk_size: int = 1000,
+                   ) -> Iterator[tuple[Task, str | None]]:
+    """For each selected task, oldest first (the command) or ``newest_first`` (the admin's
+    changelist order), why reprocessing skips it, or ``None`` when a new task would be queued.
 
-    The rules, in order: a task still queued or processing is skipped; so is a second task of an
-    upload already taken in this run, and a task whose upload already has a task queued or
-    processing (so running the same reprocess twice queues nothing new).
+    The rules, in order (``planned`` writes them as SQL):
+
+    1. a task still queued or processing is skipped (``SKIP_IN_FLIGHT``);
+    2. so is a task whose images retention deleted (``SKIP_EXPIRED``);
+    3. a second selected task of an upload is skipped (``SKIP_SAME_UPLOAD``): a selected,
+       finished task of the same upload comes before it in the walk;
+    4. a task whose upload already has a task queued or processing is skipped
+       (``SKIP_UPLOAD_BUSY``), so running the same reprocess twice queues nothing new;
+    5. a task already reprocessed with the current model (a task whose ``reprocess_of`` is it)
+       is skipped (``SKIP_DONE``), so an interrupted run, run again, resumes where it stopped
+       even after the new tasks finished.
+
+    Walks the selection in ``(created_at, id)`` chunks, each one query with the rules evaluated
+    by PostgreSQL (``EXISTS`` probes on indexes), so memory stays flat at any size. Tasks created
+    after the walk started (the new ones) are not part of it.
     """
-    seen_uploads: set = set()
-    for task in tasks:
-        if task.status in IN_FLIGHT:
-            yield task, SKIP_IN_FLIGHT
-            continue
-        if task.upload_id in seen_uploads:
-            yield task, SKIP_SAME_UPLOAD
-            continue
-        seen_uploads.add(task.upload_id)
-        if upload_has_task_in_flight(upload_id=task.upload_id):
-            yield task, SKIP_UPLOAD_BUSY
-            continue
-        yield task, None
+    rows = (planned(tasks, newest_first=newest_first).filter(created_at__lte=timezone.now())
+            .select_related("upload__owner"))
+    order = ("-created_at", "-id") if newest_first else ("created_at", "id")
+    after = None
+    while True:
+        page = rows
+        if after is not None:
+            page = page.filter(_walked_past(after.created_at, after.pk, newest_first))
+        batch = list(page.order_by(*order)[:chunk_size])
+        if not batch:
+            return
+        for task in batch:
+            yield task, task.skip
+        after = batch[-1]
+
+
+def reprocess_counts(tasks: QuerySet[Task]) -> dict[str | None, int]:
+    """``reprocess_plan``'s outcome, counted by PostgreSQL in one query: ``{skip: n}``."""
+    rows = planned(tasks).order_by().values("skip").annotate(n=Count("id"))
+    return {row["skip"]: row["n"] for row in rows}
+
+
+def _walked_past(created_at, pk, newest_first: bool) -> Q:
+    """Rows after ``(created_at, pk)`` in the walk's order."""
+    if newest_first:
+        return Q(created_at__lt=created_at) | Q(created_at=created_at, id__lt=pk)
+    return Q(created_at__gt=created_at) | Q(created_at=created_at, id__gt=pk)
+
+
+def planned(tasks: QuerySet[Task], *, newest_first: bool = False) -> QuerySet[Task]:
+    """``tasks`` annotated with ``skip``: ``reprocess_plan``'s rules as one SQL expression."""
+    before = (Q(created_at__gt=OuterRef("created_at"))
+              | Q(created_at=OuterRef("created_at"), id__gt=OuterRef("id"))) if newest_first \
+        else (Q(created_at__lt=OuterRef("created_at"))
+              | Q(created_at=OuterRef("created_at"), id__lt=OuterRef("id")))
+    finished_earlier = tasks.order_by().filter(
+        before, upload_id=OuterRef("upload_id")
+    ).exclude(status__in=IN_FLIGHT)
+    reprocessed = Task.objects.filter(reprocess_of=OuterRef("pk"), model=settings.QUICKBG_MODEL)
+    busy = Task.objects.filter(upload_id=OuterRef("upload_id"), status__in=IN_FLIGHT)
+    return tasks.annotate(skip=Case(
+        When(status__in=IN_FLIGHT, then=Value(SKIP_IN_FLIGHT)),
+        When(Q(status=Status.EXPIRED) | Q(upload__expired_at__isnull=False),
+             then=Value(SKIP_EXPIRED)),
+        When(Exists(finished_earlier), then=Value(SKIP_SAME_UPLOAD)),
+        When(Exists(busy), then=Value(SKIP_UPLOAD_BUSY)),
+        When(Exists(reprocessed), then=Value(SKIP_DONE)),
+        default=Value(None), output_field=CharField(null=True),
+    ))
+
+
+def expirable_uploads(*, cutoff, user: str | None = None) -> QuerySet[Upload]:
+    """Uploads retention would expire: created before ``cutoff``, not expired yet, and with no
+    task queued or processing (those are left for a later run)."""
+    qs = Upload.objects.filter(created_at__lt=cutoff, expired_at=None).exclude(
+        Exists(Task.objects.filter(upload_id=OuterRef("pk"), status__in=IN_FLIGHT))
+    )
+    if user:
+        qs = qs.filter(owner_match(user, owner_path="owner"))
+    return qs

@@ -274,7 +274,8 @@ def test_overview_page_reports_the_last_24_hours(
 
     assert response.status_code == 200
     ctx = response.context
-    assert ctx["status_counts"] == {"queued": 0, "processing": 0, "completed": 5, "failed": 4}
+    assert ctx["status_counts"] == {"queued": 0, "processing": 0, "completed": 5, "failed": 4,
+                                    "expired": 0}
     assert ctx["median"] == pytest.approx(3.0)
     assert ctx["p95"] == pytest.approx(8.8)  # linear interpolation, as percentile_cont
     assert ctx["queue"].available and ctx["queue"].queued == 1

@@ -74,6 +74,7 @@ def test_metrics_report_tasks_histogram_failures_and_queue(
         ("quickbg_tasks", (("status", "processing"),)): 0.0,
         ("quickbg_tasks", (("status", "completed"),)): 5.0,
         ("quickbg_tasks", (("status", "failed"),)): 2.0,
+        ("quickbg_tasks", (("status", "expired"),)): 0.0,
     }
     histogram = families["quickbg_task_processing_seconds"]
     assert histogram.type == "histogram"

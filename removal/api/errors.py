@@ -11,7 +11,14 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from removal.errors import Conflict, InvalidInput, NotFound, QuickBGError, TooManyTasks
+from removal.errors import (
+    Conflict,
+    Gone,
+    InvalidInput,
+    NotFound,
+    QuickBGError,
+    TooManyTasks,
+)
 
 
 class IdempotencyMismatch(QuickBGError):
@@ -20,6 +27,7 @@ class IdempotencyMismatch(QuickBGError):
 
 STATUS: tuple[tuple[type[QuickBGError], int], ...] = (
     (NotFound, status.HTTP_404_NOT_FOUND),
+    (Gone, status.HTTP_410_GONE),
     (Conflict, status.HTTP_409_CONFLICT),
     (TooManyTasks, status.HTTP_429_TOO_MANY_REQUESTS),
     (IdempotencyMismatch, status.HTTP_422_UNPROCESSABLE_ENTITY),

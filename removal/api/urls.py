@@ -11,6 +11,7 @@ router.register("tasks", views.TaskViewSet, basename="task")
 urlpatterns = [
     path("auth/", include("accounts.urls")),
     path("health", views.health, name="health"),
+    path("account", views.account, name="account"),
     path("files/<str:token>", views.file_download, name="file-download"),
     path("schema", SpectacularAPIView.as_view(), name="schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
