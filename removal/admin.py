@@ -140,7 +140,8 @@ def _search(queryset, term: str, *, id_match, owner_path: str, filename_path: st
     if found is not None:
         return queryset.filter(id_match(found))
     if "@" in term:
-        return queryset.filter(**{f"{owner_path}__email__iexact": term})
+        # Resolved to ids first, so the planner sees the owner's real share of the rows.
+        return queryset.filter(**{f"{owner_path}_id__in": selectors.user_ids_by_email(term)})
     if len(term) < MIN_FILENAME_SEARCH:
         return queryset.none()
     return queryset.filter(**{f"{filename_path}__icontains": term})

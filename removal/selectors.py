@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db.models import Case, CharField, Count, Exists, OuterRef, Q, QuerySet, Value, When
 from django.utils import timezone
 
@@ -40,6 +41,12 @@ def owner_match(value: str, *, owner_path: str) -> Q:
     if value.isascii() and value.isdigit() and len(value) < 19:
         match |= Q(**{f"{owner_path}_id": int(value)})
     return match
+
+
+def user_ids_by_email(email: str) -> list[int]:
+    """The ids of the users with this email (case-insensitive); the admin's email search."""
+    return list(get_user_model().objects.filter(email__iexact=email.strip())
+                .values_list("pk", flat=True))
 
 
 def unfinished_task_count(*, owner) -> int:
@@ -134,7 +141,8 @@ def planned(tasks: QuerySet[Task], *, newest_first: bool = False) -> QuerySet[Ta
     finished_earlier = tasks.order_by().filter(
         before, upload_id=OuterRef("upload_id")
     ).exclude(status__in=IN_FLIGHT)
-    reprocessed = Task.objects.filter(reprocess_of=OuterRef("pk"), model=settings.QUICKBG_MODEL)
+    reprocessed = Task.objects.filter(reprocess_of=OuterRef("pk"), reprocess_of__isnull=False,
+                                      model=settings.QUICKBG_MODEL)
     busy = Task.objects.filter(upload_id=OuterRef("upload_id"), status__in=IN_FLIGHT)
     return tasks.annotate(skip=Case(
         When(status__in=IN_FLIGHT, then=Value(SKIP_IN_FLIGHT)),
