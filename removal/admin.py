@@ -9,6 +9,7 @@ need no query to render, and indexes for the filters (migration ``0003_admin_ind
 
 from __future__ import annotations
 
+import json
 import uuid
 
 from django.contrib import admin, messages
@@ -29,15 +30,23 @@ Status = Task.Status
 
 
 class EstimatedCountPaginator(Paginator):
-    """Uses PostgreSQL's row estimate for an unfiltered table instead of ``COUNT(*)``.
+    """Counts that stay cheap at 10M rows (the admin shows a count on every changelist).
 
-    A filtered list is counted exactly; so is a table PostgreSQL has not analysed yet.
+    - Unfiltered: PostgreSQL's row estimate (``pg_class.reltuples``) instead of ``COUNT(*)``.
+    - Filtered or searched: counted exactly up to ``EXACT_UP_TO`` rows (a ``LIMIT``-ed count);
+      past that, the planner's estimate for the filtered query (``EXPLAIN``), so a search that
+      matches a million rows does not count them.
+    A table PostgreSQL has not analysed yet, and other databases, are counted exactly.
     """
+
+    EXACT_UP_TO = 10_000
 
     @cached_property
     def count(self):
         query = getattr(self.object_list, "query", None)
-        if connection.vendor == "postgresql" and query is not None and not query.where:
+        if connection.vendor != "postgresql" or query is None:
+            return super().count
+        if not query.where:
             with connection.cursor() as cursor:
                 cursor.execute(
                     "SELECT reltuples::bigint FROM pg_class WHERE relname = %s",
@@ -46,7 +55,16 @@ class EstimatedCountPaginator(Paginator):
                 row = cursor.fetchone()
             if row and row[0] >= 10_000:
                 return row[0]
-        return super().count
+            return super().count
+        capped = self.object_list.order_by().values("pk")[: self.EXACT_UP_TO + 1].count()
+        if capped <= self.EXACT_UP_TO:
+            return capped
+        sql, params = self.object_list.order_by().query.sql_with_params()
+        with connection.cursor() as cursor:
+            cursor.execute("EXPLAIN (FORMAT JSON) " + sql, params)
+            plan = cursor.fetchone()[0]
+        plan = json.loads(plan) if isinstance(plan, str) else plan
+        return max(capped, int(plan[0]["Plan"]["Plan Rows"]))
 
 
 class ModelFilter(admin.SimpleListFilter):

@@ -17,7 +17,22 @@ from datetime import datetime
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db.models import Case, CharField, Count, Exists, OuterRef, Q, QuerySet, Value, When
+from django.db import connection
+from django.db.models import (
+    BooleanField,
+    Case,
+    CharField,
+    Exists,
+    ExpressionWrapper,
+    F,
+    OuterRef,
+    Q,
+    QuerySet,
+    Value,
+    When,
+    Window,
+)
+from django.db.models.functions import RowNumber
 from django.utils import timezone
 
 from removal.models import Task, Upload
@@ -120,9 +135,41 @@ def reprocess_plan(tasks: QuerySet[Task], *, newest_first: bool = False, chunk_s
 
 
 def reprocess_counts(tasks: QuerySet[Task]) -> dict[str | None, int]:
-    """``reprocess_plan``'s outcome, counted by PostgreSQL in one query: ``{skip: n}``."""
-    rows = planned(tasks).order_by().values("skip").annotate(n=Count("id"))
-    return {row["skip"]: row["n"] for row in rows}
+    """``reprocess_plan``'s outcome counted by PostgreSQL in one query: ``{skip: n}``.
+
+    The same rules as ``planned``, with "same upload" as a window (``row_number()`` per upload
+    among the finished selected tasks, oldest first) instead of a probe per task: one sort
+    instead of a million index look-ups, so a dry run over 1M tasks takes seconds.
+    """
+    in_flight = ExpressionWrapper(Q(status__in=IN_FLIGHT), output_field=BooleanField())
+    ranked = tasks.order_by().annotate(
+        p_flying=in_flight,
+        p_expired=ExpressionWrapper(Q(status=Status.EXPIRED) | Q(upload__expired_at__isnull=False),
+                                    output_field=BooleanField()),
+        p_busy=Exists(_busy()),
+        p_done=Exists(_reprocessed()),
+        p_rank=Window(RowNumber(), partition_by=[F("upload_id"), in_flight],
+                      order_by=[F("created_at").asc(), F("id").asc()]),
+    ).values("p_flying", "p_expired", "p_busy", "p_done", "p_rank")
+    sql, params = ranked.query.sql_with_params()
+    rules = [SKIP_IN_FLIGHT, SKIP_EXPIRED, SKIP_SAME_UPLOAD, SKIP_UPLOAD_BUSY, SKIP_DONE]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT CASE WHEN p_flying THEN %s WHEN p_expired THEN %s WHEN p_rank > 1 THEN %s "
+            "WHEN p_busy THEN %s WHEN p_done THEN %s END, COUNT(*) "
+            f"FROM ({sql}) AS plan GROUP BY 1",
+            [*rules, *params],
+        )
+        return dict(cursor.fetchall())
+
+
+def _busy() -> QuerySet[Task]:
+    return Task.objects.filter(upload_id=OuterRef("upload_id"), status__in=IN_FLIGHT)
+
+
+def _reprocessed() -> QuerySet[Task]:
+    return Task.objects.filter(reprocess_of=OuterRef("pk"), reprocess_of__isnull=False,
+                               model=settings.QUICKBG_MODEL)
 
 
 def _walked_past(created_at, pk, newest_first: bool) -> Q:
@@ -141,16 +188,13 @@ def planned(tasks: QuerySet[Task], *, newest_first: bool = False) -> QuerySet[Ta
     finished_earlier = tasks.order_by().filter(
         before, upload_id=OuterRef("upload_id")
     ).exclude(status__in=IN_FLIGHT)
-    reprocessed = Task.objects.filter(reprocess_of=OuterRef("pk"), reprocess_of__isnull=False,
-                                      model=settings.QUICKBG_MODEL)
-    busy = Task.objects.filter(upload_id=OuterRef("upload_id"), status__in=IN_FLIGHT)
     return tasks.annotate(skip=Case(
         When(status__in=IN_FLIGHT, then=Value(SKIP_IN_FLIGHT)),
         When(Q(status=Status.EXPIRED) | Q(upload__expired_at__isnull=False),
              then=Value(SKIP_EXPIRED)),
         When(Exists(finished_earlier), then=Value(SKIP_SAME_UPLOAD)),
-        When(Exists(busy), then=Value(SKIP_UPLOAD_BUSY)),
-        When(Exists(reprocessed), then=Value(SKIP_DONE)),
+        When(Exists(_busy()), then=Value(SKIP_UPLOAD_BUSY)),
+        When(Exists(_reprocessed()), then=Value(SKIP_DONE)),
         default=Value(None), output_field=CharField(null=True),
     ))
 

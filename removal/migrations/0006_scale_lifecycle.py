@@ -5,8 +5,9 @@
 - ``Task.reprocess_of``: the task a reprocess task was made from (resumable ``reprocess``);
 - ``(created_at, id)`` indexes for the API's cursor pagination, and ``(upload, created_at)`` for
   reprocess's set-based skip rules;
-- on PostgreSQL, a trigram GIN index on ``Upload.original_filename`` (``pg_trgm``) so the admin's
-  file-name search (``ILIKE '%term%'``) does not scan every upload.
+- on PostgreSQL, a trigram GIN index on ``UPPER(Upload.original_filename)`` (``pg_trgm``) so the
+  admin's file-name search (Django's ``icontains``: ``UPPER(col) LIKE UPPER('%term%')``) does not
+  scan every upload.
 """
 
 from django.db import migrations, models
@@ -20,7 +21,7 @@ def create_trigram_index(apps, schema_editor):
     schema_editor.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
     schema_editor.execute(
         f"CREATE INDEX IF NOT EXISTS {TRIGRAM} ON removal_upload "
-        "USING gin (original_filename gin_trgm_ops)"
+        "USING gin ((UPPER(original_filename::text)) gin_trgm_ops)"
     )
 
 
