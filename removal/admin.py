@@ -24,6 +24,7 @@ from django.utils.http import urlencode
 from removal import admin_views, modelstore, selectors, storage
 from removal.errors import QuickBGError
 from removal.models import Task, Upload
+from removal.pipeline.validate import SUPPORTED_FORMATS
 from removal.services import tasks
 
 Status = Task.Status
@@ -78,6 +79,19 @@ class ModelFilter(admin.SimpleListFilter):
         if self.value():
             return queryset.filter(model=self.value())
         return queryset
+
+
+class FormatFilter(admin.SimpleListFilter):
+    """The supported formats, listed without a ``SELECT DISTINCT`` over every upload."""
+
+    title = "format"
+    parameter_name = "format"
+
+    def lookups(self, request, model_admin):
+        return [(name, name) for name in SUPPORTED_FORMATS]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(format=self.value()) if self.value() else queryset
 
 
 class OwnerFilter(admin.SimpleListFilter):
@@ -194,7 +208,7 @@ class UploadAdmin(ReadOnlyAdmin):
     list_display = ["id", "owner", "original_filename", "format", "dimensions", "byte_size",
                     "created_at", "expired_at", "tasks_link"]
     list_select_related = ["owner"]
-    list_filter = [UploadOwnerFilter, "format", "created_at"]
+    list_filter = [UploadOwnerFilter, FormatFilter, "created_at"]
     search_fields = ["original_filename"]
     search_help_text = SEARCH_HELP
     raw_id_fields = ["owner"]

@@ -17,7 +17,7 @@ from datetime import datetime
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import (
     BooleanField,
     Case,
@@ -105,7 +105,8 @@ def reprocess_plan(tasks: QuerySet[Task], *, newest_first: bool = False, chunk_s
     The rules, in order (``planned`` writes them as SQL):
 
     1. a task still queued or processing is skipped (``SKIP_IN_FLIGHT``);
-    2. so is a task whose images retention deleted (``SKIP_EXPIRED``);
+    2. so is a task whose images retention deleted (``SKIP_EXPIRED``; retention marks every
+       task of an expired upload, and ``task_reprocess`` refuses an expired upload);
     3. a second selected task of an upload is skipped (``SKIP_SAME_UPLOAD``): a selected,
        finished task of the same upload comes before it in the walk;
     4. a task whose upload already has a task queued or processing is skipped
@@ -144,8 +145,7 @@ def reprocess_counts(tasks: QuerySet[Task]) -> dict[str | None, int]:
     in_flight = ExpressionWrapper(Q(status__in=IN_FLIGHT), output_field=BooleanField())
     ranked = tasks.order_by().annotate(
         p_flying=in_flight,
-        p_expired=ExpressionWrapper(Q(status=Status.EXPIRED) | Q(upload__expired_at__isnull=False),
-                                    output_field=BooleanField()),
+        p_expired=ExpressionWrapper(Q(status=Status.EXPIRED), output_field=BooleanField()),
         p_busy=Exists(_busy()),
         p_done=Exists(_reprocessed()),
         p_rank=Window(RowNumber(), partition_by=[F("upload_id"), in_flight],
@@ -153,7 +153,10 @@ def reprocess_counts(tasks: QuerySet[Task]) -> dict[str | None, int]:
     ).values("p_flying", "p_expired", "p_busy", "p_done", "p_rank")
     sql, params = ranked.query.sql_with_params()
     rules = [SKIP_IN_FLIGHT, SKIP_EXPIRED, SKIP_SAME_UPLOAD, SKIP_UPLOAD_BUSY, SKIP_DONE]
-    with connection.cursor() as cursor:
+    with transaction.atomic(), connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            # Room to sort a million rows in memory (this query only, this transaction only).
+            cursor.execute("SET LOCAL work_mem = '128MB'")
         cursor.execute(
             "SELECT CASE WHEN p_flying THEN %s WHEN p_expired THEN %s WHEN p_rank > 1 THEN %s "
             "WHEN p_busy THEN %s WHEN p_done THEN %s END, COUNT(*) "
@@ -190,8 +193,7 @@ def planned(tasks: QuerySet[Task], *, newest_first: bool = False) -> QuerySet[Ta
     ).exclude(status__in=IN_FLIGHT)
     return tasks.annotate(skip=Case(
         When(status__in=IN_FLIGHT, then=Value(SKIP_IN_FLIGHT)),
-        When(Q(status=Status.EXPIRED) | Q(upload__expired_at__isnull=False),
-             then=Value(SKIP_EXPIRED)),
+        When(status=Status.EXPIRED, then=Value(SKIP_EXPIRED)),
         When(Exists(finished_earlier), then=Value(SKIP_SAME_UPLOAD)),
         When(Exists(_busy()), then=Value(SKIP_UPLOAD_BUSY)),
         When(Exists(_reprocessed()), then=Value(SKIP_DONE)),

@@ -369,3 +369,19 @@ def test_dropped_file_is_uploaded(browser, live_server, user):
     # The "before" view shows the dropped image itself.
     wait_for(browser, lambda d: d.execute_script(
         "return document.getElementById('before-img').naturalWidth") == 160)
+
+
+def test_recent_tasks_page_through_the_cursor_api(browser, live_server, user):
+    """The recent list is the API's first page; "Show more" follows its ``next`` cursor."""
+    tasks = [make_task(owner=user, status=Task.Status.COMPLETED) for _ in range(23)]
+    sign_in(browser, live_server, user.username)
+    rows = "return document.querySelectorAll('#tasks-body tr').length"
+    wait_for(browser, lambda d: d.execute_script(rows) == 20)
+    assert is_shown(browser, "more-tasks")
+    browser.find_element("id", "more-tasks").click()
+    wait_for(browser, lambda d: d.execute_script(rows) == 23)
+    assert not is_shown(browser, "more-tasks")
+    shown = browser.execute_script(
+        "return [...document.querySelectorAll('#tasks-body tr')].map(r => r.dataset.taskId)")
+    newest_first = Task.objects.filter(pk__in=[t.pk for t in tasks]).order_by("-created_at", "-id")
+    assert shown == [str(pk) for pk in newest_first.values_list("pk", flat=True)]
