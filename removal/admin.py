@@ -40,7 +40,7 @@ class EstimatedCountPaginator(Paginator):
     A table PostgreSQL has not analysed yet, and other databases, are counted exactly.
     """
 
-    EXACT_UP_TO = 10_000
+    EXACT_UP_TO = 1_000
 
     @cached_property
     def count(self):
