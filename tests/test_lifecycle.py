@@ -321,3 +321,11 @@ def test_workers_run_retention_once_a_day_when_it_is_set(settings, empty_queue):
         assert second.expired_at is None and stored(second.original_key)
     finally:
         redis.delete(lock)
+
+
+def test_schema_documents_the_delete_endpoints(client):
+    schema = client.get("/api/v1/schema?format=json").json()
+    assert "204" in schema["paths"]["/api/v1/uploads/{id}"]["delete"]["responses"]
+    account = schema["paths"]["/api/v1/account"]["delete"]
+    assert "204" in account["responses"]
+    assert '{"password":' in account["description"]
