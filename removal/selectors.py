@@ -176,10 +176,12 @@ def _reprocessed() -> QuerySet[Task]:
 
 
 def _walked_past(created_at, pk, newest_first: bool) -> Q:
-    """Rows after ``(created_at, pk)`` in the walk's order."""
+    """Rows after ``(created_at, pk)`` in the walk's order. The leading ``created_at`` bound is
+    the index condition that starts each chunk at the cursor (an ``OR`` alone would make every
+    chunk scan the index from the start)."""
     if newest_first:
-        return Q(created_at__lt=created_at) | Q(created_at=created_at, id__lt=pk)
-    return Q(created_at__gt=created_at) | Q(created_at=created_at, id__gt=pk)
+        return Q(created_at__lte=created_at) & (Q(created_at__lt=created_at) | Q(id__lt=pk))
+    return Q(created_at__gte=created_at) & (Q(created_at__gt=created_at) | Q(id__gt=pk))
 
 
 def planned(tasks: QuerySet[Task], *, newest_first: bool = False) -> QuerySet[Task]:

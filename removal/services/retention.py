@@ -70,8 +70,9 @@ def uploads_expire(*, cutoff: datetime, user: str | None = None,
     while True:
         page = selectors.expirable_uploads(cutoff=cutoff, user=user)
         if after is not None:
-            page = page.filter(Q(created_at__gt=after[0])
-                               | Q(created_at=after[0], id__gt=after[1]))
+            # ``created_at >=`` first: the index condition that starts the chunk at the cursor.
+            page = page.filter(Q(created_at__gte=after[0])
+                               & (Q(created_at__gt=after[0]) | Q(id__gt=after[1])))
         rows = list(page.order_by("created_at", "id")
                     .values_list("pk", "created_at")[:EXPIRE_CHUNK])
         if not rows:
