@@ -329,6 +329,9 @@ QUICKBG_PUBLIC_URL = env_str("QUICKBG_PUBLIC_URL", f"http://localhost:{PORT}").r
 # Result reuse: the same user's same image bytes, options and model weights get the stored
 # result at once (the task says "cached": true) instead of a model run.
 QUICKBG_REUSE_RESULTS = env_bool("QUICKBG_REUSE_RESULTS", True)
+# Retention: uploads older than N days lose their stored original and results (rows kept, marked
+# expired); a worker runs it once a day. 0 (the default) keeps everything for ever.
+QUICKBG_RETENTION_DAYS = env_int("QUICKBG_RETENTION_DAYS", 0, minimum=0)
 # Django refuses request bodies past this; a little over the image limit for multipart overhead.
 DATA_UPLOAD_MAX_MEMORY_SIZE = int(QUICKBG_MAX_UPLOAD_MB * 1024 * 1024) + 1024 * 1024
 DATA_UPLOAD_MAX_NUMBER_FILES = 10  # the API refuses more than one file with a clear message
@@ -378,7 +381,7 @@ REST_FRAMEWORK = {
         "accounts.authentication.APIKeyAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PAGINATION_CLASS": "removal.api.pagination.Pagination",
+    "DEFAULT_PAGINATION_CLASS": "removal.api.pagination.KeysetPagination",
     "PAGE_SIZE": env_int("QUICKBG_PAGE_SIZE", 20, minimum=1),
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "removal.api.errors.exception_handler",

@@ -46,3 +46,11 @@ class TooManyTasks(QuickBGError):
     def __init__(self, detail: str, retry_after: int):
         super().__init__(detail)
         self.retry_after = retry_after
+
+
+class Gone(QuickBGError):
+    """The object's stored data was deleted on purpose (retention); the row remains."""
+
+
+class TaskGone(QuickBGError):
+    """The task was deleted (its upload or its owner's account) while a worker was running it."""

@@ -9,6 +9,7 @@ This module alone classifies failures:
   and S3 answers that mean "try again": 5xx, ``SlowDown`` and other throttling codes) hands the task
   back to the queue and re-raises, so RQ's ``Retry`` (set at enqueue) runs the job again after
   the backoff interval; once every attempt is used the task fails with the last error;
+- a task deleted while it ran (``TaskGone``: its upload or account was deleted) ends quietly;
 - anything else is a bug or an unreadable input: the task fails with a readable message.
 """
 
@@ -23,7 +24,7 @@ from rq import get_current_job
 from rq.timeouts import JobTimeoutException
 
 from removal import queue, runner
-from removal.errors import InvalidInput
+from removal.errors import InvalidInput, TaskGone
 from removal.pipeline.errors import InferenceTimeout, InvalidOption
 from removal.services import tasks, webhooks
 
@@ -103,6 +104,9 @@ def _process(task_id: str) -> str:
         return "skipped"
     try:
         outcome = runner.run_task(claim)
+    except TaskGone:
+        logger.info("task %s was deleted while it ran; its result was removed", task_id)
+        return "cancelled"
     except InvalidOption as exc:
         tasks.task_fail(claim=claim, message=f"Invalid option {exc}")
         return "failed"

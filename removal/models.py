@@ -19,10 +19,17 @@ class Upload(models.Model):
     height = models.PositiveIntegerField()
     sha256 = models.CharField(max_length=64, db_index=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # Set when retention (``services.retention``) deleted the stored original and the results of
+    # every task; the rows stay, marked, so the API and the admin can still say what happened.
+    expired_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["owner", "-created_at"])]
+        indexes = [
+            models.Index(fields=["owner", "-created_at"]),
+            # The API's cursor, ``(created_at, id)`` newest first, one user's uploads.
+            models.Index(fields=["owner", "created_at", "id"], name="removal_upl_owner_cursor"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.original_filename or self.original_key} ({self.id})"
@@ -36,6 +43,8 @@ class Task(models.Model):
         PROCESSING = "processing", "Processing"
         COMPLETED = "completed", "Completed"
         FAILED = "failed", "Failed"
+        # Retention deleted the original and the result; the row is kept (``Upload.expired_at``).
+        EXPIRED = "expired", "Expired"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     upload = models.ForeignKey(Upload, on_delete=models.CASCADE, related_name="tasks")
@@ -63,6 +72,11 @@ class Task(models.Model):
     processing_time = models.FloatField(null=True, blank=True)
     metrics = models.JSONField(default=dict, blank=True)
     rq_job_id = models.CharField(max_length=64, blank=True)
+    # The task this one reprocesses (``services.tasks.task_reprocess``): lets an interrupted
+    # ``reprocess`` resume without queueing the same upload twice.
+    reprocess_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="reprocessed_by"
+    )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -74,7 +88,13 @@ class Task(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["status", "updated_at"])]
+        indexes = [
+            models.Index(fields=["status", "updated_at"]),
+            # The API's cursor ``(created_at, id)`` and reprocess's keyset chunks.
+            models.Index(fields=["created_at", "id"], name="removal_task_cursor"),
+            # Reprocess's set-based skip rules probe the tasks of one upload by age.
+            models.Index(fields=["upload", "created_at"], name="removal_task_upload_created"),
+        ]
 
     def __str__(self) -> str:
         return f"Task {self.id} ({self.status})"

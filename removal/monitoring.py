@@ -16,9 +16,12 @@ none of them sees every task.
 
 Exported families:
 
-- ``quickbg_tasks{status}``: tasks in the database per status (gauge).
-- ``quickbg_task_processing_seconds``: histogram of ``processing_time`` over every completed
-  task (cumulative; it only shrinks when tasks are deleted).
+- ``quickbg_tasks{status}``: tasks in the database per status (gauge). Queued and processing
+  are exact; above 100 000 tasks the finished statuses are PostgreSQL's statistics estimate
+  (``stats.status_totals``), and ``quickbg_tasks_estimated`` is 1.
+- ``quickbg_task_processing_seconds``: histogram of ``processing_time`` over the tasks completed
+  in the last 24 hours (a sliding window: read it with ``histogram_quantile`` directly, not
+  ``rate()``). A scrape never reads every completed task.
 - ``quickbg_task_failures_last_24h``: tasks that ended failed in the last 24 hours (gauge).
 - ``quickbg_oldest_queued_task_age_seconds``: age of the oldest queued task, 0 when none.
 - ``quickbg_queue_jobs{queue,state}``: RQ jobs waiting (``queued``), running (``started``),
@@ -70,14 +73,21 @@ class QuickBGCollector:
         tasks = GaugeMetricFamily(
             "quickbg_tasks", "Tasks in the database by status.", labels=["status"]
         )
-        for status, count in stats.status_counts().items():
+        counts, estimated = stats.status_totals()
+        for status, count in counts.items():
             tasks.add_metric([status], count)
         yield tasks
+        yield GaugeMetricFamily(
+            "quickbg_tasks_estimated",
+            "1 when the finished statuses of quickbg_tasks are planner estimates.",
+            value=1 if estimated else 0,
+        )
 
-        histogram = stats.processing_histogram()
+        since = timezone.now() - timedelta(hours=24)
+        histogram = stats.processing_histogram(since=since)
         family = HistogramMetricFamily(
             "quickbg_task_processing_seconds",
-            "Processing time of completed tasks (from the database).",
+            "Processing time of the tasks completed in the last 24 hours.",
         )
         family.add_metric(
             [],
@@ -86,7 +96,6 @@ class QuickBGCollector:
         )
         yield family
 
-        since = timezone.now() - timedelta(hours=24)
         yield GaugeMetricFamily(
             "quickbg_task_failures_last_24h", "Tasks that ended failed in the last 24 hours.",
             value=stats.failed_since(since=since),

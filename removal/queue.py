@@ -47,6 +47,9 @@ RECONCILE_LOCK = "quickbg:reconcile-lock"
 DONE_PREFIX = "quickbg:done:"
 DONE_TTL = 300
 WAIT_SLICE = 2.0
+# Held for a day by the worker that ran retention (``removal.worker``): one run per day in all.
+RETENTION_LOCK = "quickbg:retention-lock"
+RETENTION_PERIOD = 24 * 3600
 
 
 class ResilientQueue(DjangoRQ):

@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 
 from django.conf import settings
 
-from removal import modelstore, queue, storage
-from removal.errors import InvalidInput
+from removal import modelstore, queue, selectors, storage
+from removal.errors import InvalidInput, TaskGone
 from removal.pipeline import segment
 from removal.pipeline.cutout import cut_out
 from removal.pipeline.memory import PeakMemory
@@ -102,6 +102,12 @@ def _run(claim: Claim, started: float, timings: dict, peak: PeakMemory) -> Outco
     key = storage.write(storage.result_key(task_id=task.pk, extension=result.extension),
                         result.data, content_type=storage.content_type_for(result.extension))
     timings["store"] = round(time.perf_counter() - t, 4)
+    # Checked after the write: a delete that committed before this check is seen here (and what
+    # was written is removed); one that commits after it deletes the object itself. A task that
+    # was only taken over (recovered) keeps the object: the new attempt writes the same key.
+    if selectors.task_gone(task_id=task.pk):
+        storage.delete_quietly(key)
+        raise TaskGone(f"Task {task.pk} was deleted while it ran")
 
     metrics = {
         **result.metrics,

@@ -3,7 +3,8 @@
 Everything is read from the database and Redis, never from process-local counters: the web
 processes and the workers are many, and only the shared stores see all of them. Each function is
 one or two indexed queries, so the overview page and a Prometheus scrape stay cheap with
-hundreds of thousands of tasks.
+ten million tasks: every query is bounded in time (the last 24 hours) and served by an index,
+or reads the planner's statistics (``status_totals``); ``bench/scale.py`` prints their plans.
 """
 
 from __future__ import annotations
@@ -39,6 +40,48 @@ def status_counts(*, since: datetime | None = None) -> dict[str, int]:
     for row in qs.order_by().values("status").annotate(n=Count("id")):
         counts[row["status"]] = row["n"]
     return counts
+
+
+# Above this many tasks, ``status_totals`` estimates the finished statuses instead of counting.
+ESTIMATE_ABOVE = 100_000
+
+
+def status_totals() -> tuple[dict[str, int], bool]:
+    """Tasks per status over the whole table, for ``/metrics``; ``(counts, estimated)``.
+
+    Counting 10M rows per scrape is a full scan (seconds). Queued and processing are always
+    counted exactly: few rows, read from the ``status`` index. On PostgreSQL with more than
+    ``ESTIMATE_ABOVE`` rows the finished statuses (completed, failed, expired) come from the
+    planner's statistics (``pg_class.reltuples`` × the status's frequency in ``pg_stats``,
+    refreshed by autovacuum's ``ANALYZE``): a constant-time read, within a few percent.
+    """
+    stats = _status_statistics()
+    if stats is None:
+        return status_counts(), False
+    rows, frequencies = stats
+    counts = {value: round(rows * frequencies.get(value, 0.0)) for value in Status.values}
+    live = (Task.objects.filter(status__in=[Status.QUEUED, Status.PROCESSING]).order_by()
+            .values("status").annotate(n=Count("id")))
+    counts.update({Status.QUEUED: 0, Status.PROCESSING: 0})
+    counts.update({row["status"]: row["n"] for row in live})
+    return counts, True
+
+
+def _status_statistics() -> tuple[float, dict[str, float]] | None:
+    if connection.vendor != "postgresql":
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT c.reltuples, s.most_common_vals::text::text[], s.most_common_freqs "
+            "FROM pg_class c LEFT JOIN pg_stats s ON s.tablename = c.relname "
+            "AND s.attname = 'status' AND s.schemaname = current_schema() "
+            "WHERE c.relname = %s AND c.relkind = 'r'",
+            [Task._meta.db_table],
+        )
+        row = cursor.fetchone()
+    if row is None or row[0] < ESTIMATE_ABOVE or row[1] is None:
+        return None
+    return row[0], dict(zip(row[1], row[2], strict=True))
 
 
 def hourly_status_counts(*, since: datetime) -> list[dict]:
@@ -116,9 +159,14 @@ class Histogram:
     total: float
 
 
-def processing_histogram(buckets: tuple[float, ...] = PROCESSING_BUCKETS) -> Histogram:
-    """Cumulative processing-time histogram over every completed task, in one query."""
-    completed = Q(status=Status.COMPLETED, processing_time__isnull=False)
+def processing_histogram(*, since: datetime,
+                         buckets: tuple[float, ...] = PROCESSING_BUCKETS) -> Histogram:
+    """Processing-time histogram of the tasks completed since ``since``, in one query.
+
+    Time-bounded so a scrape reads the last day's rows from the ``(status, updated_at)`` index,
+    not every completed task ever.
+    """
+    completed = Q(status=Status.COMPLETED, processing_time__isnull=False, updated_at__gte=since)
     aggregates = {f"le_{i}": Count("id", filter=Q(processing_time__lte=b))
                   for i, b in enumerate(buckets)}
     row = Task.objects.filter(completed).aggregate(

@@ -18,6 +18,7 @@ named in the signed token, ``X-Content-Type-Options: nosniff``, ``attachment`` a
 
 from __future__ import annotations
 
+import os
 import posixpath
 import re
 import uuid
@@ -140,6 +141,62 @@ def resolve_download_token(token: str) -> tuple[str, str, str]:
         content_type = FALLBACK_CONTENT_TYPE
     key = payload["k"]
     return key, payload.get("f") or safe_filename(key.rsplit("/", 1)[-1]), content_type
+
+
+# S3's DeleteObjects takes at most 1000 keys per request.
+DELETE_BATCH = 1000
+
+
+def result_keys_of(task_id: uuid.UUID) -> list[str]:
+    """Every key a task's result may have (a worker may be writing one right now)."""
+    return [result_key(task_id=task_id, extension=extension) for extension in ("png", "webp")]
+
+
+def delete_many(keys) -> list[str]:
+    """Delete these objects; a missing one is not an error. Returns the keys that failed.
+
+    On S3, one ``DeleteObjects`` request per 1000 keys (``Quiet``: only failures come back);
+    on local storage, one unlink per file.
+    """
+    keys = [key for key in dict.fromkeys(keys) if key]
+    failed: list[str] = []
+    if is_s3():
+        client = default_storage.connection.meta.client
+        for start in range(0, len(keys), DELETE_BATCH):
+            batch = keys[start:start + DELETE_BATCH]
+            names = {default_storage._normalize_name(key): key for key in batch}
+            answer = client.delete_objects(
+                Bucket=settings.AWS_STORAGE_BUCKET_NAME,
+                Delete={"Objects": [{"Key": name} for name in names], "Quiet": True},
+            )
+            failed += [names.get(error["Key"], error["Key"]) for error in answer.get("Errors", [])]
+        return failed
+    for key in keys:
+        try:
+            default_storage.delete(key)
+        except OSError:
+            failed.append(key)
+    return failed
+
+
+def keys_under(prefix: str) -> list[str]:
+    """Every key below ``prefix`` (e.g. a user's ``incoming/<id>/``)."""
+    if is_s3():
+        client = default_storage.connection.meta.client
+        base = default_storage._normalize_name(prefix)
+        strip = len(default_storage.location.strip("/") + "/") if default_storage.location else 0
+        keys = []
+        pages = client.get_paginator("list_objects_v2").paginate(
+            Bucket=settings.AWS_STORAGE_BUCKET_NAME, Prefix=base)
+        for page in pages:
+            keys += [item["Key"][strip:] for item in page.get("Contents", [])]
+        return keys
+    root = os.path.join(default_storage.location, prefix)
+    keys = []
+    for folder, _dirs, files in os.walk(root):
+        relative = os.path.relpath(folder, default_storage.location).replace(os.sep, "/")
+        keys += [f"{relative}/{name}" for name in files]
+    return keys
 
 
 def delete_quietly(key: str) -> None:

@@ -18,7 +18,11 @@ Two daemon threads run beside the jobs:
   reconciler tells a dead worker's task from a slow one (RQ's own abandoned-job detection
   waits minutes);
 - *reconcile*: every ``QUICKBG_RECONCILE_INTERVAL`` s one worker (``queue.RECONCILE_LOCK`` elects
-  it) runs ``removal.reconcile.reconcile`` to re-enqueue tasks that no live job holds.
+  it) runs ``removal.reconcile.reconcile`` to re-enqueue tasks that no live job holds;
+- *retention* (only when ``QUICKBG_RETENTION_DAYS`` is set): every ``RETENTION_CHECK`` s a worker
+  tries to take ``queue.RETENTION_LOCK`` for a day; the one that gets it runs
+  ``services.retention.retention_run``. So retention runs once a day whatever the number of
+  workers, shortly after the first worker starts, with no scheduler process.
 
 Database connections are checked around every job: without a fork the worker keeps its
 connection, and a PostgreSQL restart would otherwise break every later job.
@@ -33,10 +37,20 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 from rq.worker import SimpleWorker
 
-from removal.queue import ALIVE_INTERVAL, ALIVE_TTL, RECONCILE_LOCK, alive_key
+from removal.queue import (
+    ALIVE_INTERVAL,
+    ALIVE_TTL,
+    RECONCILE_LOCK,
+    RETENTION_LOCK,
+    RETENTION_PERIOD,
+    alive_key,
+)
 from removal.reconcile import reconcile
+from removal.services.retention import retention_run
 
 logger = logging.getLogger(__name__)
+# Seconds between a worker's attempts to take the daily retention lock.
+RETENTION_CHECK = 600
 
 
 def ensure_usable_connection() -> None:
@@ -63,6 +77,9 @@ class QuickBGWorker(SimpleWorker):
             threading.Thread(target=self._alive_loop, name="quickbg-alive", daemon=True),
             threading.Thread(target=self._reconcile_loop, name="quickbg-reconcile", daemon=True),
         ]
+        if settings.QUICKBG_RETENTION_DAYS:
+            threads.append(threading.Thread(target=self._retention_loop,
+                                            name="quickbg-retention", daemon=True))
         for thread in threads:
             thread.start()
         try:
@@ -99,3 +116,16 @@ class QuickBGWorker(SimpleWorker):
                 logger.warning("reconcile failed: %s", exc)
             finally:
                 connection.close()  # this thread's own connection; reopened next round
+
+    def _retention_loop(self) -> None:
+        while not self._stop_threads.is_set():
+            try:
+                lock = f"{RETENTION_LOCK}:{settings.QUICKBG_QUEUE}"
+                if self.connection.set(lock, self.name, nx=True, ex=RETENTION_PERIOD):
+                    ensure_usable_connection()
+                    retention_run()
+            except Exception as exc:  # noqa: BLE001 - the lock expires; tried again tomorrow
+                logger.warning("retention run failed: %s", exc)
+            finally:
+                connection.close()
+            self._stop_threads.wait(RETENTION_CHECK)

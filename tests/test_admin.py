@@ -275,7 +275,8 @@ def test_overview_page_reports_the_last_24_hours(
 
     assert response.status_code == 200
     ctx = response.context
-    assert ctx["status_counts"] == {"queued": 0, "processing": 0, "completed": 5, "failed": 4}
+    assert ctx["status_counts"] == {"queued": 0, "processing": 0, "completed": 5, "failed": 4,
+                                    "expired": 0}
     assert ctx["median"] == pytest.approx(3.0)
     assert ctx["p95"] == pytest.approx(8.8)  # linear interpolation, as percentile_cont
     assert ctx["queue"].available and ctx["queue"].queued == 1
@@ -378,3 +379,57 @@ def fixture_car_small() -> bytes:
     buffer = io.BytesIO()
     image.convert("RGB").save(buffer, format="JPEG")
     return buffer.getvalue()
+
+
+# --- scale: search kinds, counts, expired rows --------------------------------------------------
+
+
+def listed(response) -> set:
+    return {str(obj.pk) for obj in response.context["cl"].result_list}
+
+
+def test_search_kinds_each_use_their_own_match(staff_client):
+    alice, bob = make_user(email="alice@example.com"), make_user()
+    pasta = make_task(owner=alice, upload=make_upload(owner=alice, original_filename="Pasta.jpg"))
+    other = make_task(owner=bob, upload=make_upload(owner=bob, original_filename="pasta-2.png"))
+    plain = make_task(owner=bob)
+
+    assert listed(staff_client.get(TASKS, {"q": str(pasta.pk)})) == {str(pasta.pk)}
+    assert listed(staff_client.get(TASKS, {"q": str(other.upload_id)})) == {str(other.pk)}
+    assert listed(staff_client.get(TASKS, {"q": "ALICE@example.com"})) == {str(pasta.pk)}
+    assert listed(staff_client.get(TASKS, {"q": "alice@"})) == set()  # emails match exactly
+    assert listed(staff_client.get(TASKS, {"q": "PASTA"})) == {str(pasta.pk), str(other.pk)}
+    assert listed(staff_client.get(TASKS, {"q": "pa"})) == set()  # under three characters
+    assert str(plain.pk) in listed(staff_client.get(TASKS, {"q": "image"}))
+    uploads = staff_client.get("/admin/removal/upload/", {"q": "asta"})
+    assert listed(uploads) == {str(pasta.upload_id), str(other.upload_id)}
+
+
+def test_filtered_count_is_exact_when_small_and_estimated_when_large(staff_client, monkeypatch):
+    from removal.admin import EstimatedCountPaginator
+
+    bulk_tasks(30, status=Status.FAILED)
+    bulk_tasks(5)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE removal_task")
+    response = staff_client.get(TASKS, {"status__exact": "failed"})
+    assert response.context["cl"].result_count == 30  # exact: under EXACT_UP_TO
+
+    monkeypatch.setattr(EstimatedCountPaginator, "EXACT_UP_TO", 10)
+    with CaptureQueriesContext(connection) as queries:
+        response = staff_client.get(TASKS, {"status__exact": "failed"})
+    count = response.context["cl"].result_count
+    assert 11 <= count <= 35  # the planner's estimate, never below what was seen
+    sqls = [q["sql"] for q in queries.captured_queries]
+    assert any(sql.startswith("EXPLAIN (FORMAT JSON)") for sql in sqls)
+    assert not any("COUNT(*)" in sql and "LIMIT" not in sql for sql in sqls)
+
+
+def test_expired_task_page_says_retention_deleted_the_images(staff_client):
+    task = make_task(status=Status.EXPIRED)
+    Upload.objects.filter(pk=task.upload_id).update(expired_at=timezone.now())
+    page = staff_client.get(f"{TASKS}{task.pk}/change/")
+    assert page.status_code == 200
+    assert page.content.decode().count("Deleted by retention on") == 2  # original and result
+    listing = staff_client.get(TASKS, {"status__exact": "expired"})
+    assert listed(listing) == {str(task.pk)}

@@ -462,3 +462,19 @@ def test_api_docs_list_the_operations_without_network(browser, live_server, path
     # out is the one expected report (the image hides itself on error).
     refused = [m for m in csp_violations(browser) if "cdn.redoc.ly/redoc/logo-mini.svg" not in m]
     assert refused == []
+
+
+def test_recent_tasks_page_through_the_cursor_api(browser, live_server, user):
+    """The recent list is the API's first page; "Show more" follows its ``next`` cursor."""
+    tasks = [make_task(owner=user, status=Task.Status.COMPLETED) for _ in range(23)]
+    sign_in(browser, live_server, user.username)
+    rows = "return document.querySelectorAll('#tasks-body tr').length"
+    wait_for(browser, lambda d: d.execute_script(rows) == 20)
+    assert is_shown(browser, "more-tasks")
+    browser.find_element("id", "more-tasks").click()
+    wait_for(browser, lambda d: d.execute_script(rows) == 23)
+    assert not is_shown(browser, "more-tasks")
+    shown = browser.execute_script(
+        "return [...document.querySelectorAll('#tasks-body tr')].map(r => r.dataset.taskId)")
+    newest_first = Task.objects.filter(pk__in=[t.pk for t in tasks]).order_by("-created_at", "-id")
+    assert shown == [str(pk) for pk in newest_first.values_list("pk", flat=True)]

@@ -25,15 +25,15 @@ def test_bad_download_link_is_a_json_404(path, detail):
     assert response.json() == {"detail": detail}
 
 
-def test_download_link_to_a_deleted_file_is_a_json_404():
+def test_download_link_to_a_deleted_file_is_a_json_410():
     storage.write("results/gone.png", b"png")
     path = storage.download_url("results/gone.png", content_type="image/png")
     client = APIClient()
     assert b"".join(client.get(path).streaming_content) == b"png"
     storage.delete_quietly("results/gone.png")
     response = client.get(path)
-    assert response.status_code == 404
-    assert response.json() == {"detail": "File not found"}
+    assert response.status_code == 410
+    assert response.json() == {"detail": "This file was deleted (by retention or by its owner)"}
 
 
 def test_expired_download_link_is_a_json_404(settings):

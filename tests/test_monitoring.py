@@ -74,6 +74,7 @@ def test_metrics_report_tasks_histogram_failures_and_queue(
         ("quickbg_tasks", (("status", "processing"),)): 0.0,
         ("quickbg_tasks", (("status", "completed"),)): 5.0,
         ("quickbg_tasks", (("status", "failed"),)): 2.0,
+        ("quickbg_tasks", (("status", "expired"),)): 0.0,
     }
     histogram = families["quickbg_task_processing_seconds"]
     assert histogram.type == "histogram"
@@ -111,3 +112,38 @@ def test_redis_down_is_reported_not_an_error(client, metrics_on, settings):
     assert families["quickbg_redis_up"].samples[0].value == 0
     assert "quickbg_queue_jobs" not in families
     assert samples(families["quickbg_tasks"])[("quickbg_tasks", (("status", "queued"),))] == 0
+
+
+def test_big_tables_get_estimated_finished_counts_and_exact_queue_counts(client, metrics_on,
+                                                                          monkeypatch):
+    """Above ``ESTIMATE_ABOVE`` rows a scrape reads the planner's statistics, not every row."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from removal import stats
+    from tests.factories import make_upload, make_user
+
+    owner = make_user()
+    upload = make_upload(owner=owner)
+    Task.objects.bulk_create(
+        [Task(upload=upload, status=Status.COMPLETED, model="m") for _ in range(300)]
+        + [Task(upload=upload, status=Status.FAILED, model="m") for _ in range(100)]
+    )
+    queued = [make_task(owner=owner) for _ in range(3)]
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE removal_task")
+    make_task(owner=owner)  # after ANALYZE: only an exact count sees it
+    monkeypatch.setattr(stats, "ESTIMATE_ABOVE", 100)
+
+    with CaptureQueriesContext(connection) as queries:
+        families = scrape(client)
+
+    gauge = {labels[0][1]: value
+             for (_, labels), value in samples(families["quickbg_tasks"]).items()}
+    assert gauge["queued"] == len(queued) + 1  # exact
+    assert abs(gauge["completed"] - 300) <= 15 and abs(gauge["failed"] - 100) <= 10
+    assert samples(families["quickbg_tasks_estimated"]) == {("quickbg_tasks_estimated", ()): 1.0}
+    # No query groups every task: the finished statuses came from pg_stats.
+    assert not [q for q in queries.captured_queries
+                if "GROUP BY" in q["sql"] and "IN ('queued', 'processing')" not in q["sql"]
+                and "removal_task" in q["sql"] and "updated_at" not in q["sql"]]

@@ -108,8 +108,9 @@ def test_other_users_objects_are_404_everywhere(user, other_user, client_for):
                  f"/api/v1/uploads/{theirs.upload_id}"):
         assert client.get(path).status_code == 404, path
     assert client.post(f"/api/v1/tasks/{theirs.pk}/retry").status_code == 404
-    assert client.get("/api/v1/tasks").json()["count"] == 0
-    assert client.get("/api/v1/uploads").json()["count"] == 0
+    assert client.get("/api/v1/tasks").json()["results"] == []
+    assert client.get("/api/v1/uploads").json()["results"] == []
+    assert client.delete(f"/api/v1/uploads/{theirs.upload_id}").status_code == 404
 
 
 def test_download_url_serves_its_one_object_and_expires(user, client_for, settings):

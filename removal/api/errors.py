@@ -19,6 +19,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from accounts.authentication import KeyNotAccepted
 from removal.errors import (
     Conflict,
+    Gone,
     InvalidInput,
     NotFound,
     OutOfCredits,
@@ -38,6 +39,7 @@ class BodyTooLarge(QuickBGError):
 
 STATUS: tuple[tuple[type[QuickBGError], int], ...] = (
     (NotFound, status.HTTP_404_NOT_FOUND),
+    (Gone, status.HTTP_410_GONE),
     (Conflict, status.HTTP_409_CONFLICT),
     (TooManyTasks, status.HTTP_429_TOO_MANY_REQUESTS),
     (OutOfCredits, status.HTTP_402_PAYMENT_REQUIRED),

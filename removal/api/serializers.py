@@ -82,6 +82,13 @@ class UploadCreateSerializer(serializers.Serializer):
         return attrs
 
 
+class AccountDeleteSerializer(serializers.Serializer):
+    password = serializers.CharField(
+        help_text="Your current password: deleting an account cannot be undone.",
+        style={"input_type": "password"}, trim_whitespace=False,
+    )
+
+
 class PresignRequestSerializer(serializers.Serializer):
     filename = serializers.CharField(max_length=255, help_text="Name of the file to upload.")
 
@@ -122,6 +129,7 @@ class ForegroundSerializer(serializers.Serializer):
 class TaskSerializer(serializers.ModelSerializer):
     task_id = serializers.UUIDField(source="id", read_only=True)
     upload_id = serializers.UUIDField(source="upload.id", read_only=True)
+    filename = serializers.CharField(source="upload.original_filename", read_only=True)
     result_url = serializers.SerializerMethodField()
     presigned_url = serializers.SerializerMethodField()
     foreground = serializers.SerializerMethodField()
@@ -129,10 +137,10 @@ class TaskSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Task
-        fields = ["task_id", "upload_id", "status", "progress", "result_url", "presigned_url",
-                  "error_message", "processing_time", "created_at", "updated_at", "attempts",
-                  "model", "options", "metrics", "started_at", "finished_at", "foreground",
-                  "confidence", "cached"]
+        fields = ["task_id", "upload_id", "filename", "status", "progress", "result_url",
+                  "presigned_url", "error_message", "processing_time", "created_at",
+                  "updated_at", "attempts", "model", "options", "metrics", "started_at",
+                  "finished_at", "foreground", "confidence", "cached"]
         read_only_fields = fields
 
     @extend_schema_field(ForegroundSerializer(allow_null=True))

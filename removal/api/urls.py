@@ -17,6 +17,7 @@ router.register("webhooks", views.WebhookViewSet, basename="webhook")
 urlpatterns = [
     path("auth/", include("accounts.urls")),
     path("health", health_view, name="health"),
+    path("account", views.account, name="account"),
     path("files/<str:token>", views.file_download, name="file-download"),
     # Any other link under files/ (cut short, extra slashes) gets the same JSON 404.
     re_path(r"^files/(?P<token>.*)$", views.file_download),

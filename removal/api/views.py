@@ -2,18 +2,20 @@ from __future__ import annotations
 
 import logging
 
+from django.conf import settings
 from django.core import signing
 from django.core.files.storage import default_storage
 from django.http import FileResponse, HttpResponseRedirect, JsonResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
-from rest_framework.decorators import action
+from rest_framework.decorators import action, api_view
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 
 from removal import storage
 from removal.api import idempotency
 from removal.api.serializers import (
+    AccountDeleteSerializer,
     PresignRequestSerializer,
     PresignResponseSerializer,
     TaskSerializer,
@@ -24,14 +26,15 @@ from removal.api.serializers import (
     WebhookSecretSerializer,
 )
 from removal.api.throttling import UploadRateThrottle
-from removal.errors import Conflict, InvalidInput
+from removal.errors import Conflict, Gone, InvalidInput
 from removal.models import Task, Upload, WebhookEndpoint
-from removal.services import tasks, uploads, webhooks
+from removal.services import retention, tasks, uploads, webhooks
 
 logger = logging.getLogger(__name__)
 
 
-class UploadViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class UploadViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin,
+                    viewsets.GenericViewSet):
     serializer_class = UploadSerializer
     parser_classes = [MultiPartParser, FormParser, JSONParser]
 
@@ -68,6 +71,18 @@ class UploadViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
                 perform=lambda: self._create(request, form.validated_data),
             )
         return Response(body, status=status_code)
+
+    @extend_schema(
+        responses={204: None},
+        summary="Delete the upload: its stored original, every task's result, and the rows",
+        description="A task still queued or processing is cancelled; no result is stored after "
+                    "the delete. Another user's upload is a 404.",
+    )
+    def destroy(self, request, pk=None):
+        failed = uploads.upload_delete(upload=self.get_object())
+        if failed:
+            logger.error("upload %s: storage kept %d object(s): %s", pk, len(failed), failed)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(request=PresignRequestSerializer, responses={201: PresignResponseSerializer},
                    summary="Get a presigned S3 POST to upload an image directly (S3 only)")
@@ -120,10 +135,37 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
     @action(detail=True, methods=["get"])
     def result(self, request, pk=None):
         task = self.get_object()
+        if task.status == Task.Status.EXPIRED:
+            raise Gone(_expired_message(task))
         if task.status != Task.Status.COMPLETED or not task.result_key:
             raise Conflict(f"The task is {task.status}; its result is not ready")
         url = self.get_serializer(task).data["presigned_url"]
         return HttpResponseRedirect(url)
+
+
+def _expired_message(task: Task) -> str:
+    days = settings.QUICKBG_RETENTION_DAYS
+    when = task.upload.expired_at.date().isoformat() if task.upload.expired_at else "earlier"
+    policy = f" (images are kept {days} days)" if days else ""
+    return (f"The image and its result were deleted on {when}{policy}; "
+            "upload the image again to process it")
+
+
+@extend_schema(
+    request=AccountDeleteSerializer, responses={204: None},
+    summary="Delete your account and everything stored for it (needs your password)",
+    # OpenAPI 3.0 (and drf-spectacular) leave a DELETE body out of the schema: say it here.
+    description='JSON body `{"password": "<your current password>"}`; a wrong password is a 400. '
+                "Deletes every upload, task and stored image of yours, then the account.",
+)
+@api_view(["DELETE"])
+def account(request):
+    form = AccountDeleteSerializer(data=request.data)
+    form.is_valid(raise_exception=True)
+    failed = retention.account_delete(user=request.user, password=form.validated_data["password"])
+    if failed:
+        logger.error("account delete: storage kept %d object(s): %s", len(failed), failed)
+    return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class WebhookViewSet(mixins.ListModelMixin, mixins.CreateModelMixin, mixins.DestroyModelMixin,
@@ -172,7 +214,9 @@ def file_download(request, token: str):
     except signing.BadSignature:
         return JsonResponse({"detail": "Invalid download link"}, status=404)
     if not default_storage.exists(key):
-        return JsonResponse({"detail": "File not found"}, status=404)
+        # The link was valid, so the file existed: deleted by retention or by its owner.
+        return JsonResponse({"detail": "This file was deleted (by retention or by its owner)"},
+                            status=410)
     response = FileResponse(
         default_storage.open(key, "rb"), as_attachment=True, filename=filename,
         content_type=content_type,

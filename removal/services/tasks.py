@@ -131,11 +131,14 @@ def task_reprocess(*, task: Task) -> Task:
     """
     if task.status in selectors.IN_FLIGHT:
         raise Conflict(f"Task {task.pk} is still {task.status}; not reprocessed")
+    if task.status == Status.EXPIRED or task.upload.expired_at is not None:
+        raise Conflict(f"Task {task.pk} expired: its original image was deleted")
     if selectors.upload_has_task_in_flight(upload_id=task.upload_id):
         raise Conflict(f"Upload {task.upload_id} already has a task queued or processing")
     with transaction.atomic():
         new_task = Task.objects.create(
-            upload_id=task.upload_id, model=settings.QUICKBG_MODEL, options=task.options
+            upload_id=task.upload_id, model=settings.QUICKBG_MODEL, options=task.options,
+            reprocess_of_id=task.pk,
         )
         task_enqueue(task=new_task)
     return new_task

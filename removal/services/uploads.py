@@ -1,4 +1,5 @@
-"""Uploads: validate an original, store it, and create its Upload and first Task together."""
+"""Uploads: validate an original, store it, and create its Upload and first Task together;
+delete an upload with everything stored for it."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from urllib.parse import unquote, urlsplit
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from removal import fetch, modelstore, queue, selectors, storage
@@ -256,3 +258,43 @@ def _reuse_result(*, upload: Upload, model: str, options: dict, webhook_url: str
     transaction.on_commit(lambda: queue.announce_task_done(task_id))  # synchronous waiters
     transaction.on_commit(lambda: webhooks.task_event_emit(task_id=task_id))
     return task
+
+
+# --- Deleting ----------------------------------------------------------------------------------
+
+DELETE_CHUNK = 500
+
+
+def upload_delete(*, upload: Upload) -> list[str]:
+    """Delete an upload, its tasks and every stored object of them (original and results).
+
+    Rows are deleted, not anonymised: a user who deletes an image expects it gone, and nothing
+    else (billing, statistics) needs the row. A task still queued or processing is cancelled by
+    the same delete: its job finds no task to claim, and a worker already running it checks that
+    its claim still holds after writing the result and removes what it wrote
+    (``runner.run_task``), so no result outlives the delete. Returns the keys storage refused to
+    delete (logged by the caller).
+    """
+    return uploads_delete(queryset=Upload.objects.filter(pk=upload.pk))
+
+
+def uploads_delete(*, queryset: QuerySet[Upload]) -> list[str]:
+    """``upload_delete`` for many uploads, ``DELETE_CHUNK`` at a time (rows, then objects)."""
+    failed: list[str] = []
+    while True:
+        ids = list(queryset.order_by().values_list("pk", flat=True)[:DELETE_CHUNK])
+        if not ids:
+            return failed
+        keys: list[str] = []
+        with transaction.atomic():
+            rows = Upload.objects.select_for_update().filter(pk__in=ids)
+            keys += list(rows.values_list("original_key", flat=True))
+            for task_id, status, result in Task.objects.filter(upload_id__in=ids).values_list(
+                    "pk", "status", "result_key"):
+                keys.append(result)
+                if status in selectors.IN_FLIGHT:  # its worker may be writing a result now
+                    keys += storage.result_keys_of(task_id)
+            Task.objects.filter(upload_id__in=ids).delete()
+            Upload.objects.filter(pk__in=ids).delete()
+        # After the commit: a failure here leaves objects without rows, never the reverse.
+        failed += storage.delete_many(keys)

@@ -6,6 +6,7 @@
  *   The access token is refreshed (POST auth/token/refresh) shortly before it expires and
  *   again after any 401. Refresh tokens rotate, so one refresh at a time is shared by all calls.
  * - Upload: POST uploads (multipart `file` + output options), then poll GET tasks/{id}.
+ * - Recent tasks: GET tasks, page by page (cursor pagination: "Show more" follows `next`).
  * - Errors: the API's `detail` message is shown as it is.
  * All data reaches the DOM through textContent / attributes, never innerHTML.
  */
@@ -423,23 +424,32 @@
 
   // --- Recent tasks ---------------------------------------------------------------------------
 
-  async function loadTasks() {
+  // The list is the API's cursor pagination: page 1 on load and on Refresh, then "Show more"
+  // follows the page's `next` link (same origin, so only its path and query are used).
+  let nextTasks = null;
+
+  async function loadTasks(more = false) {
     showError($("tasks-error"), "");
-    let tasks;
-    let uploads;
+    let page;
     try {
-      [tasks, uploads] = await Promise.all([api("/tasks"), api("/uploads")]);
+      page = await (more && nextTasks ? api(nextTasks) : api("/tasks"));
     } catch (err) {
       if (!(err instanceof SignedOut)) showError($("tasks-error"), err.message);
       return;
     }
-    const names = new Map((uploads.results || uploads).map((u) => [u.upload_id, u.filename]));
-    const rows = (tasks.results || tasks).slice(0, 20);
+    nextTasks = page.next ? apiPath(page.next) : null;
     const body = $("tasks-body");
-    body.replaceChildren();
-    for (const task of rows) body.appendChild(taskRow(task, names.get(task.upload_id)));
-    $("tasks-empty").hidden = rows.length > 0;
-    $("tasks-table").hidden = rows.length === 0;
+    if (!more) body.replaceChildren();
+    for (const task of page.results) body.appendChild(taskRow(task, task.filename));
+    const shown = body.children.length;
+    $("tasks-empty").hidden = shown > 0;
+    $("tasks-table").hidden = shown === 0;
+    $("more-tasks").hidden = !nextTasks;
+  }
+
+  function apiPath(link) {
+    const url = new URL(link, window.location.href);
+    return url.pathname.slice(API.length) + url.search;
   }
 
   function taskRow(task, filename) {
@@ -489,7 +499,8 @@
     });
     $("upload-form").addEventListener("submit", upload);
     $("retry").addEventListener("click", retry);
-    $("refresh-tasks").addEventListener("click", loadTasks);
+    $("refresh-tasks").addEventListener("click", () => loadTasks(false));
+    $("more-tasks").addEventListener("click", () => loadTasks(true));
     wireDropzone();
     wireOptions();
     if (store.getItem(KEYS.refresh)) {

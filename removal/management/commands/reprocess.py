@@ -6,9 +6,13 @@ the current default model (``services.tasks.task_reprocess``); the selected task
 left as they are. The skip rules are ``selectors.reprocess_plan``'s, shared with the admin
 action: tasks still queued or processing, uploads that already have a task queued or processing
 (running the same command twice queues nothing new), and a second selected task of an upload
-already handled in this run. ``--dry-run`` lists what would be queued and changes
-nothing. ``--wait`` polls the database until the new tasks finish (or ``--timeout``) and reports
-how they ended.
+already handled in this run; tasks whose images retention deleted; and tasks already
+reprocessed with the current model (``Task.reprocess_of``), so an interrupted run resumes where it
+stopped. The rules run in PostgreSQL, set-based, and the tasks are walked in chunks of 1000 (flat
+memory). ``--dry-run`` lists what would be queued and changes nothing; over ``LIST_LIMIT``
+selected tasks the per-task lines need ``-v 2`` and a dry run is one counting query.
+``--wait`` polls the database until the new tasks finish (or ``--timeout``) and reports how they
+ended.
 """
 
 from __future__ import annotations
@@ -37,7 +41,13 @@ SKIP_LABELS = {
                                  "skipped, upload already queued in this run"),
     selectors.SKIP_UPLOAD_BUSY: ("skipped (upload busy)",
                                  "skipped, its upload already has a task queued or processing"),
+    selectors.SKIP_EXPIRED: ("skipped (expired)", "skipped, its images were deleted (retention)"),
+    selectors.SKIP_DONE: ("skipped (already reprocessed)",
+                          "skipped, already reprocessed with the current model"),
 }
+# Above this many selected tasks, the per-task lines need ``-v 2``; a dry run then counts in
+# the database alone (``selectors.reprocess_counts``) instead of walking the tasks.
+LIST_LIMIT = 1000
 
 
 def moment(value: str) -> datetime:
@@ -143,11 +153,15 @@ class Command(BaseCommand):
         counts: Counter = Counter()
         created: list = []
         verb = "would queue" if dry_run else "queued"
+        self.listing = total <= LIST_LIMIT or options["verbosity"] >= 2
+        if dry_run and limit is None and not self.listing:
+            for skip, n in selectors.reprocess_counts(queryset).items():
+                counts[verb if skip is None else SKIP_LABELS[skip][0]] += n
+            return created, counts
         bar = tqdm(total=total, unit="task", desc="reprocess", file=self.stderr._out,
                    disable=options["no_progress"] or total == 0, leave=False)
         with bar:
-            tasks = queryset.select_related("upload__owner").iterator(chunk_size=500)
-            for task, skip in selectors.reprocess_plan(tasks):
+            for task, skip in selectors.reprocess_plan(queryset):
                 bar.update(1)
                 if limit is not None and counts[verb] >= limit:
                     counts["over --limit"] += 1
@@ -169,7 +183,7 @@ class Command(BaseCommand):
                     counts["skipped (in flight)"] += 1
                     continue
                 except Exception as exc:  # noqa: BLE001 - one bad item must not stop the rest
-                    self.line(bar, self.style.ERROR(f"{label}: error: {exc}"))
+                    self.line(bar, self.style.ERROR(f"{label}: error: {exc}"), always=True)
                     counts["errors"] += 1
                     continue
                 created.append(new_task.pk)
@@ -177,8 +191,9 @@ class Command(BaseCommand):
                 self.line(bar, f"{label}: queued new task {new_task.pk}")
         return created, counts
 
-    def line(self, bar, message: str) -> None:
-        bar.write(message, file=self.stdout._out)
+    def line(self, bar, message: str, *, always: bool = False) -> None:
+        if self.listing or always:
+            bar.write(message, file=self.stdout._out)
 
     def summary(self, counts: Counter, *, dry_run: bool) -> None:
         verb = "would queue" if dry_run else "queued"
