@@ -24,7 +24,7 @@ from rq.timeouts import JobTimeoutException
 from removal import queue, runner
 from removal.errors import InvalidInput
 from removal.pipeline.errors import InferenceTimeout, InvalidOption
-from removal.services import tasks
+from removal.services import batches, tasks
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,14 @@ def process_task(task_id: str) -> str:
     if claim is None:
         logger.info("task %s is not queued any more; nothing to do", task_id)
         return "skipped"
+    result = _run(claim, task_id)
+    if claim.task.batch_id:  # the batch's last member fires batch.completed, once
+        batches.batch_member_finished(batch_id=claim.task.batch_id)
+    return result
+
+
+def _run(claim: tasks.Claim, task_id: str) -> str:
+    """Run the claimed task and record its outcome: ``"completed"`` or ``"failed"``."""
     try:
         outcome = runner.run_task(claim)
     except InvalidOption as exc:

@@ -13,11 +13,14 @@ from tests.helpers import RedisServer, free_port, token_for
 
 @pytest.fixture(autouse=True)
 def empty_queue():
-    """Each test starts and ends with an empty RQ queue of its own."""
+    """Each test starts and ends with empty RQ queues of its own (interactive and batch)."""
     queue = django_rq.get_queue(django_settings.QUICKBG_QUEUE)
+    batch_queue = django_rq.get_queue(django_settings.QUICKBG_BATCH_QUEUE)
     queue.empty()
+    batch_queue.empty()
     yield queue
     queue.empty()
+    batch_queue.empty()
 
 
 @pytest.fixture
@@ -117,8 +120,8 @@ def own_redis(tmp_path, settings):
         pytest.fail("redis-server is needed (apt-get install redis-server)")
     server = RedisServer(tmp_path)
     server.start()
-    name = settings.QUICKBG_QUEUE
-    settings.RQ_QUEUES = {name: {**settings.RQ_QUEUES[name], "URL": server.url}}
+    settings.RQ_QUEUES = {name: {**conf, "URL": server.url}
+                          for name, conf in settings.RQ_QUEUES.items()}
     yield server
     server.stop()
 

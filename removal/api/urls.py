@@ -7,6 +7,7 @@ from removal.api import views
 router = SimpleRouter(trailing_slash=False)
 router.register("uploads", views.UploadViewSet, basename="upload")
 router.register("tasks", views.TaskViewSet, basename="task")
+router.register("batches", views.BatchViewSet, basename="batch")
 
 urlpatterns = [
     path("auth/", include("accounts.urls")),

@@ -7,7 +7,7 @@ from django.conf import settings
 from django.core import signing
 from django.core.files.storage import default_storage
 from django.db import connection
-from django.http import FileResponse, Http404, HttpResponseRedirect
+from django.http import FileResponse, Http404, HttpResponseRedirect, StreamingHttpResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action, api_view, permission_classes
@@ -15,9 +15,13 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 
-from removal import modelstore, queue, stats, storage
+from removal import modelstore, queue, selectors, stats, storage
 from removal.api import idempotency
+from removal.api.pagination import Pagination
 from removal.api.serializers import (
+    BatchAcceptedSerializer,
+    BatchCreateSerializer,
+    BatchSerializer,
     PresignRequestSerializer,
     PresignResponseSerializer,
     TaskSerializer,
@@ -26,9 +30,10 @@ from removal.api.serializers import (
     UploadSerializer,
 )
 from removal.api.throttling import UploadRateThrottle
+from removal.batch_archive import batch_zip_chunks
 from removal.errors import Conflict, InvalidInput
-from removal.models import Task, Upload
-from removal.services import tasks, uploads
+from removal.models import Batch, Task, Upload
+from removal.services import batches, tasks, uploads
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +120,71 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
             raise Conflict(f"The task is {task.status}; its result is not ready")
         url = self.get_serializer(task).data["presigned_url"]
         return HttpResponseRedirect(url)
+
+
+class BatchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Batches: many images in one request (``services.batches``); one zip of results back."""
+
+    serializer_class = BatchSerializer
+    parser_classes = [MultiPartParser, FormParser]
+
+    def get_queryset(self):
+        return selectors.batches_with_counts(Batch.objects.filter(owner=self.request.user))
+
+    def get_throttles(self):
+        if self.action == "create":  # one batch is one request for the upload throttle
+            return [UploadRateThrottle()]
+        return super().get_throttles()
+
+    @extend_schema(
+        request=BatchCreateSerializer, responses={202: BatchAcceptedSerializer},
+        summary="Upload many images (repeated `files`, or one zip `archive`) as one batch",
+    )
+    def create(self, request):
+        form = BatchCreateSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        data = form.validated_data
+        common = dict(owner=request.user, options=data.get("options") or {},
+                      model=data.get("model"), webhook_url=data.get("webhook_url") or "")
+        if data.get("archive"):
+            created = batches.batch_create_from_archive(archive=data["archive"], **common)
+        else:
+            created = batches.batch_create_from_files(files=data["files"], **common)
+        body = {
+            "batch_id": str(created.batch.id),
+            "count": len(created.tasks),
+            "task_ids": [str(task.id) for task in created.tasks],
+            "rejected": created.rejected,
+        }
+        return Response(body, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(responses={200: BatchSerializer})
+    def retrieve(self, request, pk=None):
+        """The batch, with its tasks paginated (``?page=``, ``?page_size=``)."""
+        batch = self.get_object()
+        body = self.get_serializer(batch).data
+        paginator = Pagination()
+        members = selectors.batch_members(batch)
+        page = paginator.paginate_queryset(members, request, view=self)
+        body["tasks"] = paginator.get_paginated_response(
+            TaskSerializer(page, many=True, context=self.get_serializer_context()).data
+        ).data
+        return Response(body)
+
+    @extend_schema(responses={(200, "application/zip"): bytes})
+    @action(detail=True, methods=["get"])
+    def download(self, request, pk=None):
+        batch = self.get_object()
+        response = StreamingHttpResponse(batch_zip_chunks(batch), content_type="application/zip")
+        response["Content-Disposition"] = f'attachment; filename="batch-{batch.id}.zip"'
+        return response
+
+    @extend_schema(request=None, responses={202: BatchSerializer})
+    @action(detail=True, methods=["post"])
+    def retry(self, request, pk=None):
+        batches.batch_retry(batch=self.get_object())
+        return Response(self.get_serializer(self.get_object()).data,
+                        status=status.HTTP_202_ACCEPTED)
 
 
 def _database_ping() -> None:

@@ -5,6 +5,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from removal import modelstore
+from removal.queue import worker_queue_names
 from removal.runner import get_segmenter, model_file
 
 
@@ -28,9 +29,10 @@ class Command(BaseCommand):
             get_segmenter()
             self.stdout.write(f"Model loaded from {model_file()}")
         # RQ["WORKER_CLASS"] (removal.worker.QuickBGWorker) and RQ["QUEUE_CLASS"] apply.
+        # The queues in priority order: batch jobs start only when the interactive queue is empty.
         queue = django_rq.get_queue(settings.QUICKBG_QUEUE)
         worker = django_rq.get_worker(
-            settings.QUICKBG_QUEUE, serializer=queue.serializer, name=options["name"],
+            *worker_queue_names(), serializer=queue.serializer, name=options["name"],
         )
         worker.work(
             burst=options["burst"], with_scheduler=True, max_jobs=options["max_jobs"],
