@@ -145,3 +145,24 @@ def test_api_created_batch_appears_in_admin(staff_client, user, client_for):
     html = staff_client.get(f"{BATCHES}{body['batch_id']}/change/").content.decode()
     assert "a.jpg" in html and "queued" in html
     assert batch_services.batch_member_finished(batch_id=body["batch_id"]) is False
+
+
+def test_metrics_and_overview_count_batches(staff_client, client, user, settings):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    make_batch(user, [Status.COMPLETED, Status.FAILED])  # partial
+    make_batch(user, [Status.COMPLETED])  # completed
+    make_batch(user, [Status.QUEUED, Status.QUEUED])  # queued
+    settings.QUICKBG_METRICS_TOKEN = "tok"
+    response = client.get("/metrics", HTTP_AUTHORIZATION="Bearer tok")
+    families = {f.name: f for f in text_string_to_metric_families(response.content.decode())}
+    by_status = {s.labels["status"]: s.value for s in families["quickbg_batches"].samples}
+    assert by_status == {"queued": 1, "processing": 0, "completed": 1, "partial": 1, "failed": 0}
+    queues = {s.labels["queue"] for s in families["quickbg_queue_jobs"].samples}
+    assert queues == {settings.QUICKBG_QUEUE, settings.QUICKBG_BATCH_QUEUE}
+    html = staff_client.get(TASKS + "overview/").content.decode()
+    table = html.split('id="batch-counts"')[1].split("</table>")[0]
+    cells = re.findall(r"\?status=(\w+)\">(\d+)</a>", table)
+    assert dict(cells) == {"queued": "1", "processing": "0", "completed": "1", "partial": "1",
+                           "failed": "0"}
+    assert 'id="batch-queue"' in html
