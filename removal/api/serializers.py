@@ -176,6 +176,16 @@ class BatchCreateSerializer(OptionsMixin):
         return super().validate(attrs)
 
 
+class BatchTaskSerializer(TaskSerializer):
+    """A batch member: the task, plus the file name it was sent under."""
+
+    filename = serializers.CharField(source="upload.original_filename", read_only=True)
+
+    class Meta(TaskSerializer.Meta):
+        fields = ["filename", *TaskSerializer.Meta.fields]
+        read_only_fields = fields
+
+
 class BatchRejectedSerializer(serializers.Serializer):
     name = serializers.CharField()
     detail = serializers.CharField()

@@ -22,6 +22,7 @@ from removal.api.serializers import (
     BatchAcceptedSerializer,
     BatchCreateSerializer,
     BatchSerializer,
+    BatchTaskSerializer,
     PresignRequestSerializer,
     PresignResponseSerializer,
     TaskSerializer,
@@ -167,7 +168,7 @@ class BatchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         members = selectors.batch_members(batch)
         page = paginator.paginate_queryset(members, request, view=self)
         body["tasks"] = paginator.get_paginated_response(
-            TaskSerializer(page, many=True, context=self.get_serializer_context()).data
+            BatchTaskSerializer(page, many=True, context=self.get_serializer_context()).data
         ).data
         return Response(body)
 

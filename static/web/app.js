@@ -454,6 +454,12 @@
     return row;
   }
 
+  // Shared with the page's other scripts (static/web/batches.js): the authenticated API call,
+  // the token helper, the output options and the small DOM helpers.
+  window.QuickBG = {
+    api, accessToken, outputOptions, showError, el, formatBytes, loadTasks, SignedOut, ApiError,
+  };
+
   // --- Start ----------------------------------------------------------------------------------
 
   document.addEventListener("DOMContentLoaded", () => {
