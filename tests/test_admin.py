@@ -98,7 +98,7 @@ def test_task_list_shows_the_issue_columns(staff_client, user):
     response = staff_client.get(TASKS)
     html = response.content.decode()
     for header in ("Id", "Owner", "File name", "Status", "Time (s)", "Memory (MB)",
-                   "Created at"):
+                   "Created"):
         assert header in html
     assert "3.25" in html and "612" in html and user.username in html
 

@@ -137,3 +137,44 @@ def test_a_dropped_zip_makes_a_batch_and_one_file_still_uploads_alone(
     task = Task.objects.get(upload__owner=user, batch=None)
     assert task.upload.original_filename == "girl-1.jpg"
     assert Batch.objects.count() == 1
+
+
+def test_task_changelist_is_readable_at_1280_px(browser, live_server, tmp_path):  # noqa: F811
+    from tests.factories import make_task, make_upload, make_user
+
+    staff = make_user(is_staff=True, is_superuser=True)
+    owner = make_user(email="a.rather.long.address@example.com")
+    for n in range(15):
+        make_task(owner=owner, upload=make_upload(
+            owner=owner, original_filename=f"a-very-long-catalogue-file-name-number-{n}.jpeg"),
+            status=Task.Status.FAILED if n % 3 else Task.Status.COMPLETED,
+            processing_time=2.5, metrics={"memory_usage_mb": 612.0})
+    browser.set_window_size(1280, 900)
+    browser.get(live_server.url + "/admin/login/")
+    browser.find_element("id", "id_username").send_keys(staff.username)
+    browser.find_element("id", "id_password").send_keys("correct-horse-battery")
+    browser.find_element("css selector", "input[type=submit]").click()
+    wait_for(browser, lambda d: "/admin/" in d.current_url and "login" not in d.current_url)
+    browser.get(live_server.url + "/admin/removal/task/")
+    layout = browser.execute_script(
+        "const table = document.getElementById('result_list');"
+        "const row = table.querySelector('tbody tr');"
+        "const cell = (cls) => row.querySelector('.field-' + cls);"
+        "const lineHeight = parseFloat(getComputedStyle(cell('short_id')).lineHeight) || 20;"
+        "const results = table.closest('.results') || table.parentElement;"
+        "return {page: document.documentElement.scrollWidth, view: window.innerWidth,"
+        " scroll: results.scrollWidth, box: results.clientWidth,"
+        " boxRight: results.getBoundingClientRect().right,"
+        " idHeight: cell('short_id').querySelector('span').getBoundingClientRect().height,"
+        " lineHeight: lineHeight,"
+        " headers: Array.from(table.querySelectorAll('thead th'))"
+        "  .map((th) => th.textContent.trim()),"
+        " memoryRight: cell('memory_mb').getBoundingClientRect().right};"
+    )
+    assert [h.lower() for h in layout["headers"][1:]] == [
+        "", "id", "owner", "file name", "status", "time (s)", "memory (mb)", "created"]
+    assert layout["page"] <= layout["view"], layout  # no horizontal scrolling of the page...
+    assert layout["scroll"] <= layout["box"], layout  # ...nor of the table in its box
+    assert layout["memoryRight"] <= layout["boxRight"], layout  # memory is not cut off
+    assert layout["idHeight"] <= 1.5 * layout["lineHeight"], layout  # the id on one line
+    screenshot(browser, tmp_path, "admin-tasks-1280.png")
