@@ -88,8 +88,9 @@ def test_several_files_make_a_batch_with_a_grid_progress_and_zip(
              .get_attribute("data-downloaded-bytes"), message="the zip was not downloaded")
     data = browser.execute_async_script(
         "const done = arguments[arguments.length - 1];"
-        "window.QuickBG.accessToken().then((t) => fetch("
-        " `/api/v1/batches/${arguments[0]}/download`, {headers: {Authorization: `Bearer ${t}`}}))"
+        "const t = sessionStorage.getItem('quickbg.access');"
+        "fetch(`/api/v1/batches/${arguments[0]}/download`,"
+        " {headers: {Authorization: `Bearer ${t}`}})"
         ".then((r) => r.arrayBuffer()).then((b) => {"
         " let s = ''; new Uint8Array(b).forEach((c) => { s += String.fromCharCode(c); });"
         " done(btoa(s)); });",

@@ -145,7 +145,12 @@
     $("app-section").hidden = !signedIn;
     $("account").hidden = !signedIn;
     $("account-name").textContent = signedIn ? store.getItem(KEYS.user) || "" : "";
+    if (signedIn) document.dispatchEvent(new CustomEvent("quickbg:signed-in"));
   }
+
+  // For the page's other scripts (apikeys.js, ...): the authenticated API call, and the event
+  // "quickbg:signed-in" on document each time the signed-in view is shown.
+  window.QuickBG = Object.freeze({ api });
 
   function signOut(message = "") {
     stopPolling();
@@ -453,12 +458,6 @@
     row.appendChild(actions);
     return row;
   }
-
-  // Shared with the page's other scripts (static/web/batches.js): the authenticated API call,
-  // the token helper, the output options and the small DOM helpers.
-  window.QuickBG = {
-    api, accessToken, outputOptions, showError, el, formatBytes, loadTasks, SignedOut, ApiError,
-  };
 
   // --- Start ----------------------------------------------------------------------------------
 

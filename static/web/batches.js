@@ -8,7 +8,8 @@
  * - The batch is polled (GET batches/{id}) and drawn as a grid: each member's thumbnail (the
  *   local file until its result is ready, then the result), status and progress; an overall
  *   progress bar; "Download all (zip)" fetches batches/{id}/download with the token.
- * Uses window.QuickBG (exposed by app.js): api, accessToken, outputOptions, el, showError.
+ * Uses only window.QuickBG.api (app.js's authenticated call, which refreshes the token); the
+ * output options are read from the same form fields as app.js reads them.
  * All data reaches the DOM through textContent / attributes, never innerHTML.
  */
 "use strict";
@@ -17,6 +18,43 @@
   const POLL_MS = 1000;
   const FINAL = new Set(["completed", "partial", "failed"]);
   const $ = (id) => document.getElementById(id);
+  const api = (...args) => window.QuickBG.api(...args);
+
+  function showError(node, message) {
+    node.textContent = message;
+    node.hidden = !message;
+  }
+
+  function el(tag, attrs = {}, text = "") {
+    const node = document.createElement(tag);
+    for (const [name, value] of Object.entries(attrs)) node.setAttribute(name, value);
+    if (text) node.textContent = text;
+    return node;
+  }
+
+  function formatBytes(n) {
+    if (n >= 1024 * 1024) return `${(n / (1024 * 1024)).toFixed(1)} MB`;
+    if (n >= 1024) return `${Math.round(n / 1024)} KB`;
+    return `${n} B`;
+  }
+
+  /** The output options as a single upload sends them (the form's fields, as app.js reads them). */
+  function outputOptions() {
+    const on = (id) => ($(id).checked ? "true" : "false");
+    const options = {
+      format: $("opt-format").value, channels: $("opt-channels").value, crop: on("opt-crop"),
+      refine: on("opt-refine"), alpha_matting: on("opt-alpha-matting"),
+    };
+    if ($("opt-crop").checked && $("opt-crop-margin").value.trim()) {
+      options.crop_margin = $("opt-crop-margin").value.trim();
+    }
+    if ($("opt-bg-on").checked) options.bg_color = $("opt-bg-color").value.replace(/^#/, "");
+    return options;
+  }
+
+  const refreshTaskList = () => $("refresh-tasks").click();
+  // app.js signs the page out itself when the session is gone; no message then.
+  const signedIn = () => !$("app-section").hidden;
   let pending = null; // the files of the next batch, or null for a single upload
   let current = null; // {id, previews: Map(task_id -> objectURL)}
   let pollTimer = null;
@@ -25,14 +63,13 @@
   const makesBatch = (files) => files.length > 1 || (files.length === 1 && isZip(files[0]));
 
   function choose(files) {
-    const Q = window.QuickBG;
     pending = files;
     const total = files.reduce((n, f) => n + f.size, 0);
     $("file-name").textContent = files.length === 1
-      ? `${files[0].name} · ${Q.formatBytes(total)} · a batch`
-      : `${files.length} images · ${Q.formatBytes(total)} · one batch`;
+      ? `${files[0].name} · ${formatBytes(total)} · a batch`
+      : `${files.length} images · ${formatBytes(total)} · one batch`;
     $("upload-submit").disabled = false;
-    Q.showError($("upload-error"), "");
+    showError($("upload-error"), "");
   }
 
   function intercept() {
@@ -68,24 +105,22 @@
   }
 
   async function send(files) {
-    const Q = window.QuickBG;
     const button = $("upload-submit");
     button.disabled = true;
-    Q.showError($("upload-error"), "");
+    showError($("upload-error"), "");
     const form = new FormData();
     if (files.length === 1 && isZip(files[0])) {
       form.append("archive", files[0], files[0].name);
     } else {
       for (const file of files) form.append("files", file, file.name);
     }
-    for (const [name, value] of Object.entries(Q.outputOptions())) form.append(name, value);
+    for (const [name, value] of Object.entries(outputOptions())) form.append(name, value);
     try {
-      const accepted = await Q.api("/batches", { method: "POST", body: form });
+      const accepted = await api("/batches", { method: "POST", body: form });
       start(accepted, files);
-      Q.loadTasks();
+      refreshTaskList();
     } catch (err) {
-      if (err instanceof Q.SignedOut) return;
-      Q.showError($("upload-error"), err.message);
+      if (signedIn()) showError($("upload-error"), err.message);
     } finally {
       button.disabled = false;
     }
@@ -113,10 +148,10 @@
     $("batch-grid").textContent = "";
     $("batch-download").disabled = true;
     $("batch-section").dataset.batchId = accepted.batch_id;
-    window.QuickBG.showError($("batch-error"), "");
+    showError($("batch-error"), "");
     const list = $("batch-rejected");
     list.textContent = "";
-    for (const r of accepted.rejected) list.appendChild(window.QuickBG.el("li", {}, `${r.name}: ${r.detail}`));
+    for (const r of accepted.rejected) list.appendChild(el("li", {}, `${r.name}: ${r.detail}`));
     list.hidden = accepted.rejected.length === 0;
     poll();
   }
@@ -125,16 +160,16 @@
     const batchId = current && current.id;
     if (!batchId) return;
     try {
-      const batch = await window.QuickBG.api(`/batches/${batchId}?page_size=100`);
+      const batch = await api(`/batches/${batchId}?page_size=100`);
       if (!current || current.id !== batchId) return;
       render(batch);
       if (FINAL.has(batch.status)) {
-        window.QuickBG.loadTasks(); // the recent-tasks table shows the members' final states
+        refreshTaskList(); // the recent-tasks table shows the members' final states
         return;
       }
     } catch (err) {
-      if (err instanceof window.QuickBG.SignedOut) return;
-      window.QuickBG.showError($("batch-error"), err.message);
+      if (!signedIn()) return;
+      showError($("batch-error"), err.message);
     }
     pollTimer = setTimeout(poll, POLL_MS);
   }
@@ -153,19 +188,18 @@
   }
 
   function renderItem(task) {
-    const Q = window.QuickBG;
     let item = current.items.get(task.task_id);
     if (!item) {
-      const li = Q.el("li", { class: "batch-item", "data-task": task.task_id });
-      const frame = Q.el("div", { class: "frame checkerboard" });
-      const img = Q.el("img", { alt: "" });
+      const li = el("li", { class: "batch-item", "data-task": task.task_id });
+      const frame = el("div", { class: "frame checkerboard" });
+      const img = el("img", { alt: "" });
       const local = current.previews.get(task.task_id);
       if (local) img.src = local; else img.hidden = true;
       frame.appendChild(img);
-      const badge = Q.el("span", { class: "badge" });
-      const bar = Q.el("progress", { max: "100", value: "0" });
-      const name = Q.el("span", { class: "name" });
-      const error = Q.el("span", { class: "item-error" });
+      const badge = el("span", { class: "badge" });
+      const bar = el("progress", { max: "100", value: "0" });
+      const name = el("span", { class: "name" });
+      const error = el("span", { class: "item-error" });
       li.append(frame, name, badge, bar, error);
       $("batch-grid").appendChild(li);
       item = { li, img, badge, bar, name, error, shown: null };
@@ -187,26 +221,28 @@
   }
 
   async function downloadAll() {
-    const Q = window.QuickBG;
     if (!current) return;
     const button = $("batch-download");
     button.disabled = true;
     try {
-      const token = await Q.accessToken();
+      // The zip is binary: fetched directly, with the access token app.js keeps in this tab's
+      // sessionStorage, fresh for at least 20 s after any api() call (which refreshes it).
+      await api(`/batches/${current.id}?page_size=1`);
+      const token = window.sessionStorage.getItem("quickbg.access");
       const res = await fetch(`/api/v1/batches/${current.id}/download`, {
         headers: { Authorization: `Bearer ${token}` },
       });
-      if (!res.ok) throw new Error(`The server answered ${res.status}`);
+      if (!res.ok) throw new Error(`The server answered ${res.status} ${res.statusText}`.trim());
       const blob = await res.blob();
       const url = URL.createObjectURL(blob);
-      const link = Q.el("a", { href: url, download: `batch-${current.id}.zip` });
+      const link = el("a", { href: url, download: `batch-${current.id}.zip` });
       document.body.appendChild(link);
       link.click();
       link.remove();
       setTimeout(() => URL.revokeObjectURL(url), 60000);
       button.dataset.downloadedBytes = String(blob.size);
     } catch (err) {
-      Q.showError($("batch-error"), err.message);
+      if (signedIn()) showError($("batch-error"), err.message);
     } finally {
       button.disabled = false;
     }
