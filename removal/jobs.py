@@ -45,19 +45,26 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 
 def process_task(task_id: str) -> str:
     """Process one task. The only argument is the task id (JSON-serialised by RQ)."""
+    outcome = _process(task_id)
+    if outcome in ("completed", "failed"):  # a batch's last member fires batch.completed
+        _finish_batch_member(task_id)
+    return outcome
+
+
+def _finish_batch_member(task_id: str) -> None:
+    # Never fails the job: the task's outcome is already recorded.
+    try:
+        batches.batch_task_finished(task_id=task_id)
+    except Exception:  # noqa: BLE001
+        logger.exception("task %s: could not check its batch for completion", task_id)
+
+
+def _process(task_id: str) -> str:
     job = get_current_job()
     claim = tasks.task_claim(task_id=task_id, job_id=job.id if job is not None else None)
     if claim is None:
         logger.info("task %s is not queued any more; nothing to do", task_id)
         return "skipped"
-    result = _run(claim, task_id)
-    if claim.task.batch_id:  # the batch's last member fires batch.completed, once
-        batches.batch_member_finished(batch_id=claim.task.batch_id)
-    return result
-
-
-def _run(claim: tasks.Claim, task_id: str) -> str:
-    """Run the claimed task and record its outcome: ``"completed"`` or ``"failed"``."""
     try:
         outcome = runner.run_task(claim)
     except InvalidOption as exc:
