@@ -362,3 +362,19 @@ def test_download_of_a_finished_batch_says_complete(user, client_for):
     assert (manifest["complete"], manifest["note"], manifest["status"]) == (True, None,
                                                                             "completed")
     assert Image.open(io.BytesIO(archive.read("cat.png"))).size == (60, 60)
+
+
+def test_zip_bomb_member_is_rejected_unread_and_too_many_members_is_400(user, client_for,
+                                                                         settings):
+    image = make_image("PNG", (80, 60))
+    bomb = zip_of({"bomb.png": b"\0" * (5 * 1024 * 1024), "ok.png": image})
+    response = post_archive(client_for(user), bomb)
+    assert response.status_code == 202, response.content
+    assert response.json()["rejected"] == [
+        {"name": "bomb.png", "detail": "Compression ratio over 100:1; refused unread (zip bomb?)"}]
+    assert response.json()["count"] == 1
+    settings.QUICKBG_MAX_BATCH_FILES = 2
+    crowded = post_archive(client_for(user), zip_of({f"{n}.png": image for n in range(3)}))
+    assert crowded.status_code == 400
+    assert crowded.json()["detail"] == "The archive holds 3 files (maximum 2 per batch)"
+    assert Upload.objects.count() == 1
