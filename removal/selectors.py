@@ -76,7 +76,8 @@ def batches_with_counts(queryset: QuerySet[Batch] | None = None) -> QuerySet[Bat
         When(tasks__status__in=finished, then=Value(100)), default="tasks__progress",
         output_field=IntegerField(),
     )), 0)
-    return qs.annotate(**counts, progress_sum=progress)
+    # Newest first, explicitly: Django ignores Meta.ordering in aggregate (GROUP BY) queries.
+    return qs.annotate(**counts, progress_sum=progress).order_by("-created_at", "-pk")
 
 
 def batch_counts(batch: Batch) -> dict[str, int]:
