@@ -207,6 +207,10 @@ RQ_QUEUES[f"{QUICKBG_QUEUE}-webhooks"] = {
     "DEFAULT_TIMEOUT": 60,
     "SERIALIZER": "rq.serializers.JSONSerializer",
 }
+# Batch members run on their own queue, below the interactive one (workers take it only when
+# the interactive queue is empty): one user's batch never holds up another user's single upload.
+QUICKBG_BATCH_QUEUE = f"{QUICKBG_QUEUE}-batch"
+RQ_QUEUES[QUICKBG_BATCH_QUEUE] = dict(RQ_QUEUES[QUICKBG_QUEUE])
 # Enqueue only after the surrounding transaction commits (django-rq 4's default, made explicit).
 # The queue and worker classes live in removal/queue.py and removal/worker.py (their docstrings
 # say why): Redis down at enqueue leaves the task for the reconciler, and the worker keeps the
@@ -334,11 +338,21 @@ QUICKBG_REUSE_RESULTS = env_bool("QUICKBG_REUSE_RESULTS", True)
 QUICKBG_RETENTION_DAYS = env_int("QUICKBG_RETENTION_DAYS", 0, minimum=0)
 # Django refuses request bodies past this; a little over the image limit for multipart overhead.
 DATA_UPLOAD_MAX_MEMORY_SIZE = int(QUICKBG_MAX_UPLOAD_MB * 1024 * 1024) + 1024 * 1024
-DATA_UPLOAD_MAX_NUMBER_FILES = 10  # the API refuses more than one file with a clear message
+# POST /batches takes up to QUICKBG_MAX_BATCH_FILES images (or one zip of them) and at most
+# QUICKBG_MAX_BATCH_MB in all (the files' sizes, or the zip's size and its total uncompressed
+# size). A proxy or body-size limit in front of the service must allow QUICKBG_MAX_BATCH_MB.
+QUICKBG_MAX_BATCH_FILES = env_int("QUICKBG_MAX_BATCH_FILES", 100, minimum=1)
+QUICKBG_MAX_BATCH_MB = env_float("QUICKBG_MAX_BATCH_MB", 200, minimum=0.001)
+# A zip member whose size is more than this many times its compressed size is refused unread.
+QUICKBG_ZIP_MAX_RATIO = env_int("QUICKBG_ZIP_MAX_RATIO", 100, minimum=1)
+# The API refuses more than one file per upload, and more than QUICKBG_MAX_BATCH_FILES per batch,
+# with a clear message; Django's own cap only stops absurd requests before they are parsed.
+DATA_UPLOAD_MAX_NUMBER_FILES = QUICKBG_MAX_BATCH_FILES + 10
 FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
 # Any request body: refused over this (413) before it is read, and cut off while streaming
 # (removal/api/limits.py). A margin above the image limit, so a file somewhat over it still gets
-# the validator's message ("File size (12.5MB) exceeds maximum (10MB)").
+# the validator's message ("File size (12.5MB) exceeds maximum (10MB)"). POST /api/v1/batches
+# allows QUICKBG_MAX_BATCH_MB plus the same 5 MB margin instead.
 QUICKBG_MAX_BODY_MB = env_float("QUICKBG_MAX_BODY_MB", QUICKBG_MAX_UPLOAD_MB + 5, minimum=0.001)
 FILE_UPLOAD_HANDLERS = [
     "removal.api.limits.CappedUploadHandler",  # stops file parts at the body limit
@@ -359,6 +373,9 @@ QUICKBG_METRICS_TOKEN = env_str("QUICKBG_METRICS_TOKEN")
 QUICKBG_IDEMPOTENCY_PENDING_SECONDS = env_int("QUICKBG_IDEMPOTENCY_PENDING_SECONDS", 120,
                                               minimum=1)
 QUICKBG_MAX_QUEUED_TASKS = env_int("QUICKBG_MAX_QUEUED_TASKS", 20, minimum=1)
+# Batch members have their own cap (unfinished members across all of a user's batches): a batch
+# never counts against QUICKBG_MAX_QUEUED_TASKS, and many batches cannot exceed this one.
+QUICKBG_MAX_QUEUED_BATCH_TASKS = env_int("QUICKBG_MAX_QUEUED_BATCH_TASKS", 500, minimum=1)
 QUICKBG_AUTH_RATE = env_rate("QUICKBG_AUTH_RATE", "20/min")  # token requests per client address
 # GET /api/v1/health per client address: generous, load balancers poll it.
 QUICKBG_HEALTH_RATE = env_rate("QUICKBG_HEALTH_RATE", "600/min")

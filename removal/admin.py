@@ -13,21 +13,29 @@ import json
 import uuid
 
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connection
 from django.db.models import Q
+from django.http import HttpResponseRedirect
+from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 
 from removal import admin_views, modelstore, selectors, storage
 from removal.errors import QuickBGError
-from removal.models import Task, Upload, WebhookDelivery
+from removal.models import Batch, Task, Upload, WebhookDelivery
 from removal.pipeline.validate import SUPPORTED_FORMATS
-from removal.services import tasks, webhooks
+from removal.services import batches, tasks, webhooks
 
 Status = Task.Status
+
+# The app list is on the admin's home page; without the navigation sidebar the changelists get
+# its ~300 px, so the task list with its filters is readable at 1280 px.
+admin.site.enable_nav_sidebar = False
 
 
 class EstimatedCountPaginator(Paginator):
@@ -131,6 +139,18 @@ def _as_uuid(term: str) -> uuid.UUID | None:
         return uuid.UUID(term.strip())
     except ValueError:
         return None
+
+
+def _small_thumbnail(task: Task):
+    """A 48 px thumbnail for lists: the result once there is one, else the original."""
+    key = task.result_key if task.status == Status.COMPLETED and task.result_key else (
+        task.upload.original_key)
+    return format_html('<img class="quickbg-thumb" src="{}" alt="" loading="lazy">',
+                       storage.download_url(key, request=None))
+
+
+def _badge(status: str):
+    return format_html('<span class="quickbg-badge {0}">{0}</span>', status)
 
 
 def _thumbnail(url: str, *, checkerboard: bool = False):
@@ -243,6 +263,21 @@ class UploadAdmin(ReadOnlyAdmin):
                        filename_path="original_filename"), False
 
 
+class BatchFilter(admin.SimpleListFilter):
+    """``?batch=<uuid>``: the members of one batch (linked from the batch page)."""
+
+    title = "batch"
+    parameter_name = "batch"
+    template = "admin/removal/hidden_filter.html"
+
+    def lookups(self, request, model_admin):
+        return [("", "")]
+
+    def queryset(self, request, queryset):
+        found = _as_uuid(self.value() or "")
+        return queryset.filter(batch_id=found) if found else queryset
+
+
 class UploadFilter(admin.SimpleListFilter):
     """``?upload=<uuid>``: the tasks of one upload (linked from the upload list)."""
 
@@ -260,16 +295,19 @@ class UploadFilter(admin.SimpleListFilter):
 
 @admin.register(Task)
 class TaskAdmin(ReadOnlyAdmin):
-    list_display = ["id", "owner", "status", "progress", "attempts", "model",
-                    "processing_seconds", "memory_mb", "created_at"]
-    list_filter = ["status", ModelFilter, "created_at", OwnerFilter, UploadFilter]
+    list_display = ["thumbnail", "short_id", "owner", "file_name", "status_badge",
+                    "processing_seconds", "memory_mb", "created"]
+    list_display_links = ["short_id"]
+    list_filter = ["status", ModelFilter, "created_at", OwnerFilter, UploadFilter, BatchFilter]
     list_select_related = ["upload__owner"]
     search_fields = ["upload__original_filename"]
     search_help_text = SEARCH_HELP
     actions = ["retry_failed", "reprocess"]
     raw_id_fields = ["upload"]
+    change_form_template = "admin/removal/task/change_form.html"
     fieldsets = [
-        (None, {"fields": ["id", "upload", "owner", "status", "progress", "attempts", "model"]}),
+        (None, {"fields": ["id", "upload", "owner", "batch_link", "status", "progress",
+                           "attempts", "model"]}),
         ("Images", {"fields": ["original_image", "result_image"]}),
         ("Outcome", {"fields": ["error_message", "processing_time", "foreground", "confidence",
                                 "metrics_table",
@@ -277,15 +315,52 @@ class TaskAdmin(ReadOnlyAdmin):
         ("Queue", {"fields": ["rq_job_link", "created_at", "updated_at", "started_at",
                               "finished_at"]}),
     ]
-    readonly_fields = ["id", "upload", "owner", "status", "progress", "attempts", "model",
-                       "original_image", "result_image", "error_message", "processing_time",
-                       "foreground", "confidence",
-                       "metrics_table", "options_table", "result_key", "rq_job_link",
-                       "created_at", "updated_at", "started_at", "finished_at"]
+    readonly_fields = ["id", "upload", "owner", "batch_link", "status", "progress", "attempts",
+                       "model", "original_image", "result_image", "error_message",
+                       "processing_time", "foreground", "confidence", "metrics_table",
+                       "options_table", "result_key", "rq_job_link", "created_at", "updated_at",
+                       "started_at", "finished_at"]
+
+    class Media:
+        css = {"all": ["admin/quickbg/admin.css"]}
 
     def get_urls(self):
         overview = self.admin_site.admin_view(admin_views.overview)
-        return [path("overview/", overview, name="removal_task_overview"), *super().get_urls()]
+        retry = self.admin_site.admin_view(self.retry_view)
+        reprocess = self.admin_site.admin_view(self.reprocess_view)
+        return [path("overview/", overview, name="removal_task_overview"),
+                path("<uuid:pk>/retry/", retry, name="removal_task_retry"),
+                path("<uuid:pk>/reprocess/", reprocess, name="removal_task_reprocess"),
+                *super().get_urls()]
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        task = Task.objects.filter(pk=_as_uuid(object_id or "")).first()
+        extra_context = dict(extra_context or {})
+        if task is not None and self.has_change_permission(request):
+            extra_context["can_retry"] = task.status == Status.FAILED
+            [(_, skip)] = selectors.reprocess_plan([task])
+            extra_context["can_reprocess"] = skip is None
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def _button(self, request, pk, service, done: str):
+        """The task page's buttons: POST only, change permission, through the services."""
+        if request.method != "POST" or not self.has_change_permission(request):
+            raise PermissionDenied
+        task = get_object_or_404(Task, pk=pk)
+        try:
+            result = service(task=task)
+        except QuickBGError as exc:
+            self.message_user(request, exc.detail, messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:removal_task_change", args=[pk]))
+        self.message_user(request, done, messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:removal_task_change", args=[result.pk]))
+
+    def retry_view(self, request, pk):
+        return self._button(request, pk, tasks.task_retry, "The task was queued again.")
+
+    def reprocess_view(self, request, pk):
+        return self._button(request, pk, tasks.task_reprocess,
+                            "A new task was queued with the current model; this is its page.")
 
     def get_search_results(self, request, queryset, search_term):
         return _search(queryset, search_term, id_match=lambda pk: Q(pk=pk) | Q(upload_id=pk),
@@ -294,9 +369,40 @@ class TaskAdmin(ReadOnlyAdmin):
 
     # --- columns --------------------------------------------------------------------------------
 
+    @admin.display(description="")
+    def thumbnail(self, obj):
+        return _small_thumbnail(obj)
+
+    @admin.display(description="id", ordering="id")
+    def short_id(self, obj):
+        return format_html('<span class="quickbg-id" title="{}">{}</span>', obj.pk,
+                           str(obj.pk)[:8])
+
     @admin.display(description="owner", ordering="upload__owner__email")
     def owner(self, obj):
         return obj.upload.owner
+
+    @admin.display(description="file name", ordering="upload__original_filename")
+    def file_name(self, obj):
+        name = obj.upload.original_filename or "—"
+        return format_html('<span class="quickbg-name" title="{0}">{0}</span>', name)
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj):
+        return _badge(obj.status)
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, obj):
+        local = timezone.localtime(obj.created_at)
+        return format_html('<time datetime="{}">{}</time>', local.isoformat(),
+                           local.strftime("%Y-%m-%d %H:%M"))
+
+    @admin.display(description="batch")
+    def batch_link(self, obj):
+        if not obj.batch_id:
+            return "—"
+        url = reverse("admin:removal_batch_change", args=[obj.batch_id])
+        return format_html('<a href="{}">{}</a>', url, str(obj.batch_id)[:8])
 
     @admin.display(description="time (s)", ordering="processing_time")
     def processing_seconds(self, obj):
@@ -400,6 +506,114 @@ class TaskAdmin(ReadOnlyAdmin):
             "or their upload already has a task queued or processing).",
             messages.SUCCESS if created else messages.WARNING,
         )
+
+
+class BatchStatusFilter(admin.SimpleListFilter):
+    """The derived status (``selectors.batch_status``), filtered in the database."""
+
+    title = "status"
+    parameter_name = "status"
+
+    def lookups(self, request, model_admin):
+        return [(value, value) for value in selectors.BATCH_STATUSES]
+
+    def queryset(self, request, queryset):
+        if self.value() in selectors.BATCH_STATUSES:
+            return queryset.filter(selectors.batch_status_filter(self.value()))
+        return queryset
+
+
+class BatchOwnerFilter(OwnerFilter):
+    owner_path = "owner"
+
+
+@admin.register(Batch)
+class BatchAdmin(ReadOnlyAdmin):
+    list_display = ["short_id", "owner", "size", "status_badge", "progress_bar", "created_at"]
+    list_display_links = ["short_id"]
+    list_filter = [BatchStatusFilter, "created_at", BatchOwnerFilter]
+    list_select_related = ["owner"]
+    search_fields = ["owner__email"]
+    actions = ["retry_failed_members", "reprocess_batch"]
+    paginator = Paginator  # annotated with member counts: no table estimate
+    readonly_fields = ["id", "owner", "size", "status_badge", "progress_bar", "member_counts",
+                       "model", "options", "webhook_url", "rejected_list", "created_at",
+                       "completed_event_at", "members"]
+    fields = readonly_fields
+
+    class Media:
+        css = {"all": ["admin/quickbg/admin.css"]}
+
+    def get_queryset(self, request):
+        return selectors.batches_with_counts(super().get_queryset(request))
+
+    def get_search_results(self, request, queryset, search_term):
+        found = _as_uuid(search_term)
+        if found is not None:
+            return queryset.filter(pk=found), False
+        return super().get_search_results(request, queryset, search_term)
+
+    @admin.display(description="id", ordering="id")
+    def short_id(self, obj):
+        return format_html('<span class="quickbg-id" title="{}">{}</span>', obj.pk,
+                           str(obj.pk)[:8])
+
+    @admin.display(description="status")
+    def status_badge(self, obj):
+        return _badge(selectors.batch_status(selectors.batch_counts(obj)))
+
+    @admin.display(description="progress")
+    def progress_bar(self, obj):
+        value = selectors.batch_progress(obj)
+        return format_html('<progress class="quickbg-progress" max="100" value="{0}">{0}%'
+                           '</progress> {0}%', value)
+
+    @admin.display(description="members")
+    def member_counts(self, obj):
+        counts = selectors.batch_counts(obj)
+        url = reverse("admin:removal_task_changelist") + "?" + urlencode({"batch": obj.pk})
+        text = ", ".join(f"{n} {status}" for status, n in counts.items() if n) or "none"
+        return format_html('{} (<a href="{}">in the task list</a>)', text, url)
+
+    @admin.display(description="rejected at upload")
+    def rejected_list(self, obj):
+        return _table([(r.get("name", ""), r.get("detail", "")) for r in obj.rejected or []])
+
+    @admin.display(description="thumbnails")
+    def members(self, obj):
+        items = format_html_join(
+            "", '<figure><a href="{}">{}</a><figcaption title="{}">{} {}</figcaption></figure>',
+            ((reverse("admin:removal_task_change", args=[task.pk]), _small_thumbnail(task),
+              task.upload.original_filename, _badge(task.status),
+              task.upload.original_filename) for task in selectors.batch_members(obj)),
+        )
+        return format_html('<div class="quickbg-members">{}</div>', items)
+
+    @admin.action(description="Retry failed members", permissions=["change"])
+    def retry_failed_members(self, request, queryset):
+        retried = skipped = 0
+        for batch in queryset:
+            try:
+                retried += len(batches.batch_retry(batch=batch))
+            except QuickBGError:
+                skipped += 1
+        self.message_user(
+            request, f"Retried {retried} failed member(s); {skipped} batch(es) had none to retry "
+            "(or were over the cap).", messages.SUCCESS if retried else messages.WARNING)
+
+    @admin.action(description="Reprocess batch (new batch, current model)",
+                  permissions=["change"])
+    def reprocess_batch(self, request, queryset):
+        created = skipped = 0
+        for batch in queryset:
+            try:
+                batches.batch_reprocess(batch=batch)
+                created += 1
+            except QuickBGError:
+                skipped += 1
+        self.message_user(
+            request, f"Queued {created} new batch(es); skipped {skipped} (still running, or over "
+            "the cap).", messages.SUCCESS if created else messages.WARNING)
 
 
 def _flatten(data: dict, prefix: str = "") -> list[tuple[str, str]]:

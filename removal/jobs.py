@@ -26,7 +26,7 @@ from rq.timeouts import JobTimeoutException
 from removal import queue, runner
 from removal.errors import InvalidInput, TaskGone
 from removal.pipeline.errors import InferenceTimeout, InvalidOption
-from removal.services import tasks, webhooks
+from removal.services import batches, tasks, webhooks
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +78,7 @@ def process_task(task_id: str) -> str:
     if outcome in ("completed", "failed"):  # recorded (and committed): tell the waiters
         transaction.on_commit(lambda: queue.announce_task_done(task_id))
         _emit_task_event(task_id)
+        _finish_batch_member(task_id)  # a batch's last member fires batch.completed
     return outcome
 
 
@@ -94,6 +95,14 @@ def _emit_task_event(task_id: str) -> None:
         webhooks.task_event_emit(task_id=task_id)
     except Exception:  # noqa: BLE001
         logger.exception("task %s: could not record its webhook event", task_id)
+
+
+def _finish_batch_member(task_id: str) -> None:
+    # Never fails the job: the task's outcome is already recorded.
+    try:
+        batches.batch_task_finished(task_id=task_id)
+    except Exception:  # noqa: BLE001
+        logger.exception("task %s: could not check its batch for completion", task_id)
 
 
 def _process(task_id: str) -> str:

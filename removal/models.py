@@ -35,6 +35,36 @@ class Upload(models.Model):
         return f"{self.original_filename or self.original_key} ({self.id})"
 
 
+class Batch(models.Model):
+    """A set of uploads sent in one request (``POST /api/v1/batches``), one Task per member.
+
+    The status is not stored: ``selectors.batches_with_counts`` derives it from the members'
+    statuses in one aggregate query, so it can never disagree with them. ``completed_event_at``
+    is set by a guarded update when the last member finishes, so ``batch.completed`` fires once.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="batches"
+    )
+    model = models.CharField(max_length=64)
+    options = models.JSONField(default=dict, blank=True)
+    webhook_url = models.URLField(max_length=2048, blank=True)
+    size = models.PositiveIntegerField(default=0)
+    # Members refused at creation: [{"name": ..., "detail": ...}] (no Task was made for them).
+    rejected = models.JSONField(default=list, blank=True)
+    completed_event_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["owner", "-created_at"])]
+        verbose_name_plural = "batches"
+
+    def __str__(self) -> str:
+        return f"Batch {str(self.id)[:8]} ({self.size} images)"
+
+
 class Task(models.Model):
     """One background-removal run over an Upload. Status moves only by guarded updates."""
 
@@ -48,6 +78,11 @@ class Task(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     upload = models.ForeignKey(Upload, on_delete=models.CASCADE, related_name="tasks")
+    # Set when the task is a member of a batch: it then runs on the batch queue.
+    batch = models.ForeignKey(
+        Batch, on_delete=models.SET_NULL, null=True, blank=True, related_name="tasks",
+        db_index=True,
+    )
     status = models.CharField(
         max_length=12, choices=Status.choices, default=Status.QUEUED, db_index=True
     )

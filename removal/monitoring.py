@@ -83,6 +83,14 @@ class QuickBGCollector:
             value=1 if estimated else 0,
         )
 
+        batches = GaugeMetricFamily(
+            "quickbg_batches", "Batches in the database by status (derived from their members).",
+            labels=["status"],
+        )
+        for status, count in stats.batch_status_counts().items():
+            batches.add_metric([status], count)
+        yield batches
+
         since = timezone.now() - timedelta(hours=24)
         histogram = stats.processing_histogram(since=since)
         family = HistogramMetricFamily(
@@ -112,17 +120,22 @@ class QuickBGCollector:
             value=1 if queue.available else 0,
         )
         if queue.available:
+            # The interactive queue and the batch queue below it.
+            states = [queue, stats.queue_state(settings.QUICKBG_BATCH_QUEUE)]
             jobs = GaugeMetricFamily(
                 "quickbg_queue_jobs", "RQ jobs by state (queued = queue depth).",
                 labels=["queue", "state"],
             )
-            for state in ("queued", "started", "failed", "scheduled"):
-                jobs.add_metric([queue.name, state], getattr(queue, state))
-            yield jobs
             workers = GaugeMetricFamily(
                 "quickbg_queue_workers", "RQ workers listening on the queue.", labels=["queue"]
             )
-            workers.add_metric([queue.name], queue.workers)
+            for each in states:
+                if not each.available:
+                    continue
+                for state in ("queued", "started", "failed", "scheduled"):
+                    jobs.add_metric([each.name, state], getattr(each, state))
+                workers.add_metric([each.name], each.workers)
+            yield jobs
             yield workers
 
         present = GaugeMetricFamily(

@@ -1,7 +1,11 @@
 """Everything about the RQ queue, in one place: access, enqueueing, the retry policy, the
 serializer, the job timeout, and the worker liveness protocol.
 
-- **Access**: ``get_queue()``, the queue named by ``QUICKBG_QUEUE``. Its class is
+- **Access**: ``get_queue()``, the interactive queue named by ``QUICKBG_QUEUE``, and
+  ``get_batch_queue()``, ``QUICKBG_BATCH_QUEUE`` (``{QUICKBG_QUEUE}-batch``) for batch members;
+  ``worker_queue_names()`` lists them in the order workers take them, so a batch job starts
+  only when the interactive queue is empty. ``queue_for_task`` says which one a task uses. Their
+  class is
   ``ResilientQueue`` (``RQ["QUEUE_CLASS"]``) and its serializer is JSON
   (``RQ_QUEUES[...]["SERIALIZER"]`` in settings, the one place it is named); code that needs the
   serializer takes ``queue.serializer``.
@@ -71,13 +75,34 @@ class ResilientQueue(DjangoRQ):
             return None
 
 
-def get_queue() -> ResilientQueue:
-    return django_rq.get_queue(settings.QUICKBG_QUEUE)
+def get_queue(name: str | None = None) -> ResilientQueue:
+    return django_rq.get_queue(name or settings.QUICKBG_QUEUE)
 
 
-def enqueue_task(*, task_id, job_id: str, at_front: bool = False) -> None:
-    """Queue ``process_task(task_id)`` as ``job_id`` when the current transaction commits."""
-    get_queue().enqueue_call(
+def get_batch_queue() -> ResilientQueue:
+    return django_rq.get_queue(settings.QUICKBG_BATCH_QUEUE)
+
+
+def queue_name_for(*, batch_id) -> str:
+    """The queue a task's job goes on: the batch queue for batch members."""
+    return settings.QUICKBG_BATCH_QUEUE if batch_id else settings.QUICKBG_QUEUE
+
+
+def worker_queue_names() -> list[str]:
+    """The queues a worker listens to, highest priority first (RQ takes them in this order)."""
+    names = [settings.QUICKBG_QUEUE]
+    webhooks = f"{settings.QUICKBG_QUEUE}-webhooks"
+    if webhooks in settings.RQ_QUEUES:
+        names.append(webhooks)
+    names.append(settings.QUICKBG_BATCH_QUEUE)
+    return names
+
+
+def enqueue_task(*, task_id, job_id: str, at_front: bool = False,
+                 queue_name: str | None = None) -> None:
+    """Queue ``process_task(task_id)`` as ``job_id`` when the current transaction commits, on
+    ``queue_name`` (default: the interactive queue)."""
+    get_queue(queue_name).enqueue_call(
         func=JOB_FUNC,
         args=(str(task_id),),
         job_id=job_id,

@@ -29,13 +29,15 @@ import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from django.conf import settings
 from django.utils import timezone
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
 from removal.models import Task, WebhookDelivery
-from removal.queue import alive_key, get_queue, get_webhooks_queue
+from removal.queue import alive_key, get_queue, get_webhooks_queue, queue_name_for
 from removal.services import webhooks
+from removal.services.batches import batch_member_finished
 from removal.services.tasks import task_recover
 
 logger = logging.getLogger(__name__)
@@ -127,16 +129,20 @@ def _is_held(task: Task | WebhookDelivery, queue, queued_ids: set[str], grace_se
 def reconcile(*, grace_seconds: int = 30, dry_run: bool = False) -> Report:
     """Recover every stale queued/processing task. Safe to run from many processes at once:
     every change is a guarded update."""
-    queue = get_queue()
-    queued_ids = set(queue.get_job_ids())
+    # Each task's job is on the queue ``queue_name_for`` picks (the batch queue for members).
+    queues = {name: get_queue(name) for name in
+              (settings.QUICKBG_QUEUE, settings.QUICKBG_BATCH_QUEUE)}
+    queued_ids = {name: set(q.get_job_ids()) for name, q in queues.items()}
     cutoff = timezone.now() - timedelta(seconds=grace_seconds)
     report = Report()
     candidates = Task.objects.filter(
         status__in=[Task.Status.QUEUED, Task.Status.PROCESSING], updated_at__lt=cutoff
-    ).only("id", "status", "attempts", "rq_job_id", "updated_at")
+    ).only("id", "status", "attempts", "rq_job_id", "updated_at", "batch_id")
     for task in candidates.iterator():
         report.checked += 1
-        state = hold(task, queue, queued_ids, grace_seconds=grace_seconds)
+        name = queue_name_for(batch_id=task.batch_id)
+        queue = queues[name]
+        state = hold(task, queue, queued_ids[name], grace_seconds=grace_seconds)
         if state == HELD:
             report.held += 1
             continue
@@ -155,6 +161,8 @@ def reconcile(*, grace_seconds: int = 30, dry_run: bool = False) -> Report:
         elif outcome == "failed":
             report.failed.append(str(task.pk))
             webhooks.task_event_emit(task_id=task.pk)
+            if task.batch_id:
+                batch_member_finished(batch_id=task.batch_id)
     _reconcile_deliveries(report, grace_seconds=grace_seconds, dry_run=dry_run)
     if report.requeued or report.failed or report.deliveries_requeued:
         logger.warning("reconcile: requeued %s, failed %s (of %s checked), webhook deliveries "

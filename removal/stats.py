@@ -21,7 +21,8 @@ from django.db.models.functions import Substr, TruncHour
 from django.utils import timezone
 from rq import Worker
 
-from removal.models import Task
+from removal import selectors
+from removal.models import Batch, Task
 from removal.queue import get_queue
 
 logger = logging.getLogger(__name__)
@@ -82,6 +83,17 @@ def _status_statistics() -> tuple[float, dict[str, float]] | None:
     if row is None or row[0] < ESTIMATE_ABOVE or row[1] is None:
         return None
     return row[0], dict(zip(row[1], row[2], strict=True))
+
+
+def batch_status_counts(*, since: datetime | None = None) -> dict[str, int]:
+    """Batches per derived status (``selectors.batch_status``), created since ``since``: one
+    grouped count per status, in the database."""
+    qs = Batch.objects.all()
+    if since is not None:
+        qs = qs.filter(created_at__gte=since)
+    annotated = selectors.batches_with_counts(qs.order_by())
+    return {status: annotated.filter(selectors.batch_status_filter(status)).count()
+            for status in selectors.BATCH_STATUSES}
 
 
 def hourly_status_counts(*, since: datetime) -> list[dict]:
@@ -203,11 +215,12 @@ class QueueState:
     extra: dict = field(default_factory=dict)
 
 
-def queue_state() -> QueueState:
-    """Depth of the RQ queue and its registries; ``available=False`` when Redis is down."""
-    name = settings.QUICKBG_QUEUE
+def queue_state(name: str | None = None) -> QueueState:
+    """Depth of an RQ queue (default: the interactive one) and its registries;
+    ``available=False`` when Redis is down."""
+    name = name or settings.QUICKBG_QUEUE
     try:
-        queue = get_queue()
+        queue = get_queue(name)
         return QueueState(
             name=name,
             available=True,
@@ -236,6 +249,8 @@ def overview(*, hours: int = 24) -> dict:
         "median": median,
         "p95": p95,
         "queue": queue_state(),
+        "batch_queue": queue_state(settings.QUICKBG_BATCH_QUEUE),
+        "batch_counts": batch_status_counts(since=since),
         "oldest_queued_age": oldest_queued_age(),
         "failures": top_failures(since=since),
     }

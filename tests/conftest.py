@@ -8,17 +8,20 @@ from django.core.management import call_command
 from rest_framework.test import APIClient
 
 from tests.factories import make_user
-from tests.helpers import RedisServer, free_port, token_for
+from tests.helpers import Receiver, RedisServer, free_port, token_for
 from tests.process_guard import pytest_configure, pytest_sessionfinish  # noqa: F401 - hooks
 
 
 @pytest.fixture(autouse=True)
 def empty_queue():
-    """Each test starts and ends with an empty RQ queue of its own."""
+    """Each test starts and ends with empty RQ queues of its own (interactive and batch)."""
     queue = django_rq.get_queue(django_settings.QUICKBG_QUEUE)
+    batch_queue = django_rq.get_queue(django_settings.QUICKBG_BATCH_QUEUE)
     queue.empty()
+    batch_queue.empty()
     yield queue
     queue.empty()
+    batch_queue.empty()
 
 
 @pytest.fixture
@@ -133,3 +136,31 @@ def segmenter():
     from removal.pipeline.segment import get_segmenter
 
     return get_segmenter(modelstore.verify(django_settings.QUICKBG_MODELS_DIR), 2)
+
+
+@pytest.fixture
+def webhooks_queue():
+    from removal.queue import webhooks_queue_name
+
+    q = django_rq.get_queue(webhooks_queue_name())
+    q.empty()
+    yield q
+    q.empty()
+
+
+@pytest.fixture
+def receiver_for(settings):
+    started = []
+
+    def make(owner, **kwargs) -> Receiver:
+        from removal.services import webhooks
+
+        receiver = Receiver(webhooks.secret_get(owner=owner).secret, **kwargs)
+        receiver.server.__enter__()
+        started.append(receiver)
+        settings.QUICKBG_FETCH_ALLOW = [f"127.0.0.1:{r.server.port}" for r in started]
+        return receiver
+
+    yield make
+    for receiver in started:
+        receiver.server.__exit__(None, None, None)

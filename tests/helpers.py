@@ -14,7 +14,9 @@ import time
 
 import numpy as np
 from django.conf import settings as django_settings
+from django.core.management import call_command
 from rest_framework.test import APIClient
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from removal.pipeline.segment import INPUT_SIZE
 from tests.factories import PASSWORD
@@ -189,3 +191,38 @@ class LocalHTTPServer:
         self.server.shutdown()
         self.server.server_close()
         self._thread.join(timeout=10)
+
+
+def deliver_all() -> None:
+    """A real worker in burst mode on the webhooks queue only (no model needed)."""
+    call_command("run_worker", "--burst", "--webhooks-only")
+
+
+class Receiver:
+    """A webhook receiver: verifies each request with standardwebhooks and answers from
+    ``answers`` in turn (the last one repeats)."""
+
+    def __init__(self, secret: str, answers=(200,), delay: float = 0.0):
+        self.secret = secret  # the whsec_ secret to verify with
+        self.answers = list(answers)
+        self.delay = delay
+        self.verified: list[dict] = []
+        self.server = LocalHTTPServer("127.0.0.1", {"/hook": self._handle, "/task": self._handle})
+
+    def _handle(self, handler):
+        request = self.server.requests[-1]
+        try:
+            payload = Webhook(self.secret).verify(request["body"], request["headers"])
+        except WebhookVerificationError as exc:
+            return 400, {}, f"bad signature: {exc}".encode()
+        self.verified.append(payload)
+        time.sleep(self.delay)
+        status = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        return status, {}, b"boom" if status >= 500 else b"ok"
+
+    @property
+    def requests(self):
+        return self.server.requests
+
+    def url(self, path="/hook"):
+        return self.server.url(path)

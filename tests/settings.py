@@ -27,8 +27,10 @@ if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 QUICKBG_QUEUE = f"quickbg-test-{os.getpid()}"
+QUICKBG_BATCH_QUEUE = f"{QUICKBG_QUEUE}-batch"
 RQ_QUEUES = {QUICKBG_QUEUE: next(iter(RQ_QUEUES.values()))}
 RQ_QUEUES[f"{QUICKBG_QUEUE}-webhooks"] = {**RQ_QUEUES[QUICKBG_QUEUE], "DEFAULT_TIMEOUT": 60}
+RQ_QUEUES[QUICKBG_BATCH_QUEUE] = dict(RQ_QUEUES[QUICKBG_QUEUE])
 MEDIA_ROOT = tempfile.mkdtemp(prefix="quickbg-test-media-")
 STORAGES = {
     "default": {

@@ -97,8 +97,8 @@ def test_task_list_shows_the_issue_columns(staff_client, user):
               model="isnet-general-use", metrics={"memory_usage_mb": 612.4})
     response = staff_client.get(TASKS)
     html = response.content.decode()
-    for header in ("Owner", "Status", "Progress", "Attempts", "Model", "Time (s)",
-                   "Memory (MB)", "Created at"):
+    for header in ("Id", "Owner", "File name", "Status", "Time (s)", "Memory (MB)",
+                   "Created"):
         assert header in html
     assert "3.25" in html and "612" in html and user.username in html
 

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from django.test import RequestFactory
 from rest_framework.test import APIClient
 
 from tests.helpers import free_port, named, reap, subprocess_env, token_for
@@ -207,3 +208,21 @@ def test_the_upload_handler_stops_a_file_part_at_the_limit_and_deletes_its_spool
     assert list(tmp_path.iterdir()) == []
     small = rf.post("/api/v1/uploads", {"file": SimpleUploadedFile("ok.jpg", b"\1" * (MB // 2))})
     assert small.FILES["file"].read() == b"\1" * (MB // 2)
+
+
+def test_the_batch_endpoint_takes_a_batch_sized_body_and_no_more(settings):
+    """A batch request may be as large as QUICKBG_MAX_BATCH_MB (plus the margin); every other
+    endpoint keeps the single-upload body limit."""
+    from removal.api import limits
+
+    settings.QUICKBG_MAX_BODY_MB = 15
+    settings.QUICKBG_MAX_BATCH_MB = 200
+    factory = RequestFactory()
+    batch = factory.post("/api/v1/batches", content_type="multipart/form-data; boundary=x")
+    upload = factory.post("/api/v1/uploads", content_type="multipart/form-data; boundary=x")
+    assert limits.body_limit(batch) == 205 * 1024 * 1024
+    assert limits.body_limit(upload) == 15 * 1024 * 1024
+    for request, expected in ((batch, None), (upload, 413)):
+        request.META["CONTENT_LENGTH"] = str(100 * 1024 * 1024)
+        response = limits.BodyLimitMiddleware(lambda r: None)(request)
+        assert (response.status_code if response is not None else None) == expected

@@ -92,7 +92,8 @@ def test_metrics_report_tasks_histogram_failures_and_queue(
     assert 85 <= age <= 600
     assert families["quickbg_redis_up"].samples[0].value == 1
     jobs = {dict(labels)["state"]: value
-            for (_, labels), value in samples(families["quickbg_queue_jobs"]).items()}
+            for (_, labels), value in samples(families["quickbg_queue_jobs"]).items()
+            if dict(labels)["queue"] == empty_queue.name}
     assert jobs["queued"] == 2 and jobs["started"] == 0
     assert "quickbg_queue_workers" in families
     assert "quickbg_model_present" in families

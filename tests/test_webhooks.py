@@ -11,80 +11,20 @@ import json
 import time
 from datetime import timedelta
 
-import django_rq
 import pytest
 from django.core.management import call_command
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from removal import queue, storage
+from removal import storage
 from removal.models import Task, WebhookDelivery
 from removal.reconcile import reconcile
 from removal.services import webhooks
 from tests.factories import make_task, make_upload, make_user
-from tests.helpers import LocalHTTPServer
+from tests.helpers import LocalHTTPServer, deliver_all
 from tests.images import make_image
 
 Status = WebhookDelivery.Status
-
-
-@pytest.fixture
-def webhooks_queue():
-    q = django_rq.get_queue(queue.webhooks_queue_name())
-    q.empty()
-    yield q
-    q.empty()
-
-
-def deliver_all() -> None:
-    """A real worker in burst mode on the webhooks queue only (no model needed)."""
-    call_command("run_worker", "--burst", "--webhooks-only")
-
-
-class Receiver:
-    """A webhook receiver: verifies each request with standardwebhooks and answers from
-    ``answers`` in turn (the last one repeats)."""
-
-    def __init__(self, secret: str, answers=(200,), delay: float = 0.0):
-        self.secret = secret  # the whsec_ secret to verify with
-        self.answers = list(answers)
-        self.delay = delay
-        self.verified: list[dict] = []
-        self.server = LocalHTTPServer("127.0.0.1", {"/hook": self._handle, "/task": self._handle})
-
-    def _handle(self, handler):
-        request = self.server.requests[-1]
-        try:
-            payload = Webhook(self.secret).verify(request["body"], request["headers"])
-        except WebhookVerificationError as exc:
-            return 400, {}, f"bad signature: {exc}".encode()
-        self.verified.append(payload)
-        time.sleep(self.delay)
-        status = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
-        return status, {}, b"boom" if status >= 500 else b"ok"
-
-    @property
-    def requests(self):
-        return self.server.requests
-
-    def url(self, path="/hook"):
-        return self.server.url(path)
-
-
-@pytest.fixture
-def receiver_for(settings):
-    started = []
-
-    def make(owner, **kwargs) -> Receiver:
-        receiver = Receiver(webhooks.secret_get(owner=owner).secret, **kwargs)
-        receiver.server.__enter__()
-        started.append(receiver)
-        settings.QUICKBG_FETCH_ALLOW = [f"127.0.0.1:{r.server.port}" for r in started]
-        return receiver
-
-    yield make
-    for receiver in started:
-        receiver.server.__exit__(None, None, None)
 
 
 def completed_task(owner, **fields) -> Task:

@@ -34,23 +34,34 @@ from removal.api.errors import BodyTooLarge
 _READ_CHUNK = 64 * 1024
 
 
-def body_limit() -> int:
-    return int(settings.QUICKBG_MAX_BODY_MB * 1024 * 1024)
+BATCHES_PATH = "/api/v1/batches"  # the one endpoint whose body holds many images
+
+
+def body_limit(request=None) -> int:
+    """``QUICKBG_MAX_BODY_MB``; for ``POST /api/v1/batches``, the batch request limit
+    (``QUICKBG_MAX_BATCH_MB``) plus the same margin, if that is larger."""
+    limit = settings.QUICKBG_MAX_BODY_MB
+    if request is not None and request.path_info.rstrip("/") == BATCHES_PATH:
+        limit = max(limit, settings.QUICKBG_MAX_BATCH_MB + BODY_MARGIN_MB)
+    return int(limit * 1024 * 1024)
+
+
+BODY_MARGIN_MB = 5
 
 
 def _mb(n: float) -> str:
     return f"{n / (1024 * 1024):.1f}".rstrip("0").rstrip(".")
 
 
-def too_large() -> BodyTooLarge:
-    return BodyTooLarge(f"Request body too large (maximum {_mb(body_limit())}MB)")
+def too_large(request=None) -> BodyTooLarge:
+    return BodyTooLarge(f"Request body too large (maximum {_mb(body_limit(request))}MB)")
 
 
 def _answer(exc: BodyTooLarge) -> JsonResponse:
     return JsonResponse({"detail": exc.detail}, status=413)
 
 
-def _spool(stream, limit: int) -> tuple[tempfile.SpooledTemporaryFile, int]:
+def _spool(stream, limit: int, request=None) -> tuple[tempfile.SpooledTemporaryFile, int]:
     """Copy a decoded chunked body into a spooled temporary file (memory, then disk past
     ``FILE_UPLOAD_MAX_MEMORY_SIZE``), raising ``BodyTooLarge`` - with the copy deleted - as
     soon as it passes ``limit``. Never holds more than one read chunk beyond the limit."""
@@ -60,7 +71,7 @@ def _spool(stream, limit: int) -> tuple[tempfile.SpooledTemporaryFile, int]:
         while chunk := stream.read(_READ_CHUNK):
             total += len(chunk)
             if total > limit:
-                raise too_large()
+                raise too_large(request)
             spool.write(chunk)
     except BaseException:
         spool.close()
@@ -81,8 +92,8 @@ class BodyLimitMiddleware:
                 declared = int(length)
             except ValueError:
                 return JsonResponse({"detail": "Invalid Content-Length header"}, status=400)
-            if declared > body_limit():
-                return _answer(too_large())
+            if declared > body_limit(request):
+                return _answer(too_large(request))
         elif "chunked" in meta.get("HTTP_TRANSFER_ENCODING", "").lower():
             if not meta.get("wsgi.input_terminated"):
                 return JsonResponse(
@@ -92,7 +103,7 @@ class BodyLimitMiddleware:
             # spooled here - and cut off at the limit - and then handed on as a body of known
             # length. (``_stream`` is what ``HttpRequest.read`` reads.)
             try:
-                spool, size = _spool(meta["wsgi.input"], body_limit())
+                spool, size = _spool(meta["wsgi.input"], body_limit(request), request)
             except BodyTooLarge as exc:
                 return _answer(exc)
             meta["CONTENT_LENGTH"] = str(size)
@@ -119,9 +130,9 @@ class CappedUploadHandler(FileUploadHandler):
 
     def receive_data_chunk(self, raw_data, start):
         self.total += len(raw_data)
-        if self.total > body_limit():
+        if self.total > body_limit(self.request):
             self._discard_partial_files()
-            raise too_large()
+            raise too_large(self.request)
         return raw_data
 
     def file_complete(self, file_size):

@@ -22,7 +22,7 @@ import uuid
 from django.db.models import Q
 from django.utils.dateparse import parse_datetime
 from rest_framework.exceptions import NotFound as DRFNotFound
-from rest_framework.pagination import CursorPagination
+from rest_framework.pagination import CursorPagination, PageNumberPagination
 
 from removal.errors import InvalidInput
 
@@ -116,3 +116,14 @@ def _beyond(position: str, *, older: bool) -> Q:
     if older:
         return Q(created_at__lte=created) & (Q(created_at__lt=created) | Q(id__lt=pk))
     return Q(created_at__gte=created) & (Q(created_at__gt=created) | Q(id__gt=pk))
+
+
+class BatchMemberPagination(PageNumberPagination):
+    """A batch's members, in the order they were sent: ``?page=`` and ``?page_size=``.
+
+    Page numbers (and an exact ``count``) here, unlike the top-level lists: a batch holds at most
+    ``QUICKBG_MAX_BATCH_FILES`` members, so the offset and the count stay cheap at any size.
+    """
+
+    page_size_query_param = "page_size"
+    max_page_size = 100

@@ -4,7 +4,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from removal import modelstore, selectors, storage
-from removal.models import Task, Upload, WebhookEndpoint
+from removal.models import Batch, Task, Upload, WebhookEndpoint
 from removal.pipeline.options import InvalidOption, Options
 
 OPTION_HELP = {
@@ -195,3 +195,101 @@ class WebhookSecretSerializer(serializers.Serializer):
         help_text="The whsec_ secret every webhook to you is signed with (Standard Webhooks)."
     )
     rotated_at = serializers.DateTimeField(allow_null=True)
+
+
+class OptionsMixin(serializers.Serializer):
+    """The output options and ``model`` of a single upload, parsed by ``Options.parse``."""
+
+    model = serializers.ChoiceField(
+        choices=sorted(modelstore.MODELS), required=False,
+        help_text="The model to run (default: the server's QUICKBG_MODEL).",
+    )
+
+    def get_fields(self):
+        fields = super().get_fields()
+        for name, help_text in OPTION_HELP.items():
+            fields[name] = OptionField(required=False, help_text=help_text)
+        return fields
+
+    def validate(self, attrs):
+        raw = {name: attrs.pop(name) for name in OPTION_HELP if name in attrs}
+        try:
+            attrs["options"] = Options.parse(raw).to_dict()
+        except InvalidOption as exc:
+            raise serializers.ValidationError({exc.field: exc.message}) from None
+        return attrs
+
+
+class BatchCreateSerializer(OptionsMixin):
+    files = serializers.ListField(
+        child=serializers.FileField(allow_empty_file=True), required=False,
+        help_text="The images: repeat the 'files' part once per image.",
+    )
+    archive = serializers.FileField(
+        required=False, allow_empty_file=True, help_text="Or one zip holding the images.",
+    )
+    webhook_url = serializers.URLField(
+        required=False, allow_blank=True, max_length=2048,
+        help_text="Receives one signed batch.completed event when every member has finished.",
+    )
+
+    def validate(self, attrs):
+        if bool(attrs.get("files")) == bool(attrs.get("archive")):
+            raise serializers.ValidationError(
+                "Send either repeated 'files' parts or one 'archive' (a zip), not both.")
+        return super().validate(attrs)
+
+
+class BatchTaskSerializer(TaskSerializer):
+    """A batch member: the task, plus the file name it was sent under."""
+
+    filename = serializers.CharField(source="upload.original_filename", read_only=True)
+
+    class Meta(TaskSerializer.Meta):
+        fields = ["filename", *TaskSerializer.Meta.fields]
+        read_only_fields = fields
+
+
+class BatchRejectedSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    detail = serializers.CharField()
+
+
+class BatchAcceptedSerializer(serializers.Serializer):
+    batch_id = serializers.UUIDField()
+    count = serializers.IntegerField()
+    task_ids = serializers.ListField(child=serializers.UUIDField())
+    rejected = BatchRejectedSerializer(many=True)
+
+
+class BatchSerializer(serializers.ModelSerializer):
+    """A batch annotated by ``selectors.batches_with_counts``."""
+
+    batch_id = serializers.UUIDField(source="id", read_only=True)
+    count = serializers.IntegerField(source="size", read_only=True)
+    status = serializers.SerializerMethodField()
+    counts = serializers.SerializerMethodField()
+    progress = serializers.SerializerMethodField()
+    download_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Batch
+        fields = ["batch_id", "status", "count", "counts", "progress", "model", "options",
+                  "webhook_url", "rejected", "created_at", "download_url"]
+        read_only_fields = fields
+
+    @extend_schema_field(serializers.ChoiceField(choices=selectors.BATCH_STATUSES))
+    def get_status(self, batch: Batch) -> str:
+        return selectors.batch_status(selectors.batch_counts(batch))
+
+    @extend_schema_field(serializers.DictField(child=serializers.IntegerField()))
+    def get_counts(self, batch: Batch) -> dict:
+        return selectors.batch_counts(batch)
+
+    def get_progress(self, batch: Batch) -> int:
+        return selectors.batch_progress(batch)
+
+    def get_download_url(self, batch: Batch) -> str:
+        request = self.context.get("request")
+        path = f"/api/v1/batches/{batch.id}/download"
+        return request.build_absolute_uri(path) if request else path

@@ -13,6 +13,7 @@ router = SimpleRouter(trailing_slash=False)
 router.register("uploads", views.UploadViewSet, basename="upload")
 router.register("tasks", views.TaskViewSet, basename="task")
 router.register("webhooks", views.WebhookViewSet, basename="webhook")
+router.register("batches", views.BatchViewSet, basename="batch")
 
 urlpatterns = [
     path("auth/", include("accounts.urls")),

@@ -5,17 +5,22 @@ import logging
 from django.conf import settings
 from django.core import signing
 from django.core.files.storage import default_storage
-from django.http import FileResponse, HttpResponseRedirect, JsonResponse
+from django.http import FileResponse, HttpResponseRedirect, JsonResponse, StreamingHttpResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action, api_view
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 
-from removal import storage
+from removal import selectors, storage
 from removal.api import idempotency
+from removal.api.pagination import BatchMemberPagination
 from removal.api.serializers import (
     AccountDeleteSerializer,
+    BatchAcceptedSerializer,
+    BatchCreateSerializer,
+    BatchSerializer,
+    BatchTaskSerializer,
     PresignRequestSerializer,
     PresignResponseSerializer,
     TaskSerializer,
@@ -26,9 +31,10 @@ from removal.api.serializers import (
     WebhookSecretSerializer,
 )
 from removal.api.throttling import UploadRateThrottle
+from removal.batch_archive import batch_zip_chunks
 from removal.errors import Conflict, Gone, InvalidInput
-from removal.models import Task, Upload, WebhookEndpoint
-from removal.services import retention, tasks, uploads, webhooks
+from removal.models import Batch, Task, Upload, WebhookEndpoint
+from removal.services import batches, retention, tasks, uploads, webhooks
 
 logger = logging.getLogger(__name__)
 
@@ -149,6 +155,73 @@ def _expired_message(task: Task) -> str:
     policy = f" (images are kept {days} days)" if days else ""
     return (f"The image and its result were deleted on {when}{policy}; "
             "upload the image again to process it")
+
+
+class BatchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Batches: many images in one request (``services.batches``); one zip of results back."""
+
+    serializer_class = BatchSerializer
+    parser_classes = [MultiPartParser, FormParser]
+
+    def get_queryset(self):
+        return selectors.batches_with_counts(Batch.objects.filter(owner=self.request.user))
+
+    def get_throttles(self):
+        if self.action == "create":  # one batch is one request for the upload throttle
+            return [UploadRateThrottle()]
+        return super().get_throttles()
+
+    @extend_schema(
+        request=BatchCreateSerializer, responses={202: BatchAcceptedSerializer},
+        summary="Upload many images (repeated `files`, or one zip `archive`) as one batch",
+    )
+    def create(self, request):
+        form = BatchCreateSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        data = form.validated_data
+        common = dict(owner=request.user, options=data.get("options") or {},
+                      model=data.get("model"), webhook_url=data.get("webhook_url") or "")
+        if data.get("archive"):
+            created = batches.batch_create_from_archive(archive=data["archive"], **common)
+        else:
+            created = batches.batch_create_from_files(files=data["files"], **common)
+        body = {
+            "batch_id": str(created.batch.id),
+            "count": len(created.tasks),
+            "task_ids": [str(task.id) for task in created.tasks],
+            "rejected": created.rejected,
+        }
+        return Response(body, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(responses={200: BatchSerializer})
+    def retrieve(self, request, pk=None):
+        """The batch, with its members in the order sent, by page (``?page=``, ``?page_size=``)."""
+        batch = self.get_object()
+        body = self.get_serializer(batch).data
+        paginator = BatchMemberPagination()
+        members = selectors.batch_members(batch)
+        page = paginator.paginate_queryset(members, request, view=self)
+        body["tasks"] = paginator.get_paginated_response(
+            BatchTaskSerializer(page, many=True, context=self.get_serializer_context()).data
+        ).data
+        return Response(body)
+
+    @extend_schema(responses={(200, "application/zip"): bytes})
+    @action(detail=True, methods=["get"])
+    def download(self, request, pk=None):
+        batch = self.get_object()
+        response = StreamingHttpResponse(batch_zip_chunks(batch), content_type="application/zip")
+        response["Content-Disposition"] = f'attachment; filename="batch-{batch.id}.zip"'
+        return response
+
+    @extend_schema(request=None, responses={202: BatchSerializer})
+    @action(detail=True, methods=["post"])
+    def retry(self, request, pk=None):
+        batches.batch_retry(batch=self.get_object())
+        return Response(self.get_serializer(self.get_object()).data,
+                        status=status.HTTP_202_ACCEPTED)
+
+
 
 
 @extend_schema(

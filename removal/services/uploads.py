@@ -46,7 +46,7 @@ def upload_create_from_file(*, owner, file, options: dict | None = None,
     ``QUICKBG_MODEL``; ``webhook_url`` receives the task's event.
     """
     check_size(file.size, validation_limits())
-    _check_webhook_url(webhook_url)
+    check_webhook_url(webhook_url)
     check_task_quota(owner=owner)
     return upload_create_from_bytes(owner=owner, data=file.read(), filename=file.name or "",
                                     options=options, model=model, webhook_url=webhook_url)
@@ -60,7 +60,7 @@ def upload_create_from_url(*, owner, url: str, options: dict | None = None,
     not an image) is the caller's 400 with its reason, and a task only exists for an image we
     hold. ``removal.fetch`` applies the rules; the body is cut off at the upload size limit.
     """
-    _check_webhook_url(webhook_url)
+    check_webhook_url(webhook_url)
     check_task_quota(owner=owner)
     data = fetch.fetch_bytes(url, max_bytes=validation_limits().max_bytes)
     path = urlsplit(url).path.rstrip("/")
@@ -69,7 +69,7 @@ def upload_create_from_url(*, owner, url: str, options: dict | None = None,
                                     model=model, webhook_url=webhook_url)
 
 
-def _check_webhook_url(url: str) -> None:
+def check_webhook_url(url: str) -> None:
     if url:
         try:
             fetch.check_url(url)
@@ -125,7 +125,7 @@ def upload_create_from_key(*, owner, key: str, options: dict | None = None,
     user's key is indistinguishable from an unknown one: both are ``NotFound``.
     """
     _check_key_syntax(key)
-    _check_webhook_url(webhook_url)
+    check_webhook_url(webhook_url)
     check_task_quota(owner=owner)
     issued = DirectUpload.objects.filter(owner=owner, key=key).first()
     if issued is None:

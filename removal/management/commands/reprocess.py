@@ -81,6 +81,8 @@ class Command(BaseCommand):
         parser.add_argument("--until", type=moment,
                             help="Select tasks created before this date/datetime (UTC).")
         parser.add_argument("--user", help="Select the tasks of this user (id, username, email).")
+        parser.add_argument("--batch", type=uuid.UUID, metavar="BATCH_ID",
+                            help="Select the members of this batch.")
         parser.add_argument("--model", choices=sorted(modelstore.MODELS),
                             help="Select tasks that ran (or were to run) with this model.")
         parser.add_argument("--ids", nargs="+", default=[], metavar="TASK_ID",
@@ -104,10 +106,11 @@ class Command(BaseCommand):
         if options["limit"] is not None and options["limit"] < 1:
             raise CommandError("--limit must be at least 1")
         ids, bad_ids = self.parse_ids(options["ids"])
-        selectors = ("status", "since", "until", "user", "model")
+        selectors = ("status", "since", "until", "user", "model", "batch")
         if not (options["all"] or ids or bad_ids or any(options[s] for s in selectors)):
             raise CommandError(
-                "Select something: --status, --since, --until, --user, --model, --ids, or --all."
+                "Select something: --status, --since, --until, --user, --model, --batch, --ids, "
+                "or --all."
             )
         for value in bad_ids:
             self.stdout.write(self.style.ERROR(f"{value}: not a task id (skipped)"))
@@ -142,7 +145,7 @@ class Command(BaseCommand):
     def select(self, options, ids):
         return selectors.tasks_matching(
             statuses=options["status"], since=options["since"], until=options["until"],
-            user=options["user"], model=options["model"], ids=ids,
+            user=options["user"], model=options["model"], ids=ids, batch=options["batch"],
         )
 
     # --- queueing --------------------------------------------------------------------------------

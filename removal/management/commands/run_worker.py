@@ -23,8 +23,9 @@ class Command(BaseCommand):
                             help="Only deliver webhooks (no model is loaded).")
 
     def handle(self, *args, **options):
-        # Queues in priority order: RQ takes a job from the first non-empty one.
-        queues = [settings.QUICKBG_QUEUE, queue_module.webhooks_queue_name()]
+        # Queues in priority order: RQ takes a job from the first non-empty one, so batch jobs
+        # start only when the interactive queue (and the webhooks') is empty.
+        queues = queue_module.worker_queue_names()
         if options["webhooks_only"]:
             queues = [queue_module.webhooks_queue_name()]
             options["no_warmup"] = True
