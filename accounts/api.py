@@ -43,9 +43,12 @@ class APIKeyViewSet(mixins.ListModelMixin, mixins.DestroyModelMixin, viewsets.Ge
     serializer_class = APIKeySerializer
     lookup_field = "public_id"
     lookup_url_kwarg = "pk"
+    # A user's keys are few: one list, newest first, no cursor (the keys have no created_at).
+    pagination_class = None
 
     def get_queryset(self):
-        return UserAPIKey.objects.filter(user=self.request.user, revoked=False)
+        return UserAPIKey.objects.filter(user=self.request.user, revoked=False).order_by(
+            "-created")
 
     @extend_schema(request=APIKeyCreateSerializer, responses={201: APIKeyCreatedSerializer},
                    summary="Create an API key (the full key is in this answer only)")

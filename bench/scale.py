@@ -70,7 +70,8 @@ FROM generate_series(%(low)s, %(high)s) AS i
 TASKS_SQL = """
 INSERT INTO removal_task (id, upload_id, status, progress, attempts, model, options, result_key,
                           error_message, processing_time, metrics, rq_job_id, created_at,
-                          updated_at, started_at, finished_at, reprocess_of_id)
+                          updated_at, started_at, finished_at, reprocess_of_id,
+                          lifetime_attempts, background_key, cached, webhook_url)
 SELECT md5('k' || i)::uuid, md5('u' || i)::uuid,
        CASE WHEN i %% 20 = 0 THEN 'failed' ELSE 'completed' END, 100, 1,
        'isnet-general-use', '{}'::jsonb,
@@ -80,7 +81,8 @@ SELECT md5('k' || i)::uuid, md5('u' || i)::uuid,
        %(start)s::timestamptz + (i * %(step)s) * interval '1 second',
        %(start)s::timestamptz + (i * %(step)s + 4) * interval '1 second',
        %(start)s::timestamptz + (i * %(step)s + 1) * interval '1 second',
-       %(start)s::timestamptz + (i * %(step)s + 4) * interval '1 second', NULL
+       %(start)s::timestamptz + (i * %(step)s + 4) * interval '1 second', NULL,
+       1, '', false, ''
 FROM generate_series(%(low)s, %(high)s) AS i
 """
 

@@ -143,10 +143,13 @@ def _as_uuid(term: str) -> uuid.UUID | None:
 
 def _small_thumbnail(task: Task):
     """A 48 px thumbnail for lists: the result once there is one, else the original."""
-    key = task.result_key if task.status == Status.COMPLETED and task.result_key else (
-        task.upload.original_key)
-    return format_html('<img class="quickbg-thumb" src="{}" alt="" loading="lazy">',
-                       storage.download_url(key, request=None))
+    if task.status == Status.COMPLETED and task.result_key:
+        url = storage.download_url(
+            task.result_key, request=None,
+            content_type=storage.content_type_for(task.result_key.rsplit(".", 1)[-1]))
+    else:
+        url = _original_url(task.upload)
+    return format_html('<img class="quickbg-thumb" src="{}" alt="" loading="lazy">', url)
 
 
 def _badge(status: str):
@@ -338,7 +341,7 @@ class TaskAdmin(ReadOnlyAdmin):
         extra_context = dict(extra_context or {})
         if task is not None and self.has_change_permission(request):
             extra_context["can_retry"] = task.status == Status.FAILED
-            [(_, skip)] = selectors.reprocess_plan([task])
+            [(_, skip)] = selectors.reprocess_plan(Task.objects.filter(pk=task.pk))
             extra_context["can_reprocess"] = skip is None
         return super().change_view(request, object_id, form_url, extra_context)
 

@@ -140,8 +140,8 @@ def test_upload_deleted_while_processing_leaves_no_result(backend, user, client_
     monkeypatch.setattr(runner, "get_segmenter", lambda name=None: model)
     written = []
     real_write = storage.write
-    monkeypatch.setattr(storage, "write", lambda key, data: written.append(key)
-                        or real_write(key, data))
+    monkeypatch.setattr(storage, "write", lambda key, data, **kw: written.append(key)
+                        or real_write(key, data, **kw))
 
     assert jobs.process_task(str(task.pk)) == "cancelled"
 

@@ -141,9 +141,9 @@ def _create(*, owner, members: Iterable[Member], options, model, webhook_url) ->
                 rejected.append({"name": member.name, "detail": exc.detail})
                 continue
             upload_id = uuid.uuid4()
-            key = storage.original_key(owner_id=owner.pk, upload_id=upload_id,
-                                       filename=member.name)
-            storage.write(key, member.data)
+            # The stored name is ours (detected format); the member's name stays in the row.
+            key = storage.original_key(owner_id=owner.pk, upload_id=upload_id, fmt=info.format)
+            storage.write(key, member.data, content_type=storage.content_type_for(info.format))
             stored.append(_Stored(member.name, upload_id, key, info,
                                   hashlib.sha256(member.data).hexdigest()))
         if not stored:
