@@ -83,15 +83,16 @@ class QuickBGCollector:
             value=1 if estimated else 0,
         )
 
+        # Time-bounded like the histogram: counting every batch's members would scan the tasks.
+        since = timezone.now() - timedelta(hours=24)
         batches = GaugeMetricFamily(
-            "quickbg_batches", "Batches in the database by status (derived from their members).",
-            labels=["status"],
+            "quickbg_batches", "Batches created in the last 24 hours by status (derived from "
+            "their members).", labels=["status"],
         )
-        for status, count in stats.batch_status_counts().items():
+        for status, count in stats.batch_status_counts(since=since).items():
             batches.add_metric([status], count)
         yield batches
 
-        since = timezone.now() - timedelta(hours=24)
         histogram = stats.processing_histogram(since=since)
         family = HistogramMetricFamily(
             "quickbg_task_processing_seconds",

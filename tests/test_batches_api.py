@@ -119,7 +119,7 @@ def test_a_failed_batch_removes_the_originals_it_stored(user, client_for, settin
     written = []
     real_write = batch_services.storage.write
     monkeypatch.setattr(batch_services.storage, "write",
-                        lambda key, data: written.append(key) or real_write(key, data))
+                        lambda key, data, **kw: written.append(key) or real_write(key, data, **kw))
     monkeypatch.setattr(batch_services, "task_enqueue", broken)
     with pytest.raises(RuntimeError):
         post_files(client_for(user), files)
