@@ -351,7 +351,8 @@ def test_make_run_on_sqlite_takes_concurrent_uploads_and_restarts_a_killed_worke
     assert not worker.is_running()
 
     # Ctrl-C while the worker is busy waits for its job; a second Ctrl-C forces the stop.
-    response = client.upload(images[0])
+    # (A new image: one uploaded before would reuse its result and never be "processing".)
+    response = client.upload(small_jpegs(10)[-1])
     assert response.status_code == 202
     task_id = response.json()["task_id"]
     deadline = time.monotonic() + 60
