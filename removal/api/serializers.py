@@ -41,7 +41,30 @@ class OptionField(serializers.Field):
         return value
 
 
-class UploadCreateSerializer(serializers.Serializer):
+class OptionsMixin(serializers.Serializer):
+    """The output options and ``model`` of a single upload, parsed by ``Options.parse``."""
+
+    model = serializers.ChoiceField(
+        choices=sorted(modelstore.MODELS), required=False,
+        help_text="The model to run (default: the server's QUICKBG_MODEL).",
+    )
+
+    def get_fields(self):
+        fields = super().get_fields()
+        for name, help_text in OPTION_HELP.items():
+            fields[name] = OptionField(required=False, help_text=help_text)
+        return fields
+
+    def validate(self, attrs):
+        raw = {name: attrs.pop(name) for name in OPTION_HELP if name in attrs}
+        try:
+            attrs["options"] = Options.parse(raw).to_dict()
+        except InvalidOption as exc:
+            raise serializers.ValidationError({exc.field: exc.message}) from None
+        return attrs
+
+
+class UploadCreateSerializer(OptionsMixin):
     file = serializers.FileField(
         required=False, allow_empty_file=True, help_text="The image (JPEG, PNG, WEBP or BMP)."
     )
@@ -59,27 +82,12 @@ class UploadCreateSerializer(serializers.Serializer):
         help_text="An http(s) URL that receives this task's task.completed or task.failed "
                   "event, signed to the Standard Webhooks spec.",
     )
-    model = serializers.ChoiceField(
-        choices=sorted(modelstore.MODELS), required=False,
-        help_text="The model to run (default: the server's QUICKBG_MODEL).",
-    )
-
-    def get_fields(self):
-        fields = super().get_fields()
-        for name, help_text in OPTION_HELP.items():
-            fields[name] = OptionField(required=False, help_text=help_text)
-        return fields
 
     def validate(self, attrs):
         if sum(bool(attrs.get(name)) for name in ("file", "s3_key", "image_url")) != 1:
             raise serializers.ValidationError(
                 "Send exactly one of 'file', 's3_key' or 'image_url'.")
-        raw = {name: attrs.pop(name) for name in OPTION_HELP if name in attrs}
-        try:
-            attrs["options"] = Options.parse(raw).to_dict()
-        except InvalidOption as exc:
-            raise serializers.ValidationError({exc.field: exc.message}) from None
-        return attrs
+        return super().validate(attrs)
 
 
 class AccountDeleteSerializer(serializers.Serializer):
@@ -195,29 +203,6 @@ class WebhookSecretSerializer(serializers.Serializer):
         help_text="The whsec_ secret every webhook to you is signed with (Standard Webhooks)."
     )
     rotated_at = serializers.DateTimeField(allow_null=True)
-
-
-class OptionsMixin(serializers.Serializer):
-    """The output options and ``model`` of a single upload, parsed by ``Options.parse``."""
-
-    model = serializers.ChoiceField(
-        choices=sorted(modelstore.MODELS), required=False,
-        help_text="The model to run (default: the server's QUICKBG_MODEL).",
-    )
-
-    def get_fields(self):
-        fields = super().get_fields()
-        for name, help_text in OPTION_HELP.items():
-            fields[name] = OptionField(required=False, help_text=help_text)
-        return fields
-
-    def validate(self, attrs):
-        raw = {name: attrs.pop(name) for name in OPTION_HELP if name in attrs}
-        try:
-            attrs["options"] = Options.parse(raw).to_dict()
-        except InvalidOption as exc:
-            raise serializers.ValidationError({exc.field: exc.message}) from None
-        return attrs
 
 
 class BatchCreateSerializer(OptionsMixin):
