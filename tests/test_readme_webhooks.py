@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -63,6 +64,18 @@ def read_line(proc: subprocess.Popen, timeout: float) -> str:
     raise AssertionError("no webhook reached the README receiver in time")
 
 
+def wait_for_port(port: int, proc, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the receiver exited"
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"nothing listens on 127.0.0.1:{port}")
+
+
 def test_readme_webhooks_sequence_and_receiver(live_server, user, settings, tmp_path):
     import io
 
@@ -87,6 +100,7 @@ def test_readme_webhooks_sequence_and_receiver(live_server, user, settings, tmp_
             procs.append(start([sys.executable, str(tmp_path / "receiver.py")],
                                env | {"QUICKBG_WEBHOOK_SECRET": secret, "PORT": str(port)},
                                stdout=subprocess.PIPE, text=True))
+            wait_for_port(port, procs[0])  # else the first attempt may find nobody listening
             command = readme_command("python manage.py run_worker --webhooks-only")
             procs.append(start([sys.executable, *command[1:]], env, cwd=ROOT,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
