@@ -1,9 +1,8 @@
 """The Content-Security-Policy (django-csp 4) with a few per-path additions.
 
-``CONTENT_SECURITY_POLICY`` in the settings is the policy of every response: scripts, styles,
-fonts and connections only from this origin, no inline script, no plugins, no framing. A few
-pages need a little more, listed in ``QUICKBG_CSP_PATH_UPDATES`` (path prefix -> directives
-added), applied here unless the view set its own update:
+``CONTENT_SECURITY_POLICY`` (built in quickbg/csp_policy.py) is the policy of every response.
+A few pages need a little more, listed in ``QUICKBG_CSP_PATH_UPDATES`` (path prefix ->
+directives added), applied here unless the view set its own update:
 
 - ``/admin/``: inline ``style`` attributes (Django's admin and the thumbnails use them) and the
   one inline script of django-rq's job lists, allowed by its sha256 hash (not by 'unsafe-inline').

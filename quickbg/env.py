@@ -133,3 +133,35 @@ def env_url(name: str, default: str, schemes: tuple[str, ...]) -> str:
     if raw is None or raw.strip() == "":
         return default
     return check_url(name, raw, schemes)
+
+
+def env_seconds_list(name: str, default: list[float]) -> list[float]:
+    """Comma-separated seconds, e.g. ``10,60,300``."""
+    try:
+        values = [float(item) for item in env_list(name, [str(value) for value in default])]
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"{name} must be comma-separated seconds, e.g. 10,60,300"
+        ) from None
+    if any(value < 0 for value in values):
+        raise ImproperlyConfigured(f"{name} must not hold a negative delay")
+    return values
+
+
+LOCKOUT_KEYS = ("username", "ip_address")
+
+
+def env_lockout_by(name: str, default: list[str]) -> list[str | list[str]]:
+    """django-axes' ``AXES_LOCKOUT_PARAMETERS`` from ``username``, ``ip_address`` and
+    ``username+ip_address`` (a pair), comma-separated."""
+    parameters: list[str | list[str]] = []
+    for item in env_list(name, default):
+        keys = [key.strip() for key in item.split("+")]
+        if not set(keys) <= set(LOCKOUT_KEYS):
+            raise ImproperlyConfigured(
+                f"{name} must list username, ip_address or username+ip_address, got {item!r}"
+            )
+        parameters.append(keys if len(keys) > 1 else keys[0])
+    if not parameters:
+        raise ImproperlyConfigured(f"{name} must not be empty")
+    return parameters

@@ -10,11 +10,10 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import urlsplit
 
-import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from quickbg import backends, csp_policy, logs
 from quickbg.env import (
     check_url,
     env_bool,
@@ -22,7 +21,9 @@ from quickbg.env import (
     env_float,
     env_int,
     env_list,
+    env_lockout_by,
     env_rate,
+    env_seconds_list,
     env_str,
     env_url,
 )
@@ -105,22 +106,8 @@ TEMPLATES = [
 
 # --- Database --------------------------------------------------------------------------------
 DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{STATE_DIR / 'quickbg.sqlite3'}")
-try:
-    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
-except Exception as exc:  # dj-database-url raises several types for a malformed URL
-    raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {exc}") from None
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
-    # `make run`'s web process and its workers write at once. WAL lets readers and one writer
-    # work side by side; IMMEDIATE takes the write lock when a transaction starts, so a writer
-    # waits (up to the timeout, in seconds) for its turn instead of failing with "database is
-    # locked" when a read inside a transaction turns into a write.
-    DATABASES["default"]["OPTIONS"] = {
-        "transaction_mode": "IMMEDIATE",
-        "timeout": env_int("QUICKBG_SQLITE_TIMEOUT", 30, minimum=1),
-        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL",
-        **DATABASES["default"].get("OPTIONS", {}),
-    }
+DATABASES = {"default": backends.database(
+    DATABASE_URL, sqlite_timeout=env_int("QUICKBG_SQLITE_TIMEOUT", 30, minimum=1))}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
 
@@ -136,18 +123,7 @@ AXES_COOLOFF_TIME = timedelta(minutes=env_int("QUICKBG_LOGIN_COOLOFF_MINUTES", 1
 # What a lockout counts failures by: "username+ip_address" (a pair, the default), and/or
 # "ip_address" (every username from one address: stops password spraying, but can lock out
 # everyone behind one NAT) or "username" (from anywhere: lets anyone lock an account).
-_LOCKOUT_KEYS = {"username", "ip_address"}
-AXES_LOCKOUT_PARAMETERS = []
-for _item in env_list("QUICKBG_LOGIN_LOCKOUT_BY", ["username+ip_address"]):
-    _keys = [key.strip() for key in _item.split("+")]
-    if not set(_keys) <= _LOCKOUT_KEYS:
-        raise ImproperlyConfigured(
-            "QUICKBG_LOGIN_LOCKOUT_BY must list username, ip_address or username+ip_address, "
-            f"got {_item!r}"
-        )
-    AXES_LOCKOUT_PARAMETERS.append(_keys if len(_keys) > 1 else _keys[0])
-if not AXES_LOCKOUT_PARAMETERS:
-    raise ImproperlyConfigured("QUICKBG_LOGIN_LOCKOUT_BY must not be empty")
+AXES_LOCKOUT_PARAMETERS = env_lockout_by("QUICKBG_LOGIN_LOCKOUT_BY", ["username+ip_address"])
 AXES_CLIENT_IP_CALLABLE = "accounts.lockout.client_ip"
 AXES_USERNAME_CALLABLE = "accounts.lockout.client_username"
 AXES_LOCKOUT_CALLABLE = "accounts.lockout.lockout_response"
@@ -178,43 +154,16 @@ except OSError:  # a read-only image: collectstatic made it at build time
 STATICFILES_DIRS = [BASE_DIR / "static"] if (BASE_DIR / "static").is_dir() else []
 
 # --- Redis and the queue ------------------------------------------------------------------------
-# Empty REDIS_URL means "local mode": `make run` starts a redis-server and sets it for its
-# processes. It also writes that server's URL to STATE_DIR/redis-url, and when REDIS_URL is unset
-# and that file exists, every other process (a `manage.py` command run by hand) uses it too;
-# otherwise the default is the usual local Redis.
+# Empty REDIS_URL: the URL `make run` wrote to STATE_DIR/redis-url, if any (quickbg/backends.py).
 REDIS_URL_FILE = STATE_DIR / "redis-url"
-REDIS_SCHEMES = ("redis", "rediss", "unix")
-if env_str("REDIS_URL").strip():
-    REDIS_URL = env_url("REDIS_URL", "", REDIS_SCHEMES)
-elif REDIS_URL_FILE.is_file():
-    REDIS_URL = check_url(f"REDIS_URL (read from {REDIS_URL_FILE})",
-                          REDIS_URL_FILE.read_text().strip(), REDIS_SCHEMES)
-else:
-    REDIS_URL = "redis://127.0.0.1:6379/0"
+REDIS_URL = backends.redis_url(REDIS_URL_FILE)
 QUICKBG_QUEUE = env_str("QUICKBG_QUEUE", "quickbg").strip() or "quickbg"
-RQ_QUEUES = {
-    QUICKBG_QUEUE: {
-        "URL": REDIS_URL,
-        "DEFAULT_TIMEOUT": env_int("QUICKBG_JOB_TIMEOUT", 300, minimum=10),
-        # JSON, not pickle: the job's only argument is a task id.
-        "SERIALIZER": "rq.serializers.JSONSerializer",
-    },
-}
-# Webhook deliveries have their own queue, so a slow receiver never delays removal; every worker
-# drains it after the task queue (`run_worker --webhooks-only` runs a worker for it alone).
-RQ_QUEUES[f"{QUICKBG_QUEUE}-webhooks"] = {
-    "URL": REDIS_URL,
-    "DEFAULT_TIMEOUT": 60,
-    "SERIALIZER": "rq.serializers.JSONSerializer",
-}
-# Batch members run on their own queue, below the interactive one (workers take it only when
-# the interactive queue is empty): one user's batch never holds up another user's single upload.
 QUICKBG_BATCH_QUEUE = f"{QUICKBG_QUEUE}-batch"
-RQ_QUEUES[QUICKBG_BATCH_QUEUE] = dict(RQ_QUEUES[QUICKBG_QUEUE])
+# The task queue, its batch queue (taken only when the task queue is empty) and webhooks'.
+RQ_QUEUES = backends.rq_queues(url=REDIS_URL, name=QUICKBG_QUEUE,
+                               job_timeout=env_int("QUICKBG_JOB_TIMEOUT", 300, minimum=10))
 # Enqueue only after the surrounding transaction commits (django-rq 4's default, made explicit).
-# The queue and worker classes live in removal/queue.py and removal/worker.py (their docstrings
-# say why): Redis down at enqueue leaves the task for the reconciler, and the worker keeps the
-# model loaded between jobs.
+# removal/queue.py and removal/worker.py say why the queue and worker classes are QuickBG's own.
 RQ = {
     "COMMIT_MODE": "on_db_commit",
     "QUEUE_CLASS": "removal.queue.ResilientQueue",
@@ -231,32 +180,13 @@ if AWS_STORAGE_BUCKET_NAME:
     AWS_SECRET_ACCESS_KEY = env_str("AWS_SECRET_ACCESS_KEY") or None
     AWS_S3_ADDRESSING_STYLE = env_choice("AWS_S3_ADDRESSING_STYLE", "path",
                                          ("path", "virtual", "auto"))
-    # TLS verification of AWS_S3_ENDPOINT_URL: empty/true = the system CAs, false = none, or the
-    # path of a CA bundle (docker-compose: the root of its proxy's internal CA).
-    _verify = env_str("AWS_S3_VERIFY").strip()
-    AWS_S3_VERIFY = (
-        None if _verify.lower() in ("", "true", "1", "yes", "on")
-        else False if _verify.lower() in ("false", "0", "no", "off") else _verify
-    )
+    AWS_S3_VERIFY = backends.env_tls_verify("AWS_S3_VERIFY")  # true, false or a CA bundle
     AWS_S3_SIGNATURE_VERSION = "s3v4"
     AWS_DEFAULT_ACL = None
     AWS_S3_FILE_OVERWRITE = True
     AWS_QUERYSTRING_AUTH = True
-    _files_backend = {
-        "BACKEND": "storages.backends.s3.S3Storage",
-        "OPTIONS": {
-            "bucket_name": AWS_STORAGE_BUCKET_NAME,
-            "endpoint_url": AWS_S3_ENDPOINT_URL,
-            "region_name": AWS_S3_REGION_NAME,
-            "access_key": AWS_ACCESS_KEY_ID,
-            "secret_key": AWS_SECRET_ACCESS_KEY,
-            "addressing_style": AWS_S3_ADDRESSING_STYLE,
-            "signature_version": "s3v4",
-            "file_overwrite": True,
-            "querystring_auth": True,
-            "verify": AWS_S3_VERIFY,
-        },
-    }
+    # django-storages reads the AWS_* settings above as S3Storage's options.
+    _files_backend = {"BACKEND": "storages.backends.s3.S3Storage"}
 else:
     _files_backend = {
         "BACKEND": "django.core.files.storage.FileSystemStorage",
@@ -313,21 +243,11 @@ QUICKBG_RECONCILE_GRACE = env_int("QUICKBG_RECONCILE_GRACE", 30, minimum=0)
 QUICKBG_FETCH_CONNECT_TIMEOUT = env_float("QUICKBG_FETCH_CONNECT_TIMEOUT", 5, minimum=0.1)
 QUICKBG_FETCH_TIMEOUT = env_float("QUICKBG_FETCH_TIMEOUT", 20, minimum=0.1)
 QUICKBG_FETCH_ALLOW = env_list("QUICKBG_FETCH_ALLOW", [])
-# Webhooks (Standard Webhooks, removal/services/webhooks.py): per-attempt timeout, the delays
-# before each retry (s; the default adds up to 27 h: first retry after 10 s, then growing), how
-# many standing endpoints a user may register, and the site's public address for links in
-# payloads when files are served by QuickBG itself (local storage).
+# Webhooks (removal/services/webhooks.py): per-attempt timeout, delays before each retry (27 h
+# in all), endpoints per user, and the public address for links when files are served locally.
 QUICKBG_WEBHOOK_TIMEOUT = env_float("QUICKBG_WEBHOOK_TIMEOUT", 10, minimum=0.1)
-try:
-    QUICKBG_WEBHOOK_RETRY_DELAYS = [
-        float(item) for item in env_list(
-            "QUICKBG_WEBHOOK_RETRY_DELAYS", ["10", "60", "300", "1800", "7200", "18000",
-                                             "36000", "36000"])
-    ]
-except ValueError:
-    raise ImproperlyConfigured(
-        "QUICKBG_WEBHOOK_RETRY_DELAYS must be comma-separated seconds, e.g. 10,60,300"
-    ) from None
+QUICKBG_WEBHOOK_RETRY_DELAYS = env_seconds_list(
+    "QUICKBG_WEBHOOK_RETRY_DELAYS", [10, 60, 300, 1800, 7200, 18000, 36000, 36000])
 QUICKBG_WEBHOOK_MAX_ENDPOINTS = env_int("QUICKBG_WEBHOOK_MAX_ENDPOINTS", 10, minimum=1)
 QUICKBG_PUBLIC_URL = env_str("QUICKBG_PUBLIC_URL", f"http://localhost:{PORT}").rstrip("/")
 # Result reuse: the same user's same image bytes, options and model weights get the stored
@@ -349,10 +269,9 @@ QUICKBG_ZIP_MAX_RATIO = env_int("QUICKBG_ZIP_MAX_RATIO", 100, minimum=1)
 # with a clear message; Django's own cap only stops absurd requests before they are parsed.
 DATA_UPLOAD_MAX_NUMBER_FILES = QUICKBG_MAX_BATCH_FILES + 10
 FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
-# Any request body: refused over this (413) before it is read, and cut off while streaming
-# (removal/api/limits.py). A margin above the image limit, so a file somewhat over it still gets
-# the validator's message ("File size (12.5MB) exceeds maximum (10MB)"). POST /api/v1/batches
-# allows QUICKBG_MAX_BATCH_MB plus the same 5 MB margin instead.
+# Any request body: refused over this (413) before it is read, cut off while streaming
+# (removal/api/limits.py). The margin lets a file a little over the image limit get the
+# validator's message instead. POST /api/v1/batches allows QUICKBG_MAX_BATCH_MB + 5 MB.
 QUICKBG_MAX_BODY_MB = env_float("QUICKBG_MAX_BODY_MB", QUICKBG_MAX_UPLOAD_MB + 5, minimum=0.001)
 FILE_UPLOAD_HANDLERS = [
     "removal.api.limits.CappedUploadHandler",  # stops file parts at the body limit
@@ -362,14 +281,12 @@ FILE_UPLOAD_HANDLERS = [
 
 # --- Abuse limits ---------------------------------------------------------------------------------
 # Upload rate per user (DRF throttle, counted in Redis so every web process shares it) and a cap
-# on each user's unfinished tasks. NUM_PROXIES: how many reverse proxies sit in front of the
-# service (DRF uses it to find the client address in X-Forwarded-For).
+# on each user's unfinished tasks. NUM_PROXIES: reverse proxies in front (X-Forwarded-For).
 QUICKBG_UPLOAD_RATE = env_rate("QUICKBG_UPLOAD_RATE", "60/min")
 # Bearer token for GET /metrics (Prometheus); empty = the endpoint is off (404).
 QUICKBG_METRICS_TOKEN = env_str("QUICKBG_METRICS_TOKEN")
-# An Idempotency-Key placeholder with no answer after this long belongs to a request that died
-# (SIGKILL, OOM, a worker timeout kill); a retry with the key then takes it over. Keep it above
-# the web server's request timeout.
+# An Idempotency-Key with no answer after this long belongs to a request that died; a retry with
+# the key takes it over. Keep it above the web server's request timeout.
 QUICKBG_IDEMPOTENCY_PENDING_SECONDS = env_int("QUICKBG_IDEMPOTENCY_PENDING_SECONDS", 120,
                                               minimum=1)
 QUICKBG_MAX_QUEUED_TASKS = env_int("QUICKBG_MAX_QUEUED_TASKS", 20, minimum=1)
@@ -432,43 +349,17 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
 }
 
-# --- Content-Security-Policy (django-csp; per-path additions in quickbg/csp.py) ----------------
-# Result images may come from the S3 endpoint: its origin is allowed for images, plus any listed
-# in QUICKBG_CSP_IMG_SRC (e.g. a CDN or public S3 host in front of the bucket).
-_SELF, _NONE = "'self'", "'none'"
-_img_src = [_SELF, "data:", "blob:"]
-if AWS_STORAGE_BUCKET_NAME:
-    _endpoint = urlsplit(AWS_S3_ENDPOINT_URL or "")
-    _img_src += ([f"{_endpoint.scheme}://{_endpoint.netloc}"] if _endpoint.netloc
-                 else ["https://*.amazonaws.com"])
-_img_src += env_list("QUICKBG_CSP_IMG_SRC", [])
-CONTENT_SECURITY_POLICY = {
-    "DIRECTIVES": {
-        "default-src": [_SELF],
-        "script-src": [_SELF],
-        "style-src": [_SELF],
-        "img-src": _img_src,
-        "font-src": [_SELF],
-        "connect-src": [_SELF],
-        "object-src": [_NONE],
-        "base-uri": [_NONE],
-        "form-action": [_SELF],
-        "frame-ancestors": [_NONE],
-    },
-}
-# django-rq's job lists run one fixed inline script (select-all checkboxes): allowed by hash.
-_RQ_ACTIONS_SCRIPT = "'sha256-1kZe1KRxelr3ptMPsod17Z6BDvbtm4WcufgsZGvsErM='"
-QUICKBG_CSP_PATH_UPDATES = {
-    "/admin/": {"style-src": ["'unsafe-inline'"], "script-src": [_RQ_ACTIONS_SCRIPT]},
-    "/api/v1/docs": {"style-src": ["'unsafe-inline'"]},
-    "/api/v1/redoc": {"style-src": ["'unsafe-inline'"], "worker-src": [_SELF, "blob:"]},
-}
+# --- Content-Security-Policy (django-csp; quickbg/csp_policy.py) -------------------------------
+# QUICKBG_CSP_IMG_SRC: more origins for images (e.g. a CDN or public S3 host before the bucket).
+CONTENT_SECURITY_POLICY = csp_policy.policy(
+    s3_endpoint=(AWS_S3_ENDPOINT_URL or "") if AWS_STORAGE_BUCKET_NAME else None,
+    extra_img_src=env_list("QUICKBG_CSP_IMG_SRC", []),
+)
+QUICKBG_CSP_PATH_UPDATES = csp_policy.PATH_UPDATES
 
 # --- Logging ----------------------------------------------------------------------------------
-# LOG_FORMAT=json (production: one JSON object per event) or plain (development).
-# One JSON line per finished task attempt goes to the ``quickbg.metrics`` logger, which writes to
-# the console and appends to QUICKBG_METRICS_LOG. WatchedFileHandler reopens the file when
-# logrotate moves it, so rotation is logrotate's job (README, "Monitoring").
+# LOG_FORMAT=json (production: one JSON object per event) or plain (development). Task metrics
+# also go to QUICKBG_METRICS_LOG, one JSON line each (quickbg/logs.py).
 QUICKBG_METRICS_LOG = Path(env_str("QUICKBG_METRICS_LOG", str(BASE_DIR / "logs" / "metrics.log")))
 try:
     QUICKBG_METRICS_LOG.parent.mkdir(parents=True, exist_ok=True)
@@ -476,39 +367,8 @@ except OSError:  # read-only: the handler reports the failure on the first line 
     pass
 LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
 LOG_FORMAT = env_choice("LOG_FORMAT", "plain" if DEBUG else "json", ("plain", "json"))
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "filters": {"redact": {"()": "quickbg.logs.RedactSecrets"}},
-    "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-        "json": {
-            "()": "pythonjsonlogger.json.JsonFormatter",
-            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
-            "rename_fields": {"asctime": "timestamp", "levelname": "level", "name": "logger"},
-        },
-        "message": {"format": "%(message)s"},
-    },
-    "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT,
-                    "filters": ["redact"]},
-        "metrics_file": {"class": "logging.handlers.WatchedFileHandler",
-                         "filename": str(QUICKBG_METRICS_LOG), "delay": True,
-                         "encoding": "utf-8", "formatter": "message", "filters": ["redact"]},
-    },
-    "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {
-        "rq.worker": {"level": LOG_LEVEL},
-        "quickbg.metrics": {"handlers": ["console", "metrics_file"], "level": "INFO",
-                            "propagate": False},
-        # django-axes: lockouts are warnings; every failed and successful sign-in is not news.
-        "axes": {"level": "WARNING"},
-        # Replaces Django's default handlers (which would print request lines unredacted).
-        "django": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
-        # Request lines of the development server: same handler, so the same redaction.
-        "django.server": {"handlers": ["console"], "level": "INFO", "propagate": False},
-    },
-}
+LOGGING = logs.logging_config(level=LOG_LEVEL, console_format=LOG_FORMAT,
+                              metrics_file=QUICKBG_METRICS_LOG)
 
 # --- Production hardening (`manage.py check --deploy` passes with DEBUG off) ------------------
 # TLS posture, one of (README, "Deploy"):

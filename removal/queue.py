@@ -7,7 +7,7 @@ serializer, the job timeout, and the worker liveness protocol.
   only when the interactive queue is empty. ``queue_for_task`` says which one a task uses. Their
   class is
   ``ResilientQueue`` (``RQ["QUEUE_CLASS"]``) and its serializer is JSON
-  (``RQ_QUEUES[...]["SERIALIZER"]`` in settings, the one place it is named); code that needs the
+  (``RQ_SERIALIZER`` in quickbg/backends.py, the one place it is named); code that needs the
   serializer takes ``queue.serializer``.
 - **Enqueueing**: ``enqueue_task`` puts a task's job on the queue once the current transaction
   commits (django-rq 4's ``COMMIT_MODE``). The job's only argument is the task id. Recording the

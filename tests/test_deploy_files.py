@@ -93,8 +93,10 @@ def command_line(service: dict) -> str:
 
 
 def settings_env_names() -> set[str]:
-    """Every variable quickbg/settings.py reads through its env helpers."""
-    source = (ROOT / "quickbg" / "settings.py").read_text()
+    """Every variable the settings read through the env helpers (in quickbg/settings.py and
+    quickbg/backends.py, which builds the database, Redis and queue settings)."""
+    source = "".join((ROOT / "quickbg" / name).read_text() for name in ("settings.py",
+                                                                          "backends.py"))
     return set(re.findall(r'env_\w+\(\s*"([A-Z0-9_]+)"', source))
 
 

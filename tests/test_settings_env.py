@@ -52,6 +52,13 @@ def manage_check(**env) -> subprocess.CompletedProcess:
         ("CSRF_TRUSTED_ORIGINS", "https://ok.example,bad.example",
          "CSRF_TRUSTED_ORIGINS must be a URL starting with http:// or https://; "
          "got 'bad.example'"),
+        # lists
+        ("QUICKBG_WEBHOOK_RETRY_DELAYS", "10,soon",
+         "QUICKBG_WEBHOOK_RETRY_DELAYS must be comma-separated seconds, e.g. 10,60,300"),
+        ("QUICKBG_WEBHOOK_RETRY_DELAYS", "10,-5",
+         "QUICKBG_WEBHOOK_RETRY_DELAYS must not hold a negative delay"),
+        ("QUICKBG_LOGIN_LOCKOUT_BY", "email",
+         "QUICKBG_LOGIN_LOCKOUT_BY must list username, ip_address or username+ip_address"),
         # ONNX Runtime providers
         ("QUICKBG_ORT_PROVIDERS", "CUDAExcutionProvider",
          "QUICKBG_ORT_PROVIDERS: unknown provider CUDAExcutionProvider; onnxruntime knows"),
@@ -92,6 +99,29 @@ def manage_shell(code: str, **env) -> subprocess.CompletedProcess:
     full_env.update(DJANGO_SETTINGS_MODULE="quickbg.settings", DEBUG="true")
     return subprocess.run([sys.executable, "manage.py", "shell", "-c", code], cwd=ROOT,
                           env=full_env, capture_output=True, text=True, timeout=120)
+
+
+def test_s3_variables_reach_the_storage_backend_and_the_image_policy():
+    """django-storages takes its options from the AWS_* settings the variables become."""
+    proc = manage_shell(
+        "from django.conf import settings as s; "
+        "from django.core.files.storage import default_storage as d; "
+        "b = d.bucket_name; "
+        "print(type(d._wrapped).__name__, b, d.endpoint_url, d.region_name, "
+        "d.access_key, d.verify, d.addressing_style, d.signature_version, d.file_overwrite, "
+        "d.querystring_auth, s.CONTENT_SECURITY_POLICY['DIRECTIVES']['img-src'][-1])",
+        AWS_STORAGE_BUCKET_NAME="results", AWS_S3_ENDPOINT_URL="https://127.0.0.1:9000",
+        AWS_S3_REGION_NAME="eu-west-1", AWS_ACCESS_KEY_ID="app", AWS_SECRET_ACCESS_KEY="s",
+        AWS_S3_VERIFY="/proxy-ca/root.crt", AWS_S3_ADDRESSING_STYLE="virtual",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split()[-11:] == [
+        "S3Storage", "results", "https://127.0.0.1:9000", "eu-west-1", "app",
+        "/proxy-ca/root.crt", "virtual", "s3v4", "True", "True", "https://127.0.0.1:9000",
+    ]
+    proc = manage_shell("from django.core.files.storage import default_storage as d; "
+                        "print(d.verify)", AWS_STORAGE_BUCKET_NAME="results", AWS_S3_VERIFY="off")
+    assert proc.stdout.split()[-1] == "False", proc.stderr
 
 
 def test_good_values_are_accepted_and_normalised():

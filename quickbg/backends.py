@@ -1,0 +1,82 @@
+"""The backing services' settings, built from their URLs: the database, Redis and the RQ queues.
+
+Plain functions the settings module calls (no Django settings are read here), each failing with
+``ImproperlyConfigured`` and the variable's name on a bad value.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from quickbg.env import check_url, env_str, env_url
+
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+# JSON, not pickle: a job's only argument is an id. The one place the serializer is named.
+RQ_SERIALIZER = "rq.serializers.JSONSerializer"
+
+
+def database(url: str, *, sqlite_timeout: int) -> dict:
+    """``DATABASES["default"]`` for ``url`` (PostgreSQL in production, SQLite for `make run`)."""
+    try:
+        config = dj_database_url.parse(url, conn_max_age=60)
+    except Exception as exc:  # dj-database-url raises several types for a malformed URL
+        raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {exc}") from None
+    if config["ENGINE"] == "django.db.backends.sqlite3":
+        Path(config["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+        # `make run`'s web process and its workers write at once. WAL lets readers and one
+        # writer work side by side; IMMEDIATE takes the write lock when a transaction starts, so
+        # a writer waits (up to the timeout, in seconds) for its turn instead of failing with
+        # "database is locked" when a read inside a transaction turns into a write.
+        config["OPTIONS"] = {
+            "transaction_mode": "IMMEDIATE",
+            "timeout": sqlite_timeout,
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL",
+            **config.get("OPTIONS", {}),
+        }
+    return config
+
+
+def redis_url(url_file: Path) -> str:
+    """``REDIS_URL``; when it is unset, the one `make run` wrote to ``url_file``, if any.
+
+    Empty REDIS_URL means "local mode": `make run` starts a redis-server, sets its URL for its
+    processes and writes it to ``url_file``, so every other process (a `manage.py` command run
+    by hand) finds it too. Otherwise the default is the usual local Redis.
+    """
+    if env_str("REDIS_URL").strip():
+        return env_url("REDIS_URL", "", REDIS_SCHEMES)
+    if url_file.is_file():
+        return check_url(f"REDIS_URL (read from {url_file})", url_file.read_text().strip(),
+                         REDIS_SCHEMES)
+    return "redis://127.0.0.1:6379/0"
+
+
+def rq_queues(*, url: str, name: str, job_timeout: int) -> dict:
+    """django-rq's ``RQ_QUEUES``: the task queue, its batch queue below it, and webhooks.
+
+    Batch members run on ``<name>-batch``, which workers take only when the interactive queue is
+    empty, so one user's batch never holds up another user's single upload. Webhook deliveries
+    have ``<name>-webhooks``, so a slow receiver never delays removal; every worker drains it
+    after the task queues (`run_worker --webhooks-only` runs a worker for it alone).
+    """
+    tasks = {"URL": url, "DEFAULT_TIMEOUT": job_timeout, "SERIALIZER": RQ_SERIALIZER}
+    return {
+        name: tasks,
+        f"{name}-webhooks": {**tasks, "DEFAULT_TIMEOUT": 60},
+        f"{name}-batch": dict(tasks),
+    }
+
+
+def env_tls_verify(name: str) -> bool | str | None:
+    """TLS verification of an endpoint: unset or true = the system CAs (None), false = none, or
+    the path of a CA bundle (docker-compose: the root of its proxy's internal CA)."""
+    raw = env_str(name).strip()
+    if raw.lower() in ("", "true", "1", "yes", "on"):
+        return None
+    if raw.lower() in ("false", "0", "no", "off"):
+        return False
+    # Not checked for existence here: under docker-compose the proxy writes it after start-up.
+    return raw
