@@ -87,6 +87,14 @@ FROM generate_series(%(low)s, %(high)s) AS i
 """
 
 
+# Every index but the primary keys (which the foreign keys of other tables need).
+SECONDARY_INDEXES_SQL = """
+SELECT indexname, indexdef FROM pg_indexes
+WHERE schemaname = current_schema() AND tablename IN ('removal_task', 'removal_upload')
+  AND indexname NOT IN ('removal_task_pkey', 'removal_upload_pkey')
+"""
+
+
 def seed(n: int, *, reseed: bool) -> None:
     from django.core.management import call_command
     from django.db import connection
@@ -106,14 +114,30 @@ def seed(n: int, *, reseed: bool) -> None:
     with connection.cursor() as cursor:
         cursor.execute("TRUNCATE removal_task, removal_upload CASCADE")
         cursor.execute("SET synchronous_commit = off")
-        year = 365 * 24 * 3600
-        start = timezone.now() - timezone.timedelta(days=365)
-        params = {"owner": user.pk, "start": start, "step": year / n}
-        for low in range(1, n + 1, CHUNK):
-            high = min(low + CHUNK - 1, n)
-            cursor.execute(UPLOADS_SQL, {**params, "low": low, "high": high})
-            cursor.execute(TASKS_SQL, {**params, "low": low, "high": high})
-            print(f"seed: {high:,}/{n:,} rows ({time.perf_counter() - t0:.0f} s)", flush=True)
+        # Bulk-load the way PostgreSQL's docs advise: secondary indexes are dropped and built
+        # once at the end (far faster than maintaining them row by row at 10M), and foreign-key
+        # triggers are off for the load (the rows are consistent by construction).
+        cursor.execute(SECONDARY_INDEXES_SQL)
+        indexes = cursor.fetchall()
+        try:
+            for name, _ in indexes:
+                cursor.execute(f'DROP INDEX "{name}"')
+            cursor.execute("SET session_replication_role = replica")
+            year = 365 * 24 * 3600
+            start = timezone.now() - timezone.timedelta(days=365)
+            params = {"owner": user.pk, "start": start, "step": year / n}
+            for low in range(1, n + 1, CHUNK):
+                high = min(low + CHUNK - 1, n)
+                cursor.execute(UPLOADS_SQL, {**params, "low": low, "high": high})
+                cursor.execute(TASKS_SQL, {**params, "low": low, "high": high})
+                print(f"seed: {high:,}/{n:,} rows ({time.perf_counter() - t0:.0f} s)", flush=True)
+        finally:
+            cursor.execute("SET session_replication_role = DEFAULT")
+            cursor.execute("SET maintenance_work_mem = '1GB'")
+            for _name, definition in indexes:
+                cursor.execute(definition)
+            print(f"seed: {len(indexes)} indexes built ({time.perf_counter() - t0:.0f} s)",
+                  flush=True)
         cursor.execute("VACUUM ANALYZE removal_upload")
         cursor.execute("VACUUM ANALYZE removal_task")
     print(f"seed: {n:,} uploads + tasks in {time.perf_counter() - t0:.1f} s")
