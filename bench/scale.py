@@ -228,7 +228,8 @@ def main() -> None:
     some_task = Task.objects.filter(upload__owner=user).order_by("created_at").first()
     deep = args.tasks - 100  # the last page but one
     task_cursor, upload_cursor = cursor_at(deep, "removal_task"), cursor_at(deep, "removal_upload")
-    name = f"photo_{args.tasks // 2 + 7}"
+    name = f"photo_{args.tasks // 2 + 7}"  # one upload's name
+    broad, broad_share = "photo_5", "11 %"  # 5, 5x, 5xx, ...: a term a tenth of the names share
 
     surfaces = [
         ("GET /api/v1/tasks (page 1)", get(api, "/api/v1/tasks", **auth)),
@@ -242,6 +243,8 @@ def main() -> None:
         ("admin task list, status=failed", get(staff, "/admin/removal/task/?status__exact=failed")),
         ("admin task search: id", get(staff, f"/admin/removal/task/?q={some_task.pk}")),
         (f"admin task search: file name '{name}'", get(staff, f"/admin/removal/task/?q={name}")),
+        (f"admin task search: file name '{broad}' (~{broad_share} of rows)",
+         get(staff, f"/admin/removal/task/?q={broad}")),
         ("admin task search: email", get(staff, "/admin/removal/task/?q=bench@example.com")),
         (f"admin upload search: '{name}'", get(staff, f"/admin/removal/upload/?q={name}")),
         ("admin overview (24 h)", get(staff, "/admin/removal/task/overview/")),

@@ -12,6 +12,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from removal import storage
+from removal.admin import common as admin_common
 from removal.models import Task, Upload
 from tests.factories import make_task, make_upload, make_user
 from tests.images import make_image
@@ -121,6 +122,25 @@ def test_filters_and_search_narrow_the_task_list(staff_client, user, other_user)
     assert listed(f"?q={theirs.pk}") == {theirs.pk}
     assert listed(f"?q={mine.upload_id}") == {mine.pk}
     assert listed(f"?upload={theirs.upload_id}") == {theirs.pk}
+
+
+def test_file_name_search_lists_a_bounded_number_of_matches_and_says_so(
+        staff_client, user, monkeypatch):
+    monkeypatch.setattr(admin_common, "FILENAME_MATCHES_SHOWN", 2)
+    beach = [make_task(owner=user, upload=make_upload(owner=user,
+                                                      original_filename=f"Beach-{n}.jpg"))
+             for n in range(3)]
+    make_task(owner=user, upload=make_upload(owner=user, original_filename="forest.jpg"))
+
+    response = staff_client.get(TASKS + "?q=BEACH-")
+    listed = {t.pk for t in response.context["cl"].result_list}
+    assert len(listed) == 2 and listed < {t.pk for t in beach}
+    warnings = [str(m) for m in response.context["messages"]]
+    assert any("More than 2 uploads have “BEACH-” in their file name" in m for m in warnings)
+
+    response = staff_client.get("/admin/removal/upload/?q=beach-1")
+    assert [u.pk for u in response.context["cl"].result_list] == [beach[1].upload_id]
+    assert not list(response.context["messages"])
 
 
 # --- task page --------------------------------------------------------------------------------

@@ -66,8 +66,8 @@ class UploadAdmin(ReadOnlyAdmin):
         return _thumbnail(_original_url(obj))
 
     def get_search_results(self, request, queryset, search_term):
-        return _search(queryset, search_term, id_match=lambda pk: Q(pk=pk), owner_path="owner",
-                       filename_path="original_filename"), False
+        return _search(request, self, queryset, search_term, id_match=lambda pk: Q(pk=pk),
+                       owner_path="owner", upload_path="pk"), False
 
 
 class BatchFilter(admin.SimpleListFilter):
@@ -170,9 +170,9 @@ class TaskAdmin(ReadOnlyAdmin):
                             "A new task was queued with the current model; this is its page.")
 
     def get_search_results(self, request, queryset, search_term):
-        return _search(queryset, search_term, id_match=lambda pk: Q(pk=pk) | Q(upload_id=pk),
-                       owner_path="upload__owner",
-                       filename_path="upload__original_filename"), False
+        return _search(request, self, queryset, search_term,
+                       id_match=lambda pk: Q(pk=pk) | Q(upload_id=pk),
+                       owner_path="upload__owner", upload_path="upload_id"), False
 
     # --- columns --------------------------------------------------------------------------------
 
