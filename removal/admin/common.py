@@ -166,7 +166,7 @@ def _original_url(upload: Upload) -> str:
 
 MIN_FILENAME_SEARCH = 3
 # A file-name search lists at most this many matching uploads (and their tasks).
-FILENAME_MATCHES_SHOWN = 1000
+FILENAME_MATCHES_SHOWN = 500
 SEARCH_HELP = ("A task or upload id (exact), an owner's email (exact, contains @), or at least "
                f"{MIN_FILENAME_SEARCH} characters of a file name (up to "
                f"{FILENAME_MATCHES_SHOWN:,} matching uploads are listed).")
@@ -205,7 +205,14 @@ def _search(request, model_admin, queryset, term: str, *, id_match, owner_path: 
             request, f"More than {FILENAME_MATCHES_SHOWN:,} uploads have “{term}” in their file "
             f"name; only {FILENAME_MATCHES_SHOWN:,} of them are listed. Search for a longer "
             "part of the name, or an id or email.", messages.WARNING)
-    return queryset.filter(**{f"{upload_path}__in": upload_ids})
+    matches = queryset.filter(**{f"{upload_path}__in": upload_ids})
+    # The same rows again, named by their creation times. Without it PostgreSQL orders the page
+    # by walking the created_at index backwards and testing each row against the id list, on
+    # the estimate that matches are spread evenly; the ids the trigram index gives first are the
+    # oldest rows, so the walk crossed nearly the whole table (0.9 s at 1M tasks). With it the
+    # planner probes the created_at index once per match instead (25 ms).
+    created = set(matches.order_by().values_list("created_at", flat=True))
+    return matches.filter(created_at__in=created)
 
 
 def _expired_note(upload):
