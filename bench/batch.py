@@ -25,11 +25,8 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from datetime import datetime
@@ -39,13 +36,17 @@ import requests
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import (  # noqa: E402 - the sibling bench's helpers
+from common import (  # noqa: E402 - bench/ is not a package
     FIXTURES,
-    ROOT,
-    ensure_database,
+    create_user,
+    empty_queue,
     free_port,
     manage,
-    wait_workers,
+    service_env,
+    start_api,
+    start_workers,
+    stop,
+    wait_http,
 )
 
 POLL = 2.0
@@ -61,26 +62,6 @@ def crops(count: int) -> list[bytes]:
         image.crop((left, 0, left + 300, 200)).save(buffer, "JPEG", quality=85)
         out.append(buffer.getvalue())
     return out
-
-
-def wait_http(url: str, timeout: float = 300) -> None:
-    """Until the API answers (slowly, on a loaded machine)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(url, timeout=30).status_code < 500:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"{url} did not come up")
-
-
-def empty_queue(env: dict, name: str) -> None:
-    from redis import Redis
-    from rq import Queue
-
-    Queue(name, connection=Redis.from_url(env["REDIS_URL"])).empty()
 
 
 def when(value: str) -> float:
@@ -149,29 +130,12 @@ class Client:
         return found
 
 
-def workers(env: dict, count: int = 2):
-    name = f"bench-{uuid.uuid4().hex[:6]}"
-    procs = [subprocess.Popen([sys.executable, "manage.py", "run_worker", "--name", f"{name}-{n}"],
-                              cwd=ROOT, env=env | {"QUICKBG_ORT_THREADS": "1"},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True) for n in range(count)]
-    wait_workers(env, name, count)
-    return procs
-
-
-def stop(procs) -> None:
-    for proc in procs:
-        proc.terminate()
-    for proc in procs:
-        proc.wait(timeout=120)
-
-
 def wait_of(body: dict) -> float:
     return when(body["started_at"]) - when(body["created_at"])
 
 
 def fairness(env, alice: Client, bob: Client, images, singles: int) -> tuple:
-    procs = workers(env)
+    procs = start_workers(env, 2, threads=1)
     try:
         for data in images[:2]:  # each worker's first job (arena warm-up)
             alice.wait_task(alice.upload(data))
@@ -194,7 +158,7 @@ def fairness(env, alice: Client, bob: Client, images, singles: int) -> tuple:
 
 
 def throughput_batch(env, client: Client, images) -> float:
-    procs = workers(env)
+    procs = start_workers(env, 2, threads=1)
     try:
         for data in images[:2]:
             client.wait_task(client.upload(data))
@@ -208,7 +172,7 @@ def throughput_batch(env, client: Client, images) -> float:
 
 
 def throughput_single(env, client: Client, images) -> float:
-    procs = workers(env)
+    procs = start_workers(env, 2, threads=1)
     try:
         for data in images[:2]:
             client.wait_task(client.upload(data))
@@ -230,31 +194,18 @@ def main() -> None:
     parser.add_argument("--singles", type=int, default=3)
     args = parser.parse_args()
 
-    database_url = os.environ.get("DATABASE_URL",
-                                  "postgres://postgres@127.0.0.1:5432/quickbg_bench")
-    ensure_database(database_url)
-    media = tempfile.mkdtemp(prefix="quickbg-bench-")
-    env = {**os.environ, "DATABASE_URL": database_url, "QUICKBG_MEDIA_ROOT": media,
-           "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
-           "QUICKBG_QUEUE": f"quickbg-bench-{os.getpid()}", "QUICKBG_UPLOAD_RATE": "100000/min",
-           "QUICKBG_MAX_QUEUED_TASKS": "100000", "DJANGO_SETTINGS_MODULE": "quickbg.settings",
-           "QUICKBG_RECONCILE_INTERVAL": "0", "LOG_LEVEL": "WARNING",
-           "DEBUG": os.environ.get("DEBUG", "true")}
+    env = service_env(QUICKBG_RECONCILE_INTERVAL="0")
     manage(env, "migrate", "--noinput")
     users = {}
     for who in ("alice", "bob", "carol"):
         users[who] = (f"bench-{who}-{uuid.uuid4().hex[:6]}", uuid.uuid4().hex)
-        manage(env, "shell", "-c", "from accounts.models import User; User.objects.create_user("
-               f"username='{users[who][0]}', password='{users[who][1]}')")
+        create_user(env, *users[who])
     images = crops(args.images)
     port = free_port()
-    web = subprocess.Popen([sys.executable, "-m", "gunicorn", "quickbg.wsgi", "--bind",
-                            f"127.0.0.1:{port}", "--workers", "2", "--timeout", "300"],
-                           cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, start_new_session=True)
+    web = start_api(env, port, "--workers", "2", "--timeout", "300")
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_http(f"{base}/api/v1/health")
+        wait_http(f"{base}/api/v1/health", timeout=300, request_timeout=30)  # a loaded machine
         alice, bob, carol = (Client(base, *users[w]) for w in ("alice", "bob", "carol"))
         empty, behind, job, left = fairness(env, alice, bob, images, args.singles)
         print(f"fairness: single upload wait on an empty queue: median "

@@ -31,7 +31,6 @@ import random
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -43,11 +42,19 @@ from pathlib import Path
 import numpy as np
 import requests
 
-ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = ROOT.parent / "shared" / "fixtures"
-sys.path.insert(0, str(ROOT))
-
-from bench.throughput import ensure_database, free_port, manage, wait_http  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (  # noqa: E402 - bench/ is not a package
+    FIXTURES,
+    create_user,
+    empty_queue,
+    ensure_database,
+    free_port,
+    manage,
+    spawn,
+    start_worker,
+    wait_http,
+    wait_workers,
+)
 
 CONFIGS = {
     "sync x2 (old)": ["gunicorn", "quickbg.wsgi", "--bind", "127.0.0.1:{port}", "--workers", "2",
@@ -168,13 +175,11 @@ def run_config(name: str, argv: list[str], env: dict, login: tuple[str, str],
     media = tempfile.mkdtemp(prefix="quickbg-load-media-")
     web_env = env | {"PORT": str(port), "HOST": "127.0.0.1", "QUICKBG_MEDIA_ROOT": media,
                      "WEB_CONCURRENCY": "2", "WEB_THREADS": "8"}
-    web = subprocess.Popen([sys.executable, "-m", *[a.format(port=port) for a in argv]],
-                           cwd=ROOT, env=web_env, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, start_new_session=True)
+    web = spawn(["-m", *[a.format(port=port) for a in argv]], web_env)
     base = f"http://127.0.0.1:{port}"
     stats, slow_results = Stats(), []
     try:
-        wait_http(f"{base}/api/v1/health", timeout=60)
+        wait_http(f"{base}/api/v1/health", timeout=60, request_timeout=2, interval=0.3)
         # A token per run (JWT): the sync run can last long enough to expire an earlier one.
         token = requests.post(f"{base}/api/v1/auth/token", timeout=30,
                               json={"username": login[0], "password": login[1]}).json()["access"]
@@ -203,25 +208,6 @@ def run_config(name: str, argv: list[str], env: dict, login: tuple[str, str],
         web.wait(timeout=60)
         shutil.rmtree(media, ignore_errors=True)
     return stats, slow_results, elapsed
-
-
-def start_worker(env: dict) -> subprocess.Popen:
-    name = f"load-{uuid.uuid4().hex[:6]}"
-    worker = subprocess.Popen([sys.executable, "manage.py", "run_worker", "--name", name],
-                              cwd=ROOT, env=env | {"QUICKBG_ORT_THREADS": "1"},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
-    from redis import Redis
-    from rq import Worker
-
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if any(w.name == name for w in Worker.all(connection=Redis.from_url(env["REDIS_URL"]))):
-            return worker
-        if worker.poll() is not None:
-            raise RuntimeError("the worker exited at start-up")
-        time.sleep(0.5)
-    raise RuntimeError("the worker did not start")
 
 
 def pct(values: list[float], q: float) -> str:
@@ -254,8 +240,7 @@ def main() -> None:
     env.pop("PORT", None)
     manage(env, "migrate", "--noinput")
     username, password = f"load-{uuid.uuid4().hex[:6]}", uuid.uuid4().hex
-    manage(env, "shell", "-c", "from accounts.models import User; "
-           f"User.objects.create_user(username='{username}', password='{password}')")
+    create_user(env, username, password)
 
     print("making 2-5 MB JPEGs ...", flush=True)
     images = make_jpegs(10)
@@ -263,7 +248,9 @@ def main() -> None:
     print(f"  {len(images)} images, {sizes[0] / 1e6:.1f}-{sizes[-1] / 1e6:.1f} MB; slow clients "
           f"send {args.slow} x {sizes[0] / 1e6:.1f}-{sorted(sizes[:args.slow])[-1] / 1e6:.1f} MB"
           f" at {args.slow_rate // 1024} KB/s", flush=True)
-    worker = start_worker(env)
+    worker_name = f"load-{uuid.uuid4().hex[:6]}"
+    worker = start_worker(env, worker_name, threads=1)
+    wait_workers(env, worker_name, 1, procs=[worker])
     rows = []
     try:
         for name in args.configs.split(","):
@@ -274,10 +261,7 @@ def main() -> None:
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
         worker.wait(timeout=120)
-        from redis import Redis
-        from rq import Queue
-
-        Queue(queue, connection=Redis.from_url(env["REDIS_URL"])).empty()
+        empty_queue(env, queue)
 
     print(f"\n{args.clients} fast clients (upload, {args.polls} polls 1 s apart, repeat) while "
           f"{args.slow} slow clients send at {args.slow_rate // 1024} KB/s; one worker running")

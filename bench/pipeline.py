@@ -41,10 +41,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import FIXTURES  # noqa: E402 - bench/ is not a package; puts the project on sys.path
 
-FIXTURES = ROOT.parent / "shared" / "fixtures"
 MODEL = Path.home() / ".cache" / "quickbg" / "models" / "isnet-general-use-fp16.onnx"
 TARGETS = {"12mp": (1.15, 1.6), "1mp": (1.05, None)}
 RSS_TARGET_MB = 1.2 * 1024

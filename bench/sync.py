@@ -20,7 +20,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from datetime import datetime
@@ -30,26 +29,16 @@ import requests
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import (  # noqa: E402
+from common import (  # noqa: E402 - bench/ is not a package
     FIXTURES,
-    ROOT,
-    ensure_database,
     free_port,
     manage,
+    service_env,
+    start_api,
+    start_worker,
+    wait_http,
     wait_workers,
 )
-
-
-def wait_http(url: str, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(url, timeout=10).status_code < 500:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"{url} did not come up")
 
 
 def small_images(count: int) -> list[bytes]:
@@ -69,37 +58,22 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=12)
     args = parser.parse_args()
 
-    database_url = os.environ.get("DATABASE_URL",
-                                  "postgres://postgres@127.0.0.1:5432/quickbg_bench")
-    ensure_database(database_url)
-    env = {**os.environ, "DATABASE_URL": database_url,
-           "QUICKBG_MEDIA_ROOT": tempfile.mkdtemp(prefix="quickbg-bench-"),
-           "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
-           "QUICKBG_QUEUE": f"quickbg-bench-{os.getpid()}", "QUICKBG_UPLOAD_RATE": "100000/min",
-           "QUICKBG_MAX_QUEUED_TASKS": "100000", "DJANGO_SETTINGS_MODULE": "quickbg.settings",
-           "LOG_LEVEL": "WARNING", "DEBUG": os.environ.get("DEBUG", "true"),
-           "QUICKBG_ORT_THREADS": "2"}
+    env = service_env(QUICKBG_ORT_THREADS="2")
     manage(env, "migrate", "--noinput")
     key = manage(env, "shell", "-c",
                  "from accounts.models import User, UserAPIKey; "
                  f"u = User.objects.create_user(username='bench-{uuid.uuid4().hex[:6]}'); "
                  "print(UserAPIKey.objects.create_key(user=u, name='bench')[1])").split()[-1]
     port = free_port()
-    web = subprocess.Popen([sys.executable, "-m", "gunicorn", "quickbg.wsgi", "--bind",
-                            f"127.0.0.1:{port}", "--workers", "1", "--threads", "8",
-                            "--worker-class", "gthread"], cwd=ROOT, env=env,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                           start_new_session=True)
+    web = start_api(env, port, "--workers", "1", "--threads", "8", "--worker-class", "gthread")
     name = f"bench-sync-{uuid.uuid4().hex[:6]}"
-    worker = subprocess.Popen([sys.executable, "manage.py", "run_worker", "--name", name],
-                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)
+    worker = start_worker(env, name)
     base = f"http://127.0.0.1:{port}"
     headers = {"X-Api-Key": key}
     rows = []
     phases = []
     try:
-        wait_http(f"{base}/api/v1/health")
+        wait_http(f"{base}/api/v1/health", timeout=180, request_timeout=10)
         wait_workers(env, name, 1)
         images = small_images(args.requests + 1)
         for n, data in enumerate(images):

@@ -15,12 +15,8 @@ Target (issue 3): images/second >= 0.9 x 1/(a) on a 2-core machine.
 from __future__ import annotations
 
 import argparse
-import os
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -28,23 +24,26 @@ from pathlib import Path
 import numpy as np
 import requests
 
-ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = ROOT.parent / "shared" / "fixtures"
-sys.path.insert(0, str(ROOT))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (  # noqa: E402 - bench/ is not a package
+    FIXTURES,
+    create_user,
+    free_port,
+    manage,
+    models_dir,
+    service_env,
+    start_api,
+    start_workers,
+    stop,
+    wait_http,
+)
 
 
 def bare_inference_seconds(repeats: int = 5) -> float:
     from removal import modelstore
     from removal.pipeline.segment import Segmenter
 
-    models = os.environ.get("QUICKBG_MODELS_DIR", str(Path.home() / ".cache/quickbg/models"))
-    segmenter = Segmenter(modelstore.verify(models), 2)
+    segmenter = Segmenter(modelstore.verify(models_dir()), 2)
     tensor = np.random.default_rng(0).random((1, 3, 1024, 1024), dtype=np.float32)
     segmenter.run(tensor)
     times = []
@@ -53,48 +52,6 @@ def bare_inference_seconds(repeats: int = 5) -> float:
         segmenter.run(tensor)
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
-
-
-def ensure_database(url: str) -> None:
-    import psycopg
-
-    name = url.rsplit("/", 1)[1]
-    admin = url.rsplit("/", 1)[0] + "/postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
-            conn.execute(f'CREATE DATABASE "{name}"')
-
-
-def manage(env: dict, *args: str) -> str:
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True,
-                          capture_output=True, text=True).stdout
-
-
-def wait_http(url: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(url, timeout=2).status_code < 500:
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError(f"{url} did not come up")
-
-
-def wait_workers(env: dict, prefix: str, count: int, timeout: float = 180) -> None:
-    """Until ``count`` workers named ``prefix-*`` listen: they load the model before that."""
-    from redis import Redis
-    from rq import Worker
-
-    connection = Redis.from_url(env["REDIS_URL"])
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        names = [w.name for w in Worker.all(connection=connection)]
-        if sum(n.startswith(prefix) for n in names) >= count:
-            return
-        time.sleep(0.5)
-    raise RuntimeError(f"{count} worker(s) {prefix}-* did not start")
 
 
 def upload(base: str, headers: dict, data: bytes) -> str:
@@ -122,15 +79,10 @@ def finish(base: str, headers: dict, ids: list[str], latencies: list[float]) -> 
 
 def run_round(env: dict, base: str, token: str, images: list[bytes], workers: int,
               threads: int) -> tuple[float, list[float]]:
-    name = f"bench-{uuid.uuid4().hex[:6]}"
-    worker_env = env | {"QUICKBG_ORT_THREADS": str(threads)}
-    procs = [subprocess.Popen([sys.executable, "manage.py", "run_worker", "--name", f"{name}-{n}"],
-                              cwd=ROOT, env=worker_env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL) for n in range(workers)]
+    procs = start_workers(env, workers, threads=threads, new_session=False)
     headers = {"Authorization": f"Bearer {token}"}
     latencies: list[float] = []
     try:
-        wait_workers(env, name, workers)
         # Steady state, as a long-running service sees it: each worker's first job (ORT faults
         # its memory arena in) runs before the clock starts.
         finish(base, headers, [upload(base, headers, data) for data in images[:workers]], [])
@@ -139,10 +91,7 @@ def run_round(env: dict, base: str, token: str, images: list[bytes], workers: in
         finish(base, headers, ids, latencies)
         elapsed = time.monotonic() - started
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(timeout=120)
+        stop(procs)
     return len(images) / elapsed, latencies
 
 
@@ -151,30 +100,18 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=12)
     args = parser.parse_args()
 
-    database_url = os.environ.get("DATABASE_URL",
-                                  "postgres://postgres@127.0.0.1:5432/quickbg_bench")
-    ensure_database(database_url)
-    media = tempfile.mkdtemp(prefix="quickbg-bench-")
-    env = {**os.environ, "DATABASE_URL": database_url, "QUICKBG_MEDIA_ROOT": media,
-           "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
-           "QUICKBG_QUEUE": f"quickbg-bench-{os.getpid()}", "QUICKBG_UPLOAD_RATE": "100000/min",
-           "QUICKBG_MAX_QUEUED_TASKS": "100000", "DJANGO_SETTINGS_MODULE": "quickbg.settings",
-           "LOG_LEVEL": "WARNING", "DEBUG": os.environ.get("DEBUG", "true")}
+    env = service_env()
     manage(env, "migrate", "--noinput")
     password = uuid.uuid4().hex
     username = f"bench-{uuid.uuid4().hex[:6]}"
-    manage(env, "shell", "-c",
-           "from accounts.models import User; "
-           f"User.objects.create_user(username='{username}', password='{password}')")
+    create_user(env, username, password)
 
     a = bare_inference_seconds()
     port = free_port()
-    web = subprocess.Popen([sys.executable, "-m", "gunicorn", "quickbg.wsgi", "--bind",
-                            f"127.0.0.1:{port}", "--workers", "2"], cwd=ROOT, env=env,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    web = start_api(env, port, "--workers", "2", new_session=False)
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_http(f"{base}/api/v1/health")
+        wait_http(f"{base}/api/v1/health", timeout=120, request_timeout=2, interval=0.3)
         token = requests.post(f"{base}/api/v1/auth/token",
                               json={"username": username, "password": password},
                               timeout=10).json()["access"]
@@ -183,8 +120,7 @@ def main() -> None:
         rounds = [(workers, threads, *run_round(env, base, token, images, workers, threads))
                   for workers, threads in ((1, 2), (2, 1))]
     finally:
-        web.terminate()
-        web.wait(timeout=30)
+        stop([web], timeout=30)
     # (a) before and after the rounds; the faster one is the stricter yardstick.
     a = min(a, bare_inference_seconds())
     print(f"(a) bare ORT inference, 2 threads (faster of a run before and one after the rounds):"

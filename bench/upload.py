@@ -26,8 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import FIXTURES  # noqa: E402 - bench/ is not a package; puts the project on sys.path
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "quickbg.settings")
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/quickbg_bench")
@@ -50,7 +50,7 @@ from rest_framework.test import APIClient  # noqa: E402
 from removal import queue  # noqa: E402
 from removal.pipeline import validate  # noqa: E402
 
-FIXTURE = ROOT.parent / "shared" / "fixtures" / "girl-1.jpg"
+FIXTURE = FIXTURES / "girl-1.jpg"
 TARGET_BYTES = 10 * 1024 * 1024
 
 

@@ -10,7 +10,6 @@ this script measures that per-job cost (session creation) next to one inference,
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -18,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import models_dir  # noqa: E402 - bench/ is not a package; puts the project on sys.path
 
 from removal import modelstore  # noqa: E402
 from removal.pipeline.segment import Segmenter  # noqa: E402
@@ -29,9 +29,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    models_dir = os.environ.get("QUICKBG_MODELS_DIR",
-                                str(Path.home() / ".cache" / "quickbg" / "models"))
-    path = modelstore.verify(models_dir)
+    path = modelstore.verify(models_dir())
     Segmenter(path, args.threads)  # imports and numba caches warm, not measured
     loads, runs = [], []
     tensor = np.random.default_rng(0).random((1, 3, 1024, 1024), dtype=np.float32)
