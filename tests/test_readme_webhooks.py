@@ -119,12 +119,21 @@ def test_readme_webhooks_sequence_and_receiver(live_server, user, settings, tmp_
 
             assert process_task(str(task.pk)) == "completed"  # the real model, in this process
             line = read_line(procs[0], timeout=60)
+            # The receiver prints before it answers: stopping it now could cut off its 204, and
+            # the worker would (rightly) record a failed attempt and schedule a retry.
+            deadline = time.monotonic() + 30
+            ended = [WebhookDelivery.Status.SUCCEEDED, WebhookDelivery.Status.FAILED]
+            while (not WebhookDelivery.objects.filter(status__in=ended).exists()
+                   and time.monotonic() < deadline):
+                time.sleep(0.1)
         finally:
             for p in procs:
                 stop(p)
     event, task_id, link = line.split(" ")
     assert (event, task_id) == ("task.completed", str(task.pk))
-    (delivery,) = WebhookDelivery.objects.all()  # standing endpoint == webhook_url: one delivery
+    deliveries = list(WebhookDelivery.objects.values("url", "attempt", "status", "error"))
+    assert len(deliveries) == 1, deliveries  # standing endpoint == webhook_url: one delivery
+    delivery = WebhookDelivery.objects.get()
     assert delivery.status == WebhookDelivery.Status.SUCCEEDED and delivery.status_code == 204
     png = requests.get(link, timeout=30)
     assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
