@@ -69,6 +69,8 @@ def assert_nothing_left_behind(keys: set[str]) -> None:
     """Each of ``keys`` is stored iff an unmarked row points to it; on S3, no stray object."""
     referenced = set(Upload.objects.filter(expired_at=None).values_list("original_key", flat=True))
     referenced |= set(Task.objects.exclude(result_key="").values_list("result_key", flat=True))
+    referenced |= set(Task.objects.exclude(background_key="")
+                      .values_list("background_key", flat=True))
     for key in keys:
         assert stored(key) == (key in referenced), key
     for upload in Upload.objects.filter(expired_at=None):
@@ -243,6 +245,28 @@ def test_purge_expires_old_uploads_and_keeps_marked_rows(backend, user, other_us
     Task.objects.filter(pk=busy_task.pk).update(status=Status.FAILED)
     assert "Done: expired 2 upload(s)" in run_purge("--older-than", "30d")  # busy + theirs
     assert not stored(busy.original_key) and not stored(their_task.result_key)
+    assert_nothing_left_behind(keys)
+
+
+def test_delete_and_purge_remove_the_uploaded_background_too(backend, user, client_for):
+    """A task with ``bg_image_file`` keeps that image beside the original; it goes with them."""
+    deleted, purged = stored_upload(user), stored_upload(user)
+    keys = set()
+    for upload in (deleted, purged):
+        task = completed_task(upload)
+        background = f"{upload.original_key.rsplit('/', 1)[0]}/background"
+        storage.write(background, b"background")
+        Task.objects.filter(pk=task.pk).update(background_key=background)
+        keys |= {upload.original_key, task.result_key, background}
+    age(purged, 40)
+    assert all(stored(key) for key in keys)
+
+    assert client_for(user).delete(f"/api/v1/uploads/{deleted.pk}").status_code == 204
+    assert "deleted 3 stored object(s)" in run_purge("--older-than", "30d")
+
+    assert not any(stored(key) for key in keys), [key for key in keys if stored(key)]
+    assert set(Task.objects.filter(upload=purged).values_list("status", "background_key")) == {
+        (Status.EXPIRED, "")}
     assert_nothing_left_behind(keys)
 
 

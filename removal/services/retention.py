@@ -97,13 +97,14 @@ def _expire_chunk(ids: list, report: PurgeReport) -> None:
             return
         uploads = Upload.objects.filter(pk__in=ids)
         tasks = Task.objects.filter(upload_id__in=ids).exclude(status=Task.Status.EXPIRED)
-        for result in tasks.values_list("result_key", flat=True):
-            keys.append(result)  # finished tasks only (the upload has none in flight)
+        for result, background in tasks.values_list("result_key", "background_key"):
+            keys += [result, background]  # finished tasks only (the upload has none in flight)
             report.tasks += 1
         for original, size in uploads.values_list("original_key", "byte_size"):
             keys.append(original)
             report.bytes += size
-        tasks.update(status=Task.Status.EXPIRED, result_key="", progress=0, updated_at=now)
+        tasks.update(status=Task.Status.EXPIRED, result_key="", background_key="", progress=0,
+                     updated_at=now)
         report.uploads += uploads.update(expired_at=now)
     keys = [key for key in keys if key]
     failed = storage.delete_many(keys)

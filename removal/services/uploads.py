@@ -289,9 +289,9 @@ def uploads_delete(*, queryset: QuerySet[Upload]) -> list[str]:
         with transaction.atomic():
             rows = Upload.objects.select_for_update().filter(pk__in=ids)
             keys += list(rows.values_list("original_key", flat=True))
-            for task_id, status, result in Task.objects.filter(upload_id__in=ids).values_list(
-                    "pk", "status", "result_key"):
-                keys.append(result)
+            for task_id, status, result, background in Task.objects.filter(
+                    upload_id__in=ids).values_list("pk", "status", "result_key", "background_key"):
+                keys += [result, background]
                 if status in selectors.IN_FLIGHT:  # its worker may be writing a result now
                     keys += storage.result_keys_of(task_id)
             Task.objects.filter(upload_id__in=ids).delete()
