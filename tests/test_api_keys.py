@@ -108,6 +108,18 @@ def test_keys_cannot_be_managed_without_signing_in():
     assert APIClient().get("/api/v1/api-keys").status_code == 401
 
 
+def test_an_api_key_cannot_create_list_or_revoke_keys(user, client_for):
+    body = create_key(client_for(user))
+    client = keyed(body["key"])
+    for response in (client.post("/api/v1/api-keys", {"name": "heir"}, format="json"),
+                     client.get("/api/v1/api-keys"),
+                     client.delete(f"/api/v1/api-keys/{body['id']}")):
+        assert response.status_code == 403
+        assert "sign in" in response.json()["detail"]
+    assert UserAPIKey.objects.filter(user=user, revoked=False).count() == 1
+    assert client.get("/api/v1/tasks").status_code == 200  # the key still works elsewhere
+
+
 def test_task_cap_counts_the_user_whichever_way_they_authenticate(user, client_for, settings):
     settings.QUICKBG_MAX_QUEUED_TASKS = 1
     jwt = client_for(user)
