@@ -193,14 +193,21 @@ def credit_cost(options: dict | None) -> float:
     return 0.25 if (options or {}).get("size") in PREVIEW_SIZES else 1.0
 
 
+# What a month's credits count: tasks that completed (their images since deleted by retention
+# too), and tasks still queued or processing, charged up front so that a burst of uploads cannot
+# overshoot the limit. A failed task costs nothing.
+CHARGED = (Status.COMPLETED, Status.EXPIRED, *IN_FLIGHT)
+
+
 def credits_used(*, owner, since: datetime | None = None) -> float:
-    """Credits counted for ``owner`` since ``since`` (default: the start of this month, UTC):
-    every task that completed, whichever endpoint made it."""
+    """Credits counted for ``owner`` since ``since`` (default: the start of this month, UTC),
+    over the tasks of every endpoint that are ``CHARGED``, in one query."""
     if since is None:
         since = timezone.now().replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    done = Task.objects.filter(upload__owner=owner, status=Status.COMPLETED, created_at__gte=since)
-    previews = done.filter(options__size__in=PREVIEW_SIZES).count()
-    return previews * 0.25 + (done.count() - previews)
+    counts = Task.objects.filter(
+        upload__owner=owner, status__in=CHARGED, created_at__gte=since,
+    ).aggregate(tasks=Count("pk"), previews=Count("pk", filter=Q(options__size__in=PREVIEW_SIZES)))
+    return counts["previews"] * 0.25 + (counts["tasks"] - counts["previews"])
 
 
 def reusable_result(*, owner, sha256: str, model: str, options: dict,

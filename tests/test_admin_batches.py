@@ -93,6 +93,22 @@ def test_batch_actions_retry_failed_members_and_reprocess(staff_client, user):
     assert set(new.tasks.values_list("status", flat=True)) == {"queued"}
 
 
+def test_reprocessing_a_batch_leaves_out_members_whose_images_expired(user):
+    from django.utils import timezone
+
+    from removal.errors import Conflict
+    from removal.models import Upload
+
+    batch, (kept, expired) = make_batch(user, [Status.COMPLETED, Status.EXPIRED])
+    Upload.objects.filter(pk=expired.upload_id).update(expired_at=timezone.now())
+    new = batch_services.batch_reprocess(batch=batch)
+    assert new.size == 1
+    assert list(new.tasks.values_list("upload_id", flat=True)) == [kept.upload_id]
+    Upload.objects.filter(pk=kept.upload_id).update(expired_at=timezone.now())
+    with pytest.raises(Conflict, match="no members whose images are still stored"):
+        batch_services.batch_reprocess(batch=batch)
+
+
 def test_task_page_links_to_its_batch_and_shows_buttons_that_apply(staff_client, user):
     batch, (done, failed) = make_batch(user, [Status.COMPLETED, Status.FAILED])
     html = staff_client.get(f"{TASKS}{failed.pk}/change/").content.decode()

@@ -378,3 +378,23 @@ def test_zip_bomb_member_is_rejected_unread_and_too_many_members_is_400(user, cl
     assert crowded.status_code == 400
     assert crowded.json()["detail"] == "The archive holds 3 files (maximum 2 per batch)"
     assert Upload.objects.count() == 1
+
+
+def test_monthly_credits_count_unfinished_tasks_and_hold_for_batches_and_retries(
+        user, client_for, settings):
+    settings.QUICKBG_MONTHLY_CREDITS = 2
+    client = client_for(user)
+    queued = make_task(owner=user)  # charged while it waits: 1 of 2 used
+    files = [(make_image("JPEG", (120, 90)), f"photo-{n}.jpg") for n in range(2)]
+    refused = post_files(client, files)
+    assert refused.status_code == 402 and "monthly credits" in refused.json()["detail"]
+    assert not Batch.objects.exists()
+    assert post_files(client, files[:1]).status_code == 202  # 2 of 2
+
+    Task.objects.filter(pk=queued.pk).update(status=Task.Status.FAILED)  # failed: free again
+    assert client.post(f"/api/v1/tasks/{queued.pk}/retry").status_code == 202  # 2 of 2
+    Task.objects.filter(pk=queued.pk).update(status=Task.Status.FAILED)
+    make_task(owner=user, status=Task.Status.COMPLETED)  # 2 of 2 again
+    retry = client.post(f"/api/v1/tasks/{queued.pk}/retry")
+    assert retry.status_code == 402
+    assert Task.objects.get(pk=queued.pk).status == Task.Status.FAILED

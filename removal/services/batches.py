@@ -31,7 +31,12 @@ from removal.models import Batch, Task, Upload
 from removal.pipeline.archive import Member, ZipLimits, read_zip, safe_member_name
 from removal.pipeline.validate import ImageInfo, check_size, inspect
 from removal.services import webhooks
-from removal.services.tasks import task_enqueue, task_retry
+from removal.services.tasks import (
+    check_monthly_credits,
+    lock_owner,
+    task_enqueue,
+    task_retry,
+)
 from removal.services.uploads import check_webhook_url, validation_limits
 
 logger = logging.getLogger(__name__)
@@ -162,9 +167,11 @@ def _create(*, owner, members: Iterable[Member], options, model, webhook_url) ->
 def _create_rows(*, batch_id, owner, stored: list[_Stored], rejected, options, model,
                  webhook_url) -> BatchCreated:
     with transaction.atomic():
-        # The cap again, under a lock on the user's row, so concurrent batches cannot pass it.
-        list(type(owner).objects.select_for_update().filter(pk=owner.pk).values_list("pk"))
+        # The cap and the credits again, under a lock on the user's row, so concurrent batches
+        # cannot pass them.
+        lock_owner(owner_id=owner.pk)
         check_batch_quota(owner=owner, adding=len(stored))
+        check_monthly_credits(owner=owner, charge=len(stored) * selectors.credit_cost(options))
         batch = Batch.objects.create(
             id=batch_id, owner=owner, model=model or settings.QUICKBG_MODEL,
             options=options or {}, webhook_url=webhook_url or "", size=len(stored),
@@ -203,16 +210,20 @@ def batch_retry(*, batch: Batch) -> list[Task]:
 
 def batch_reprocess(*, batch: Batch) -> Batch:
     """A NEW batch over the same uploads with the current default model; the old batch and its
-    results stay as they were (like ``task_reprocess``)."""
+    results stay as they were (like ``task_reprocess``). Members whose images retention deleted
+    are left out."""
     members = list(selectors.batch_members(batch))
     if any(task.status in selectors.IN_FLIGHT for task in members):
         raise Conflict(f"Batch {batch.pk} still has members queued or processing; not reprocessed")
+    members = [task for task in members
+               if task.status != Status.EXPIRED and task.upload.expired_at is None]
     if not members:
-        raise Conflict(f"Batch {batch.pk} has no members")
+        raise Conflict(f"Batch {batch.pk} has no members whose images are still stored")
     with transaction.atomic():
-        list(type(batch.owner).objects.select_for_update().filter(pk=batch.owner_id)
-             .values_list("pk"))
+        lock_owner(owner_id=batch.owner_id)
         check_batch_quota(owner=batch.owner, adding=len(members))
+        check_monthly_credits(owner=batch.owner, charge=sum(
+            selectors.credit_cost(task.options) for task in members))
         new = Batch.objects.create(
             owner=batch.owner, model=settings.QUICKBG_MODEL, options=batch.options,
             webhook_url=batch.webhook_url, size=len(members),

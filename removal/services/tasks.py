@@ -106,6 +106,7 @@ def task_retry(*, task: Task) -> Task:
                 "be processed."
             )
         check_task_quota(owner=owner)
+        check_monthly_credits(owner=owner, charge=selectors.credit_cost(current.options))
         moved = Task.objects.filter(pk=task.pk, status=Status.FAILED).update(
             status=Status.QUEUED, progress=0, attempts=0, error_message="", started_at=None,
             finished_at=None, claim_token=None, updated_at=timezone.now(),
