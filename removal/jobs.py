@@ -117,36 +117,39 @@ def _process(task_id: str) -> str:
         logger.info("task %s was deleted while it ran; its result was removed", task_id)
         return "cancelled"
     except InvalidOption as exc:
-        tasks.task_fail(claim=claim, message=f"Invalid option {exc}")
-        return "failed"
+        return _fail(claim, f"Invalid option {exc}")
     except InvalidInput as exc:
-        tasks.task_fail(claim=claim, message=str(exc))
-        return "failed"
+        return _fail(claim, str(exc))
     except FileNotFoundError:
-        tasks.task_fail(claim=claim, message="The original image is missing from storage")
-        return "failed"
+        return _fail(claim, "The original image is missing from storage")
     except (InferenceTimeout, JobTimeoutException):
-        tasks.task_fail(claim=claim, message=f"Processing timed out after {queue.job_timeout()} s")
-        return "failed"
+        return _fail(claim, f"Processing timed out after {queue.job_timeout()} s")
     except Exception as exc:
         if is_transient(exc):
             return _transient_failure(claim, exc)
         logger.exception("task %s failed", task_id)
-        tasks.task_fail(claim=claim, message=f"Processing failed: {describe(exc)}")
-        return "failed"
-    tasks.task_complete(
-        claim=claim, result_key=outcome.result_key,
-        processing_time=outcome.processing_time, metrics=outcome.metrics,
-    )
+        return _fail(claim, f"Processing failed: {describe(exc)}")
+    if not tasks.task_complete(claim=claim, result_key=outcome.result_key,
+                               processing_time=outcome.processing_time, metrics=outcome.metrics):
+        return "skipped"  # the claim was lost (recovered as hung): no waiter, no event from here
     return "completed"
+
+
+def _fail(claim: tasks.Claim, message: str) -> str:
+    """Record the failure; ``"skipped"`` when the claim was lost meanwhile (the reconciler took
+    the task over), so the waiters and the webhook event hear of it from its new owner only."""
+    if tasks.task_fail(claim=claim, message=message):
+        return "failed"
+    logger.warning("task %s attempt %s lost its claim; failure not recorded", claim.task.pk,
+                   claim.attempt)
+    return "skipped"
 
 
 def _transient_failure(claim: tasks.Claim, exc: Exception) -> str:
     message = describe(exc)
     if claim.attempt >= queue.max_attempts():
         logger.error("task %s failed after %s attempts: %r", claim.task.pk, claim.attempt, exc)
-        tasks.task_fail(claim=claim, message=f"Failed after {claim.attempt} attempts: {message}")
-        return "failed"
+        return _fail(claim, f"Failed after {claim.attempt} attempts: {message}")
     logger.warning("task %s attempt %s hit a temporary error, will retry: %r",
                    claim.task.pk, claim.attempt, exc)
     tasks.task_release_for_retry(claim=claim, message=f"Temporary error, retrying: {message}")

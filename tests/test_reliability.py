@@ -459,3 +459,27 @@ def test_a_job_hung_in_c_code_on_a_live_worker_is_recovered_or_failed(user, sett
     assert fresh.status == Task.Status.QUEUED and fresh.rq_job_id in queue.get_job_ids()
     assert (last.status, last.error_message) == (Task.Status.FAILED,
                                                  "Processing timed out after 10 s")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_that_lost_its_claim_records_nothing_and_announces_nothing(
+        user, monkeypatch, empty_queue):
+    """The reconciler took the task back while the model ran (a hung job): the old attempt's
+    outcome is not recorded, no waiter is told, and no webhook event is sent from it."""
+    from removal import jobs, queue, runner
+    from removal.models import WebhookDelivery
+    from tests.helpers import DiscModel
+
+    task = stored_task(user, make_image(), webhook_url="http://127.0.0.1:9/hook")
+
+    class TakenOver(DiscModel):
+        def run(self, tensor, timeout=None):
+            Task.objects.filter(pk=task.pk).update(status=Task.Status.QUEUED, claim_token=None)
+            return super().run(tensor, timeout)
+
+    monkeypatch.setattr(runner, "get_segmenter", lambda name=None: TakenOver())
+    assert jobs.process_task(str(task.pk)) == "skipped"
+    task.refresh_from_db()
+    assert task.status == Task.Status.QUEUED and task.finished_at is None
+    assert not queue.wait_task_done(task.pk, timeout=0.5)
+    assert not WebhookDelivery.objects.exists()
