@@ -780,14 +780,14 @@ class EchoHandler(BaseHTTPRequestHandler):
         pass
 
 
-def post_status(port: int, ca: Path, size: int) -> int:
+def post_status(port: int, ca: Path, size: int, path: str = "/api/v1/uploads") -> int:
     """POST ``size`` bytes over TLS and return the status, also when the server stops reading."""
     import http.client
     import ssl
 
     conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=30,
                                        context=ssl.create_default_context(cafile=str(ca)))
-    conn.putrequest("POST", "/api/v1/uploads")
+    conn.putrequest("POST", path)
     conn.putheader("Content-Length", str(size))
     conn.endheaders()
     chunk = b"x" * 65536
@@ -853,6 +853,9 @@ def test_caddy_serves_app_and_bucket_on_one_https_origin(tmp_path, moto_server):
         # reports the cut-off as an upstream error.
         assert post_status(port, export, 13 * 1024 * 1024) in (413, 502)
         assert post_status(port, export, 11 * 1024 * 1024) == 200
+        # A batch may be as large as QUICKBG_MAX_BATCH_MB (200) plus the app's margin.
+        assert post_status(port, export, 150 * 1024 * 1024, "/api/v1/batches") == 200
+        assert post_status(port, export, 206 * 1024 * 1024, "/api/v1/batches") in (413, 502)
         # The app's S3 client, as compose configures it: endpoint = the public origin, verified
         # with the exported root. Its presigned link downloads through the same origin.
         s3 = boto3.client("s3", endpoint_url=origin, region_name="us-east-1",
@@ -936,6 +939,9 @@ def test_nginx_example_serves_app_and_bucket_on_one_https_origin(tmp_path, moto_
         assert echoed["host"] == f"127.0.0.1:{https_port}"
         assert post_status(https_port, cert, 13 * 1024 * 1024) == 413
         assert post_status(https_port, cert, 11 * 1024 * 1024) == 200
+        # A batch may be as large as QUICKBG_MAX_BATCH_MB (200) plus the app's margin.
+        assert post_status(https_port, cert, 150 * 1024 * 1024, "/api/v1/batches") == 200
+        assert post_status(https_port, cert, 206 * 1024 * 1024, "/api/v1/batches") == 413
         s3 = boto3.client("s3", endpoint_url=origin, region_name="us-east-1",
                           aws_access_key_id="test", aws_secret_access_key="test",
                           verify=str(cert), config=Config(s3={"addressing_style": "path"},
