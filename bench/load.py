@@ -236,7 +236,9 @@ def main() -> None:
            "DEBUG": "false", "SECRET_KEY": uuid.uuid4().hex, "ALLOWED_HOSTS": "127.0.0.1",
            "QUICKBG_INSECURE_HTTP": "true", "LOG_LEVEL": "WARNING",
            "QUICKBG_UPLOAD_RATE": "100000/min", "QUICKBG_MAX_QUEUED_TASKS": "100000",
-           "QUICKBG_AUTH_RATE": "100000/min", "QUICKBG_RECONCILE_INTERVAL": "0"}
+           "QUICKBG_AUTH_RATE": "100000/min", "QUICKBG_RECONCILE_INTERVAL": "0",
+           # The same photos go up many times: each must run the model, as in service_env.
+           "QUICKBG_REUSE_RESULTS": "false"}
     env.pop("PORT", None)
     manage(env, "migrate", "--noinput")
     username, password = f"load-{uuid.uuid4().hex[:6]}", uuid.uuid4().hex

@@ -453,3 +453,4 @@ def test_expired_task_page_says_retention_deleted_the_images(staff_client):
     assert page.content.decode().count("Deleted by retention on") == 2  # original and result
     listing = staff_client.get(TASKS, {"status__exact": "expired"})
     assert listed(listing) == {str(task.pk)}
+    assert "quickbg-thumb" not in listing.content.decode()  # no link to a deleted image

@@ -126,7 +126,10 @@ def _as_uuid(term: str) -> uuid.UUID | None:
 
 
 def _small_thumbnail(task: Task):
-    """A 48 px thumbnail for lists: the result once there is one, else the original."""
+    """A 48 px thumbnail for lists: the result once there is one, else the original; none
+    once retention deleted the images."""
+    if task.upload.expired_at or task.status == Status.EXPIRED:
+        return "—"
     if task.status == Status.COMPLETED and task.result_key:
         url = storage.download_url(
             task.result_key, request=None,

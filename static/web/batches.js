@@ -212,7 +212,9 @@
     item.name.textContent = task.filename || `image ${task.task_id.slice(0, 8)}`;
     item.name.title = item.name.textContent;
     item.error.textContent = task.error_message || "";
-    if (task.status === "completed" && task.presigned_url && item.shown !== task.presigned_url) {
+    // Once: the link is signed afresh on every poll, and loading it again would download the
+    // same result every second.
+    if (task.status === "completed" && task.presigned_url && !item.shown) {
       item.shown = task.presigned_url;
       item.img.alt = `${item.name.textContent} without its background`;
       item.img.src = task.presigned_url;
