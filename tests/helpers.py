@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import numpy as np
 from django.conf import settings as django_settings
@@ -23,6 +25,18 @@ from tests.factories import PASSWORD
 from tests.process_guard import TEST_RUN_VAR, reap
 
 __all__ = ["TEST_RUN_VAR", "reap"]  # re-exported: tests import process helpers from here
+
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def readme_block(start: str, end: str, lang: str = "bash") -> str:
+    """The fenced ``lang`` block between ``<!-- start -->`` and ``<!-- end -->`` in the README,
+    as a user would copy it (the README tests run these verbatim)."""
+    text = README.read_text()
+    match = re.search(rf"<!-- {start} -->\s*```{lang}\n(.*?)```\s*<!-- {end} -->", text, re.S)
+    assert match, f"README has no {start}/{end} block"
+    return match.group(1)
 
 
 def free_port() -> int:

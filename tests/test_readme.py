@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,18 +12,11 @@ import pytest
 from PIL import Image
 
 from tests.factories import PASSWORD
-from tests.helpers import reap, subprocess_env
+from tests.helpers import readme_block, reap, subprocess_env
 from tests.images import FIXTURES
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.model]
-
-
-def readme_block(start: str, end: str) -> str:
-    text = (ROOT / "README.md").read_text()
-    match = re.search(rf"<!-- {start} -->\s*```bash\n(.*?)```\s*<!-- {end} -->", text, re.S)
-    assert match, f"README has no {start}/{end} block"
-    return match.group(1)
 
 
 def test_readme_curl_sequence_works(live_server, user, tmp_path):

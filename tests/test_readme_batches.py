@@ -3,37 +3,18 @@
 from __future__ import annotations
 
 import io
-import os
-import signal
 import subprocess
-import sys
 import zipfile
-from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from tests.factories import PASSWORD
-from tests.helpers import subprocess_env
+from tests.helpers import readme_block, subprocess_env
 from tests.images import FIXTURES
-from tests.test_readme import readme_block
+from tests.live import worker_process
 
-ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.model]
-
-
-def stop_group(process: subprocess.Popen) -> None:
-    """SIGTERM the worker's process group (a warm shutdown), SIGKILL it if it lingers."""
-    for sig, wait in ((signal.SIGTERM, 60), (signal.SIGKILL, 30)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            process.wait(timeout=wait)
-            break
-        except subprocess.TimeoutExpired:
-            continue
 
 
 def test_readme_batch_curl_sequence_works(live_server, user, tmp_path):
@@ -44,20 +25,13 @@ def test_readme_batch_curl_sequence_works(live_server, user, tmp_path):
         path = tmp_path / name
         Image.open(FIXTURES / name).convert("RGB").crop((0, 0, 300, 200)).save(path, "JPEG")
         images.append(path)
-    worker = subprocess.Popen(
-        [sys.executable, "manage.py", "run_worker", "--name", f"readme-batch-{tmp_path.name}"],
-        cwd=ROOT, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
+    with worker_process("readme-batch"):
         env = subprocess_env() | {
             "QUICKBG": live_server.url, "QUICKBG_USER": user.username,
             "QUICKBG_PASSWORD": PASSWORD, "IMAGE1": str(images[0]), "IMAGE2": str(images[1]),
         }
         proc = subprocess.run(["bash", "-e", "-c", script], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=300)
-    finally:
-        stop_group(worker)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "completed 100" in proc.stdout
     assert "car-1.png" in proc.stdout and "manifest.json" in proc.stdout

@@ -13,18 +13,11 @@ from PIL import Image
 
 from accounts.models import UserAPIKey
 from tests.factories import PASSWORD
-from tests.helpers import subprocess_env
+from tests.helpers import readme_block, subprocess_env
 from tests.images import fixture_bytes
-from tests.live import ROOT, run_reaped, worker_process
+from tests.live import run_reaped, worker_process
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.model]
-
-
-def readme_block(start: str, end: str, language: str) -> str:
-    text = (ROOT / "README.md").read_text()
-    match = re.search(rf"<!-- {start} -->\s*```{language}\n(.*?)```\s*<!-- {end} -->", text, re.S)
-    assert match, f"README has no {start}/{end} block"
-    return match.group(1)
 
 
 def assert_cutout(path) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,17 +15,10 @@ from django.db import connection
 from removal import storage
 from removal.models import Task, Upload
 from tests.factories import PASSWORD, make_task, make_upload
-from tests.helpers import subprocess_env, token_for
+from tests.helpers import readme_block, subprocess_env, token_for
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def block(start: str, end: str, lang: str = "bash") -> str:
-    text = (ROOT / "README.md").read_text()
-    match = re.search(rf"<!-- {start} -->\s*```{lang}\n(.*?)```\s*<!-- {end} -->", text, re.S)
-    assert match, f"README has no {start}/{end} block"
-    return match.group(1)
 
 
 def bash(script: str, env: dict, cwd=ROOT, timeout: float = 120) -> str:
@@ -46,10 +38,10 @@ def test_readme_paging_and_delete_blocks_work(live_server, user, api):
         "QUICKBG_PASSWORD": PASSWORD,
     }
 
-    listed = bash(block("pages-start", "pages-end"), env).split()
+    listed = bash(readme_block("pages-start", "pages-end"), env).split()
     assert sorted(listed[0::2]) == sorted(str(t.pk) for t in tasks)
 
-    out = bash(block("delete-start", "delete-end"), env)
+    out = bash(readme_block("delete-start", "delete-end"), env)
     assert "upload deleted: 204" in out and "account deleted: 204" in out
     assert not storage.exists(upload.original_key)
     assert not Upload.objects.exists() and not Task.objects.exists()
@@ -65,7 +57,7 @@ def test_readme_purge_block_works(user):
     storage.write(upload.original_key, b"original")
     Upload.objects.filter(pk=upload.pk).update(created_at=timezone.now() - timedelta(days=31))
     env = subprocess_env() | {"QUICKBG_USER": user.username}
-    out = bash(block("purge-start", "purge-end"), env)
+    out = bash(readme_block("purge-start", "purge-end"), env)
     assert "Dry run, nothing changed: would expire 1 upload(s)" in out
     assert "Done: expired 1 upload(s)" in out
     upload.refresh_from_db()
@@ -73,7 +65,7 @@ def test_readme_purge_block_works(user):
 
 
 def test_readme_lifecycle_rule_is_accepted_by_s3(s3):
-    rules = json.loads(block("lifecycle-start", "lifecycle-end", lang="json"))
+    rules = json.loads(readme_block("lifecycle-start", "lifecycle-end", lang="json"))
     s3.put_bucket_lifecycle_configuration(Bucket="quickbg-test", LifecycleConfiguration=rules)
     stored = s3.get_bucket_lifecycle_configuration(Bucket="quickbg-test")["Rules"]
     assert {r["Filter"]["Prefix"]: r["Expiration"]["Days"] for r in stored} == {
@@ -87,7 +79,7 @@ def test_readme_bench_block_runs_on_a_small_seed():
     env = {k: v for k, v in subprocess_env().items() if k != "DATABASE_URL"}
     env |= {"BENCH_DB": url, "TASKS": "1500"}
     try:
-        out = bash(block("bench-start", "bench-end"), env, timeout=600)
+        out = bash(readme_block("bench-start", "bench-end"), env, timeout=600)
     finally:
         with connection.cursor() as cursor:
             cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -19,19 +19,10 @@ from removal.jobs import process_task
 from removal.models import Task, WebhookDelivery
 from removal.services import webhooks
 from tests.factories import PASSWORD
-from tests.helpers import LocalHTTPServer, free_port, subprocess_env
-from tests.test_readme import ROOT, readme_block
+from tests.helpers import LocalHTTPServer, free_port, readme_block, subprocess_env
+from tests.live import ROOT
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.model]
-
-
-def python_block(start: str, end: str) -> str:
-    import re
-
-    text = (ROOT / "README.md").read_text()
-    match = re.search(rf"<!-- {start} -->\s*```python\n(.*?)```\s*<!-- {end} -->", text, re.S)
-    assert match, f"README has no {start}/{end} block"
-    return match.group(1)
 
 
 def readme_command(line_start: str) -> list[str]:
@@ -89,7 +80,7 @@ def test_readme_webhooks_sequence_and_receiver(live_server, user, settings, tmp_
     port = free_port()
     hook_url = f"http://127.0.0.1:{port}/events"
     secret = webhooks.secret_get(owner=user).secret
-    (tmp_path / "receiver.py").write_text(python_block("receiver-start", "receiver-end"))
+    (tmp_path / "receiver.py").write_text(readme_block("receiver-start", "receiver-end", "python"))
     procs = []
     with LocalHTTPServer("127.0.0.1", {"/car.jpg": (200, {}, photo.getvalue())}) as images:
         allow = f"127.0.0.1:{images.port},127.0.0.1:{port}"
