@@ -30,9 +30,11 @@ import logging
 import secrets
 import time
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 from django.utils import timezone
@@ -142,24 +144,17 @@ def event_emit(*, owner, event_type: str, data: dict, url: str | None = None,
             _enqueue(delivery)
 
 
-def _absolute(url):
-    if isinstance(url, str) and url.startswith("/"):
-        return settings.QUICKBG_PUBLIC_URL + url
-    return url
+# The task as ``GET /api/v1/tasks/{id}`` shows it, with absolute, freshly signed links: the API's
+# own representation (``removal.api.events.task_payload``), installed by ``RemovalConfig.ready``
+# so that this module imports nothing from DRF.
+task_payload: Callable[[Task], dict] | None = None
 
 
 def task_data(task: Task) -> dict:
-    """The task as ``GET /api/v1/tasks/{id}`` shows it, with absolute, freshly signed links.
-
-    It is the API's own serializer on purpose (imported here, the one place a service reads the
-    API's representation): the payload cannot drift from the endpoint's fields.
-    """
-    from removal.api.serializers import TaskSerializer
-
-    data = dict(TaskSerializer(task).data)
-    for name in ("result_url", "presigned_url"):
-        data[name] = _absolute(data.get(name))
-    return json.loads(json.dumps(data, cls=DjangoJSONEncoder))
+    if task_payload is None:
+        raise ImproperlyConfigured("removal.services.webhooks.task_payload is not installed; "
+                                   "is 'removal' in INSTALLED_APPS?")
+    return task_payload(task)
 
 
 def task_event_emit(*, task_id) -> None:
