@@ -26,7 +26,8 @@ Daemon threads run beside the jobs:
   reconciler tells a dead worker's task from a slow one (RQ's own abandoned-job detection
   waits minutes);
 - *reconcile*: every ``QUICKBG_RECONCILE_INTERVAL`` s one worker (``queue.RECONCILE_LOCK`` elects
-  it) runs ``removal.reconcile.reconcile`` to re-enqueue tasks that no live job holds;
+  it) runs ``removal.reconcile.reconcile`` to re-enqueue tasks that no live job holds, and
+  deletes ``Idempotency-Key`` records past their 24 h window;
 - *retention* (only when ``QUICKBG_RETENTION_DAYS`` is set): every ``RETENTION_CHECK`` s a worker
   tries to take ``queue.RETENTION_LOCK`` for a day; the one that gets it runs
   ``services.retention.retention_run``. So retention runs once a day whatever the number of
@@ -57,7 +58,7 @@ from removal.queue import (
     webhooks_queue_name,
 )
 from removal.reconcile import reconcile
-from removal.services.retention import retention_run
+from removal.services.retention import idempotency_keys_purge, retention_run
 
 logger = logging.getLogger(__name__)
 # Seconds between a worker's attempts to take the daily retention lock.
@@ -175,6 +176,7 @@ class QuickBGWorker(SimpleWorker):
                 if self.connection.set(lock, self.name, nx=True, ex=interval):
                     ensure_usable_connection()
                     reconcile(grace_seconds=settings.QUICKBG_RECONCILE_GRACE)
+                    idempotency_keys_purge()
             except Exception as exc:  # noqa: BLE001 - try again next round
                 logger.warning("reconcile failed: %s", exc)
             finally:

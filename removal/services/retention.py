@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from removal import selectors, storage
 from removal.errors import InvalidInput
-from removal.models import Task, Upload
+from removal.models import IdempotencyKey, Task, Upload
 from removal.services.uploads import uploads_delete
 
 logger = logging.getLogger(__name__)
@@ -123,6 +123,14 @@ def retention_run() -> PurgeReport | None:
     logger.info("retention: expired %d upload(s), %d task(s), deleted %d object(s)",
                 report.uploads, report.tasks, report.objects)
     return report
+
+
+def idempotency_keys_purge(*, now: datetime | None = None) -> int:
+    """Delete the ``Idempotency-Key`` records past their window (they replay nothing any more).
+    The workers' reconcile loop calls it on every pass; returns how many were deleted."""
+    cutoff = (now or timezone.now()) - IdempotencyKey.WINDOW
+    deleted, _ = IdempotencyKey.objects.filter(created_at__lt=cutoff).delete()
+    return deleted
 
 
 def account_delete(*, user, password: str) -> list[str]:
