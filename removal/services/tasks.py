@@ -122,9 +122,14 @@ def lock_owner(*, owner_id):
     """Lock the owner's user row for the rest of the transaction and return it.
 
     Uploads and retries take this lock before they re-check the unfinished-task cap, so
-    concurrent requests of one user cannot overshoot it.
+    concurrent requests of one user cannot overshoot it. A deactivated owner (an account being
+    deleted, or disabled by staff) is refused here, so a request that passed authentication just
+    before creates nothing (``Conflict``); a deleted one is ``DoesNotExist``.
     """
-    return get_user_model().objects.select_for_update().get(pk=owner_id)
+    owner = get_user_model().objects.select_for_update().get(pk=owner_id)
+    if not owner.is_active:
+        raise Conflict("This account is deactivated or being deleted; nothing was created")
+    return owner
 
 
 def task_reprocess(*, task: Task) -> Task:
