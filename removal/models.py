@@ -59,7 +59,12 @@ class Batch(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["owner", "-created_at"])]
+        indexes = [
+            models.Index(fields=["owner", "-created_at"]),
+            # The reconciler's sweep for batches not yet announced: only the open ones.
+            models.Index(fields=["created_at"], condition=models.Q(completed_event_at=None),
+                         name="removal_batch_unannounced"),
+        ]
         verbose_name_plural = "batches"
 
     def __str__(self) -> str:
