@@ -26,7 +26,11 @@ WORKDIR /app
 COPY requirements.lock ./
 RUN pip install --require-hashes --no-deps -r requirements.lock
 
-# `import rembg` compiles numba code for about 80 s the first time; do it once, in the image.
+# `import rembg` compiles numba code for about 80 s the first time; do it once, in the image,
+# into NUMBA_CACHE_DIR, a folder the app user owns: numba uses only a cache folder it can write
+# to (site-packages is root's). Under a read-only root filesystem (Kubernetes) the worker copies
+# it to a writable volume first (deploy/kubernetes/worker.yaml).
+ENV NUMBA_CACHE_DIR=/app/numba-cache
 RUN python -c "import rembg"
 
 COPY . .
@@ -36,7 +40,7 @@ RUN DEBUG=false SECRET_KEY=collectstatic-only python manage.py collectstatic --n
 
 RUN useradd --create-home --uid 1000 quickbg \
     && mkdir -p /models /app/var /app/logs \
-    && chown -R quickbg:quickbg /models /app/var /app/logs
+    && chown -R quickbg:quickbg /models /app/var /app/logs /app/numba-cache
 USER quickbg
 
 EXPOSE 8000

@@ -1,15 +1,17 @@
 """Resident memory of a real worker process (``manage.py run_worker``), to size its pod.
 
-Starts gunicorn and one ``manage.py run_worker`` exactly as the Kubernetes worker Deployment
-runs it (``--max-jobs 500``, QUICKBG_ORT_THREADS=2), against PostgreSQL and Redis, and sends it
-the largest images the default limits accept: a 4096x4096 JPEG (QUICKBG_MAX_DIMENSION), a
+Starts gunicorn as the web Deployment runs it (deploy/gunicorn.conf.py, 2 processes x 8
+threads) and one ``manage.py run_worker`` exactly as the worker Deployment runs it
+(``--max-jobs 500``, QUICKBG_ORT_THREADS=2), against PostgreSQL and Redis, and sends it the
+largest images the default limits accept: a 4096x4096 JPEG (QUICKBG_MAX_DIMENSION), a
 12 MP photo, a ~1 MP fixture, then the 4096x4096 one again. While it runs, a thread samples
 the worker's process tree (the worker and RQ's scheduler child, which a container's memory
 limit counts together) every 50 ms: *charged*, the worker's RSS plus the children's USS (their
 private pages; what they share with the worker after the fork is counted once, as the
 container's memory cgroup counts it), and the plain RSS sum (shared pages counted twice, an
 upper bound). It prints the idle figure after the model is loaded, the peak while jobs run,
-the figure between jobs afterwards, and the worker's own kernel peak (``VmHWM``), in MiB.
+the figure between jobs afterwards, and the worker's own kernel peak (``VmHWM``), in MiB; and
+the web pod's figure (gunicorn's arbiter RSS plus its workers' USS) after it served the run.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/quickbg_bench \\
     REDIS_URL=redis://127.0.0.1:6379/0 .venv/bin/python bench/worker_rss.py
@@ -128,7 +130,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="QUICKBG_ORT_THREADS (2)")
     args = parser.parse_args()
 
-    env = service_env(QUICKBG_ORT_THREADS=str(args.threads), QUICKBG_MAX_UPLOAD_MB="40")
+    env = service_env(QUICKBG_ORT_THREADS=str(args.threads), QUICKBG_MAX_UPLOAD_MB="40",
+                      WEB_CONCURRENCY="2", WEB_THREADS="8")
     manage(env, "migrate", "--noinput")
     key = manage(env, "shell", "-c",
                  "from accounts.models import User, UserAPIKey; "
@@ -139,7 +142,7 @@ def main() -> None:
     inputs.append(("4096x4096 JPEG again", inputs[0][1]))
 
     port = free_port()
-    web = start_api(env, port, "--workers", "1", "--threads", "4", "--worker-class", "gthread")
+    web = start_api(env, port, "--config", "deploy/gunicorn.conf.py")
     name = f"bench-rss-{uuid.uuid4().hex[:6]}"
     # The Deployment's command (deploy/kubernetes/worker.yaml), plus a name to wait for.
     worker = spawn(["manage.py", "run_worker", "--max-jobs", "500", "--name", name], env)
@@ -165,6 +168,7 @@ def main() -> None:
         after_charged, after_rss = sampler.sample()
         peak_charged, peak_rss = sampler.peak(jobs_started, jobs_ended)
         hwm = vm_hwm_mib(worker.pid)
+        web_charged, web_rss = TreeSampler(web.pid).sample()
     finally:
         if sampler is not None:
             sampler.stop()
@@ -179,9 +183,12 @@ def main() -> None:
     print(f"peak during jobs:   charged {peak_charged:.0f} MiB, RSS sum {peak_rss:.0f} MiB")
     print(f"between jobs after: charged {after_charged:.0f} MiB, RSS sum {after_rss:.0f} MiB")
     print(f"worker VmHWM (kernel peak of the main process): {hwm:.0f} MiB")
+    print(f"web (gunicorn 2 x 8) after the run: charged {web_charged:.0f} MiB, "
+          f"RSS sum {web_rss:.0f} MiB")
     print(json.dumps({"idle_charged_mib": round(idle_charged), "peak_charged_mib":
                       round(peak_charged), "peak_rss_sum_mib": round(peak_rss),
-                      "after_charged_mib": round(after_charged), "vm_hwm_mib": round(hwm)}))
+                      "after_charged_mib": round(after_charged), "vm_hwm_mib": round(hwm),
+                      "web_charged_mib": round(web_charged)}))
 
 
 if __name__ == "__main__":

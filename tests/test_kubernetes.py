@@ -12,9 +12,10 @@
   ScaledObject watches is one the code enqueues to and its worker listens to, by RQ's own key
   (all derived from ``removal/queue.py`` under the ConfigMap's settings, in a subprocess that
   reads them as a pod would); grace period and cooldown outlast the job timeout.
-- A real worker, started with the Deployment's own command and the real model, is sent SIGTERM
-  mid-job the way the kubelet sends it (to the process, not a group): the job completes, nothing
-  is retried, the job waiting behind it stays queued for another worker.
+- A real worker, started with the Deployment's own command and the real model on a read-only
+  root (a private mount namespace), is sent SIGTERM mid-job the way the kubelet sends it (to
+  the process, not a group): the job completes, nothing is retried, the job waiting behind it
+  stays queued for another worker.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from removal.models import Task
 from removal.queue import get_queue
 from removal.services.tasks import task_enqueue
 from tests.factories import make_task, make_upload
-from tests.helpers import reap, subprocess_env
+from tests.helpers import readme_block, reap, subprocess_env
 from tests.images import fixture_bytes
 from tests.test_deploy_files import GUNICORN_VARS, dockerignored, settings_env_names
 
@@ -59,6 +60,8 @@ KEDA_KINDS = {"ScaledObject", "TriggerAuthentication"}
 TOOLS = Path(os.environ.get("QUICKBG_CI_TOOLS",
                             Path.home() / ".cache" / "quickbg" / "ci-tools"))
 WORKER_DEPLOYMENTS = {"quickbg-worker", "quickbg-worker-gpu"}
+# Variables a manifest may set that a library reads, not the settings.
+LIBRARY_VARS = {"NUMBA_CACHE_DIR": "numba: where it caches compiled code (alpha matting)"}
 
 
 def load(path: Path) -> list[dict]:
@@ -286,7 +289,8 @@ def test_rendered_kustomization_validates_and_wires_up(tmp_path, gpu):
         if doc["kind"] in KEDA_KINDS:
             assert keda_errors(doc) == []
         else:
-            kubernetes_validate.validate(doc, KUBERNETES_VERSIONS[0], strict=True)
+            for version in KUBERNETES_VERSIONS:
+                kubernetes_validate.validate(doc, version, strict=True)
         if doc["kind"] != "Namespace":
             assert doc["metadata"]["namespace"] == "quickbg", doc["metadata"]["name"]
     assert ("Deployment", "quickbg-worker-gpu") in names if gpu else (
@@ -300,6 +304,71 @@ def test_rendered_kustomization_validates_and_wires_up(tmp_path, gpu):
             for container in containers(doc["spec"]["template"]["spec"]):
                 assert container["image"].startswith("registry.example.com/quickbg:"), (
                     "the `images:` entries must rewrite every image")
+
+
+# The cluster is outside the project: a stand-in `kubectl` that records each call, renders
+# `apply -k DIR` with the real `kubectl kustomize DIR` (what apply would send), and names in
+# its log the objects the other calls refer to, for the test to look up.
+KUBECTL_SHIM = """#!{python}
+import json, subprocess, sys
+args = sys.argv[1:]
+with open({log!r}, "a") as log:
+    log.write(json.dumps(args) + "\\n")
+if args[:2] == ["apply", "-k"]:
+    result = subprocess.run([{kubectl!r}, "kustomize", args[2]], capture_output=True, text=True)
+    with open({rendered!r}, "w") as out:
+        out.write(result.stdout)
+    sys.stderr.write(result.stderr)
+    sys.exit(result.returncode)
+"""
+
+
+def run_readme_block(tmp_path: Path, block: str) -> tuple[list[list[str]], list[dict]]:
+    """The README block, run verbatim by bash in a copy of the project's deploy/ folder, with
+    the stand-in kubectl first on PATH; its calls and what `apply -k` rendered."""
+    kubectl = tool("kubectl")
+    work, bin_dir = tmp_path / "work", tmp_path / "bin"
+    shutil.copytree(K8S, work / "deploy" / "kubernetes",
+                    ignore=shutil.ignore_patterns("secrets.env"))
+    bin_dir.mkdir()
+    log, rendered = tmp_path / "kubectl.log", tmp_path / "rendered.yaml"
+    (bin_dir / "kubectl").write_text(KUBECTL_SHIM.format(
+        python=sys.executable, log=str(log), kubectl=str(kubectl), rendered=str(rendered)))
+    (bin_dir / "kubectl").chmod(0o755)
+    result = subprocess.run(["bash", "-e", "-c", block], cwd=work, capture_output=True,
+                            text=True, timeout=120,
+                            env={"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    return calls, [doc for doc in yaml.safe_load_all(rendered.read_text()) if doc]
+
+
+def test_readme_first_deploy_block_renders_with_its_secrets_file(tmp_path):
+    calls, docs = run_readme_block(tmp_path, readme_block("k8s-start", "k8s-end"))
+    assert ["apply", "-k", "deploy/kubernetes/"] in calls
+    assert (tmp_path / "work" / "deploy" / "kubernetes" / "secrets.env").exists()
+    assert {doc["kind"] for doc in docs} >= {"Deployment", "ScaledObject", "Secret", "Job"}
+    assert ["-n", "quickbg", "get", "pods"] in calls
+
+
+def test_readme_rollout_block_names_what_the_manifests_define(tmp_path):
+    block = readme_block("k8s-rollout-start", "k8s-rollout-end")
+    first = readme_block("k8s-start", "k8s-end").splitlines()[0]  # secrets.env, as before
+    calls, docs = run_readme_block(tmp_path, f"{first}\n{block}")
+    defined = {(doc["kind"].lower(), doc["metadata"]["name"]) for doc in docs}
+    assert calls[0][:4] == ["-n", "quickbg", "delete", "job"]
+    for name in calls[0][4:]:
+        if not name.startswith("--"):
+            assert ("job", name) in defined, name
+    assert calls[1] == ["apply", "-k", "deploy/kubernetes/"]  # after the delete: Jobs rerun
+    referred = [arg for call in calls[2:] for arg in call if "/" in arg and "=" not in arg]
+    assert referred == ["job/quickbg-migrate", "deployment/quickbg-web",
+                        "deployment/quickbg-worker"]
+    for ref in referred:
+        assert tuple(ref.split("/")) in defined, ref
+    namespaces = {doc["metadata"].get("namespace") for doc in docs if doc["kind"] != "Namespace"}
+    assert namespaces == {"quickbg"} and all(call[:2] == ["-n", "quickbg"]
+                                             for call in calls if call[0] != "apply")
 
 
 # --- The manifests agree with the code ----------------------------------------------------------
@@ -417,7 +486,7 @@ def documented_names() -> set[str]:
 def test_every_variable_a_manifest_sets_is_a_documented_setting():
     from removal.pipeline import providers
 
-    read = settings_env_names() | GUNICORN_VARS | {providers.ENV_VAR}
+    read = settings_env_names() | GUNICORN_VARS | {providers.ENV_VAR} | set(LIBRARY_VARS)
     documented = documented_names()
     names = set(config_map())
     for spec in pod_specs().values():
@@ -426,7 +495,11 @@ def test_every_variable_a_manifest_sets_is_a_documented_setting():
             for source in container.get("envFrom", []):
                 assert source == {"configMapRef": {"name": "quickbg-config"}}
     assert names - read == set(), "set by a manifest, read by no setting"
-    assert names - documented == set(), "in no settings table of the README nor .env.example"
+    assert names - documented - set(LIBRARY_VARS) == set(), (
+        "in no settings table of the README nor .env.example")
+    kubernetes_section = (ROOT / "README.md").read_text().split("\n### Kubernetes\n", 1)[1]
+    for name in LIBRARY_VARS:
+        assert f"`{name}`" in kubernetes_section.split("\n### ", 1)[0], name
     assert len(names) >= 15
 
 
@@ -468,6 +541,19 @@ def test_worker_threads_match_its_cpu_and_the_models_volume_is_read_only():
     fetch = pod_specs()["quickbg-fetch-model"]["containers"][0]
     assert fetch["command"][-1] == "fetch_model"
     assert "readOnly" not in next(m for m in fetch["volumeMounts"] if m["name"] == "models")
+
+
+def test_workers_get_a_writable_copy_of_the_images_numba_cache():
+    baked = re.search(r"^ENV NUMBA_CACHE_DIR=(\S+)$", (ROOT / "Dockerfile").read_text(),
+                      re.M).group(1)
+    for name in WORKER_DEPLOYMENTS:
+        spec = objects("Deployment")[name]["spec"]["template"]["spec"]
+        copy_step = next(c for c in spec["initContainers"] if c["name"] == "numba-cache")
+        target = literal_env(spec["containers"][0])["NUMBA_CACHE_DIR"]
+        assert copy_step["command"] == ["cp", "-r", baked, target], name
+        for container in (copy_step, spec["containers"][0]):
+            mounts = {m["mountPath"] for m in container["volumeMounts"]}
+            assert Path(target).parent.as_posix() in mounts, (name, container["name"])
 
 
 def test_gpu_workers_ask_for_a_gpu_and_put_cuda_first():
@@ -611,11 +697,42 @@ def test_dockerfile_parses_and_has_a_gpu_target_with_cpu_as_default():
 
 # --- SIGTERM, as the kubelet sends it, to a real worker mid-job -----------------------------------
 
+READ_ONLY_ROOT = r"""
+set -e
+IFS=:
+for dir in $QUICKBG_RO_DIRS; do
+  mount --bind "$dir" "$dir"
+  mount -o remount,ro,bind "$dir" "$dir"
+done
+unset IFS
+mount --bind "$QUICKBG_RW_SOURCE" "$QUICKBG_RW_TARGET"
+if touch "$QUICKBG_RO_PROBE" 2>/dev/null; then echo "the root is still writable" >&2; exit 97; fi
+exec "$@"
+"""
+
+
+def read_only_root(command: list[str], env: dict, logs: Path) -> tuple[list[str], dict]:
+    """``command`` in a mount namespace of its own (``unshare -m``, private: nothing outside
+    sees it) where the project, the venv, the Python installation and $HOME are read-only, and
+    only /tmp and the project's logs/ folder (the worker pod's emptyDirs, with ``logs`` mounted
+    there) are writable: the pod's ``readOnlyRootFilesystem``, as near as one machine gets."""
+    if subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode != 0:
+        message = "unshare -m is not permitted here (needs root): no read-only root"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    read_only = {ROOT, Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve(), Path.home()}
+    env = env | {"QUICKBG_RO_DIRS": ":".join(sorted(map(str, read_only))),
+                 "QUICKBG_RW_SOURCE": str(logs), "QUICKBG_RW_TARGET": str(ROOT / "logs"),
+                 "QUICKBG_RO_PROBE": str(ROOT / ".read-only-probe")}
+    return ["unshare", "-m", "--propagation", "private", "sh", "-c", READ_ONLY_ROOT, "sh",
+            *command], env
+
 
 @pytest.mark.model
 @pytest.mark.django_db(transaction=True)
-def test_sigterm_mid_job_finishes_the_job_retries_nothing_and_takes_no_new_one(user,
-                                                                              empty_queue):
+def test_sigterm_mid_job_finishes_the_job_retries_nothing_and_takes_no_new_one(
+        user, empty_queue, tmp_path):
     container = worker_container("quickbg-worker")
     grace = objects("Deployment")["quickbg-worker"]["spec"]["template"]["spec"][
         "terminationGracePeriodSeconds"]
@@ -623,15 +740,18 @@ def test_sigterm_mid_job_finishes_the_job_retries_nothing_and_takes_no_new_one(u
     for task in (running, waiting):
         storage.write(task.upload.original_key, fixture_bytes("car-1.jpg"))
     task_enqueue(task=running)
-    # The Deployment's command, as the pod runs it (the test's database, queue and media).
-    worker = subprocess.Popen([sys.executable, *container["command"][1:]], cwd=ROOT,
-                              env=subprocess_env(), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)
+    # The Deployment's command, as the pod runs it (the test's database, queue and media), on
+    # a read-only root. `unshare` and `sh` exec it: the pid is the worker's.
+    (tmp_path / "logs").mkdir()
+    command, env = read_only_root([sys.executable, *container["command"][1:]],
+                                  subprocess_env(), tmp_path / "logs")
+    worker = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, start_new_session=True)
     try:
         deadline = time.monotonic() + 180
         while Task.objects.get(pk=running.pk).status != Task.Status.PROCESSING:
             assert time.monotonic() < deadline, "the worker never started the task"
-            assert worker.poll() is None, "the worker exited"
+            assert worker.poll() is None, f"the worker exited: {worker.stderr.read()[-2000:]}"
             time.sleep(0.05)
         task_enqueue(task=waiting)
         time.sleep(0.5)  # inside the model run
@@ -642,6 +762,7 @@ def test_sigterm_mid_job_finishes_the_job_retries_nothing_and_takes_no_new_one(u
         assert time.monotonic() - sent < grace
     finally:
         reap(worker, timeout=60)
+        worker.stderr.close()
     running.refresh_from_db()
     waiting.refresh_from_db()
     queue = get_queue()
