@@ -375,6 +375,16 @@ def test_readme_rollout_block_names_what_the_manifests_define(tmp_path):
 
 
 def pod_settings(extra_env: dict[str, str] | None = None, *, command: list[str] | None = None):
+    key = (tuple(sorted((extra_env or {}).items())), tuple(command) if command else None)
+    if key not in _POD_SETTINGS:
+        _POD_SETTINGS[key] = _pod_settings(extra_env, command=command)
+    return _POD_SETTINGS[key]
+
+
+_POD_SETTINGS: dict = {}
+
+
+def _pod_settings(extra_env: dict[str, str] | None, *, command: list[str] | None) -> dict:
     """What a pod with the ConfigMap's environment (plus ``extra_env``) computes from the code:
     the queues the code enqueues to, the queues ``command`` (a run_worker command line) makes
     the worker listen to, RQ's list key of each, and the job timeout. Run in a subprocess so
@@ -429,12 +439,16 @@ def run_worker_args(container: dict) -> list[str]:
     return command[3:]
 
 
+def worker_settings(container: dict) -> dict:
+    """``pod_settings`` for a worker container: its environment and its run_worker options."""
+    return pod_settings(literal_env(container), command=run_worker_args(container))
+
+
 def test_every_queue_a_scaledobject_watches_is_one_the_code_uses():
     watched_anywhere = set()
     enqueued = None
     for scaled in objects("ScaledObject").values():
-        container = worker_container(scaled["spec"]["scaleTargetRef"]["name"])
-        code = pod_settings(literal_env(container), command=run_worker_args(container))
+        code = worker_settings(worker_container(scaled["spec"]["scaleTargetRef"]["name"]))
         enqueued = set(code["enqueued"])
         watched = {t["metadata"]["listName"] for t in scaled["spec"]["triggers"]}
         name = scaled["metadata"]["name"]
@@ -448,8 +462,7 @@ def test_every_queue_a_scaledobject_watches_is_one_the_code_uses():
 
 
 def test_cpu_workers_scale_on_every_queue_they_listen_to():
-    container = worker_container("quickbg-worker")
-    code = pod_settings(literal_env(container), command=run_worker_args(container))
+    code = worker_settings(worker_container("quickbg-worker"))
     scaled = objects("ScaledObject")["quickbg-worker"]
     assert {t["metadata"]["listName"] for t in scaled["spec"]["triggers"]} == set(
         code["listened"])
@@ -458,7 +471,7 @@ def test_cpu_workers_scale_on_every_queue_they_listen_to():
 def test_grace_period_and_cooldown_outlast_the_job_timeout():
     for name in WORKER_DEPLOYMENTS:
         container = worker_container(name)
-        timeout = pod_settings(literal_env(container))["job_timeout"]
+        timeout = worker_settings(container)["job_timeout"]
         spec = objects("Deployment")[name]["spec"]["template"]["spec"]
         assert spec["terminationGracePeriodSeconds"] > timeout, name
         # SIGTERM alone is RQ's warm shutdown: a preStop would only delay it.
@@ -466,7 +479,7 @@ def test_grace_period_and_cooldown_outlast_the_job_timeout():
     for scaled in objects("ScaledObject").values():
         spec = scaled["spec"]
         target = worker_container(spec["scaleTargetRef"]["name"])
-        timeout = pod_settings(literal_env(target))["job_timeout"]
+        timeout = worker_settings(target)["job_timeout"]
         assert spec["cooldownPeriod"] > timeout
         window = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"]
         assert window["stabilizationWindowSeconds"] > timeout
@@ -743,8 +756,8 @@ def test_sigterm_mid_job_finishes_the_job_retries_nothing_and_takes_no_new_one(
     # The Deployment's command, as the pod runs it (the test's database, queue and media), on
     # a read-only root. `unshare` and `sh` exec it: the pid is the worker's.
     (tmp_path / "logs").mkdir()
-    command, env = read_only_root([sys.executable, *container["command"][1:]],
-                                  subprocess_env(), tmp_path / "logs")
+    command, env = read_only_root([sys.executable, *container["command"][1:],
+                                   *container.get("args", [])], subprocess_env(), tmp_path / "logs")
     worker = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, start_new_session=True)
     try:
