@@ -7,7 +7,9 @@ write, read back and delete of a small object through the configured storage (S3
 folder). Staff signed in to the admin (session) and holders of ``QUICKBG_METRICS_TOKEN``
 (``Authorization: Bearer``) also get ``details``: each failed check's error, the model, and the
 queue (depth, running, failed, workers). Health is throttled per client address
-(``QUICKBG_HEALTH_RATE``, generous: load balancers poll it).
+(``QUICKBG_HEALTH_RATE``, generous: load balancers poll it). ``?skip=storage`` (a comma list of
+check names) leaves checks out, reported as ``skipped``: the cheap form a readiness probe polls
+every few seconds without writing to storage each time (deploy/kubernetes/web.yaml).
 
 Off by default: the endpoint answers 404 until ``QUICKBG_METRICS_TOKEN`` is set, and then only
 to ``Authorization: Bearer <token>``. A custom collector reads the shared stores on each scrape
@@ -44,7 +46,7 @@ from django.http import Http404, HttpResponse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from rest_framework import serializers
@@ -228,7 +230,7 @@ def _sees_details(request) -> bool:
     return bool(token) and _authorized(request, token)
 
 
-_CHECK = serializers.ChoiceField(choices=["ok", "error"])
+_CHECK = serializers.ChoiceField(choices=["ok", "error", "skipped"])
 HealthSerializer = inline_serializer(
     "Health",
     fields={
@@ -242,18 +244,40 @@ HealthSerializer = inline_serializer(
 )
 
 
+def _skipped_checks(request) -> set[str]:
+    """The checks ``?skip=`` names (comma-separated); a name that is no check is an error."""
+    names = {name.strip() for name in request.query_params.get("skip", "").split(",")}
+    names.discard("")
+    unknown = sorted(names - set(PROBES))
+    if unknown:
+        raise ValueError(f"Unknown health check to skip: {', '.join(unknown)} "
+                         f"(the checks are {', '.join(PROBES)})")
+    return names
+
+
 @extend_schema(
     auth=[], responses={200: HealthSerializer, 503: HealthSerializer},
     summary="Service health: 200 when the database, Redis and storage answer, else 503",
+    parameters=[OpenApiParameter(
+        "skip", str, description="Checks to leave out, comma-separated (database, redis, "
+        "storage), reported as skipped. `skip=storage` is the cheap form for readiness probes: "
+        "no object is written.")],
 )
 @api_view(["GET"])
 @authentication_classes([SessionAuthentication])
 @permission_classes([AllowAny])
 @throttle_classes([HealthRateThrottle])
 def health_view(request):
+    try:
+        skipped = _skipped_checks(request)
+    except ValueError as exc:
+        return Response({"detail": str(exc)}, status=400)
     checks = {"api": "ok"}
     errors = {}
     for name, probe in PROBES.items():
+        if name in skipped:
+            checks[name] = "skipped"
+            continue
         try:
             probe()
             checks[name] = "ok"
@@ -262,7 +286,7 @@ def health_view(request):
             checks[name] = "error"
             errors[name] = f"{type(exc).__name__}: {exc}"[:300]
     checks["s3"] = checks["storage"]  # the seed's name for the same check
-    healthy = all(value == "ok" for value in checks.values())
+    healthy = all(value in ("ok", "skipped") for value in checks.values())
     body = {"status": "healthy" if healthy else "unhealthy", "service": "quickbg",
             "checks": checks}
     if _sees_details(request):

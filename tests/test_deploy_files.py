@@ -494,7 +494,7 @@ def test_makefile_installs_from_the_lock_with_hashes():
 def test_dockerfile_installs_from_the_lock_on_a_pinned_base():
     dockerfile = (ROOT / "Dockerfile").read_text()
     # An exact release (3.11.N) of the base image, not a moving tag.
-    assert re.search(r"^FROM python:3\.11\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?$",
+    assert re.search(r"^FROM python:3\.11\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?( AS \w+)?$",
                      dockerfile, re.M)
     assert "COPY requirements.lock" in dockerfile
     assert "pip install --require-hashes --no-deps -r requirements.lock" in dockerfile
