@@ -99,7 +99,11 @@ class Client:
 
         def attempt() -> httpx.Response:
             extra = body() if body else {}
-            return self.http.request(method, url, **kwargs, **extra)
+            try:
+                return self.http.request(method, url, **kwargs, **extra)
+            finally:
+                for part in (extra.get("files") or {}).values():
+                    part[1].close()
 
         response = retry.send(attempt, self.retries, retry_on=retry_on, on_retry=self.on_retry)
         if response.is_error:
@@ -164,7 +168,7 @@ class Client:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"task {task_id} still {task['status']} after {timeout} s")
             time.sleep(interval)
-            interval = min(interval * 1.5, 5.0)
+            interval = min(interval * 1.5, 2.0)
 
     def download(self, task: dict) -> tuple[bytes, str]:
         """The result of a completed task and its extension (png, webp, jpg or zip)."""

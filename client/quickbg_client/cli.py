@@ -224,7 +224,7 @@ def _remove(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
           f"; manifest {output / '.quickbg-manifest.sqlite3'}", file=sys.stderr)
     if failures:
         print("quickbg: failed:\n" + "\n".join(failures), file=sys.stderr)
-    if interrupted:
+    if interrupted and not args.watch:  # Ctrl-C is how a --watch run ends: not an error
         return 130
     return EXIT_FAILED if counts["failed"] else EXIT_OK
 

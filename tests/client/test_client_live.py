@@ -172,3 +172,64 @@ def test_corrupt_and_oversized_files_are_recorded_failed_and_the_run_goes_on(
     assert rows == {"good.jpg": "done: ", "corrupt.jpg": f"failed: {not_an_image}",
                     "huge.png": f"failed: {too_big}"}
     assert tasks_of(user) == 1
+
+
+def test_watch_processes_a_file_dropped_in_later(worker, live_server, user, api_key, tmp_path):
+    watched = tmp_path / "inbox"
+    (watched / "sub").mkdir(parents=True)
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        quickbg_command("remove", str(watched), "-o", str(out), "--watch", "--json"),
+        env=client_env(live_server.url, api_key), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        time.sleep(1.5)  # the first pass (an empty folder) is over; now it watches
+        staged = tmp_path / "staging.jpg"
+        staged.write_bytes(small_jpeg("animal-2.jpg", size=(190, 140)))
+        staged.rename(watched / "sub" / "dropped.jpg")  # how a finished copy arrives
+        deadline = time.monotonic() + 120
+        while not (out / "sub" / "dropped.png").exists() and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.2)
+        assert (out / "sub" / "dropped.png").exists()
+        time.sleep(0.3)
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: how a watch ends
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert proc.returncode == 0, stderr.decode()[-2000:]
+    assert [(line["status"], os.path.basename(line["input"])) for line in json_lines(stdout)] \
+        == [("done", "dropped.jpg")]
+    assert_cutout_png(out / "sub" / "dropped.png")
+    assert tasks_of(user) == 1
+
+
+def test_the_library_removes_bytes_and_iterates_a_folder(worker, live_server, user, api_key,
+                                                         tmp_path):
+    import io
+
+    import numpy as np
+    from PIL import Image
+    from quickbg_client import Client, FileResult
+
+    image = small_jpeg("car-1.jpg", size=(220, 165))
+    with Client(live_server.url, api_key) as client:
+        png = client.remove(image, bg_color="ffffff", crop=False)
+        result = Image.open(io.BytesIO(png))
+        assert result.format == "PNG" and result.size == (220, 165)
+        rgba = np.asarray(result.convert("RGBA"))
+        assert rgba[:, :, 3].min() == 255 and tuple(rgba[0, 0, :3]) == (255, 255, 255)
+
+        (tmp_path / "in").mkdir()
+        (tmp_path / "in" / "car.jpg").write_bytes(image)
+        results = list(client.remove_folder(tmp_path / "in", tmp_path / "out", jobs=2,
+                                            bg_color="ffffff", crop=False))
+    # The same bytes and options as above, so the same Idempotency-Key: the server answered
+    # with the first task again (no second task, no second model run).
+    assert results == [FileResult(str(tmp_path / "in" / "car.jpg"), str(tmp_path / "out" /
+                                  "car.png"), "done", results[0].task_id, None, True,
+                                  results[0].seconds)]
+    assert (tmp_path / "out" / "car.png").read_bytes() == png
+    assert tasks_of(user) == 1

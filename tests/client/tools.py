@@ -25,8 +25,9 @@ CLIENT_DIR = ROOT / "client"
 
 def client_env(url: str, key: str, **extra: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "QUICKBG"))}
+    # XDG_CONFIG_HOME: a folder without quickbg/config.toml, so no user's config file is read.
     env.update(PYTHONPATH=str(CLIENT_DIR), QUICKBG_URL=url, QUICKBG_API_KEY=key,
-               QUICKBG_CONFIG=os.devnull, **extra)
+               XDG_CONFIG_HOME=str(CLIENT_DIR / "no-config"), **extra)
     return env
 
 
