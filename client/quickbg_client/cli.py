@@ -22,12 +22,14 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    # The common options are accepted before and after the command; SUPPRESS keeps a
+    # subcommand's absent option from overwriting one given before it (``_defaults`` fills in).
+    common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
     common.add_argument("--url", help="the server (default: QUICKBG_URL, the config file, or "
                                       "http://127.0.0.1:8000)")
     common.add_argument("--api-key", help="the API key (default: QUICKBG_API_KEY or the config "
                                           "file)")
-    common.add_argument("--retries", type=int, default=8, metavar="N",
+    common.add_argument("--retries", type=int, metavar="N",
                         help="attempts per request on connection errors, 5xx and 429 "
                              "(default 8)")
     common.add_argument("--json", action="store_true",
@@ -233,9 +235,15 @@ def _show(args: argparse.Namespace, value, text: str) -> None:
     print(json.dumps(value) if args.json else text)
 
 
+COMMON_DEFAULTS = {"url": None, "api_key": None, "retries": 8, "json": False}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    for name, default in COMMON_DEFAULTS.items():
+        if not hasattr(args, name):
+            setattr(args, name, default)
     try:
         if args.command == "remove":
             return _remove(args, parser)
