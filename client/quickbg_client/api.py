@@ -78,9 +78,15 @@ class Client:
                                 max_keepalive_connections=max_connections),
             transport=transport,
         )
+        # Download links carry their own signature (they may point at S3): no API key on them.
+        self.links = httpx.Client(timeout=httpx.Timeout(timeout, connect=10.0),
+                                  headers={"User-Agent": USER_AGENT},
+                                  limits=httpx.Limits(max_connections=max_connections),
+                                  transport=transport)
 
     def close(self) -> None:
         self.http.close()
+        self.links.close()
 
     def __enter__(self) -> Client:
         return self
@@ -175,15 +181,11 @@ class Client:
         url = task.get("presigned_url")
         if not url:
             raise errors.TaskFailed(task["task_id"], f"the task is {task['status']}, no result")
-        # The link carries its own signature: no API key is sent to it (it may be S3).
-        response = retry.send(lambda: httpx.get(url, timeout=self.http.timeout,
-                                                headers={"User-Agent": USER_AGENT}),
-                              self.retries, on_retry=self.on_retry)
-        if response.status_code in (403, 404, 410):  # expired link: ask for a fresh one
+        response = retry.send(lambda: self.links.get(url), self.retries, on_retry=self.on_retry)
+        if response.status_code in (403, 404):  # an expired link: ask for a fresh one
             fresh = self.task(task["task_id"])
-            response = retry.send(lambda: httpx.get(fresh["presigned_url"],
-                                                    timeout=self.http.timeout),
-                                  self.retries, on_retry=self.on_retry)
+            response = retry.send(lambda: self.links.get(fresh["presigned_url"]), self.retries,
+                                  on_retry=self.on_retry)
         if response.is_error:
             raise errors.from_response(response)
         content_type = response.headers.get("Content-Type", "").split(";")[0].strip()

@@ -92,7 +92,7 @@ class Output:
         if show_progress:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=None, unit="img", dynamic_ncols=True, file=sys.stderr,
+            self.bar = tqdm(total=None, unit="img", file=sys.stderr,
                             desc="quickbg")
         self.lock = threading.Lock()
 

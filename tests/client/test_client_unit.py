@@ -158,3 +158,23 @@ def test_models_from_the_models_endpoint_when_the_server_has_it():
     routes = {"/api/v1/models": (200, {"Content-Type": "application/json"}, body)}
     with LocalHTTPServer(routes=routes) as server, Client(server.url(""), "k") as client:
         assert [m["name"] for m in client.models()] == ["isnet-general-use", "u2netp"]
+
+
+def test_the_package_imports_nothing_but_the_standard_library_and_its_four_dependencies():
+    import ast
+    import sys as system
+
+    from tests.client.tools import CLIENT_DIR
+
+    allowed = {"httpx", "tqdm", "tenacity", "watchdog", "tomli", "quickbg_client"}
+    for path in (CLIENT_DIR / "quickbg_client").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                assert top in allowed or top in system.stdlib_module_names, (path.name, name)
