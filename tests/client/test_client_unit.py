@@ -178,3 +178,26 @@ def test_the_package_imports_nothing_but_the_standard_library_and_its_four_depen
             for name in names:
                 top = name.split(".")[0]
                 assert top in allowed or top in system.stdlib_module_names, (path.name, name)
+
+
+def test_the_listing_is_lazy_and_the_runs_queues_are_bounded(tmp_path, monkeypatch):
+    import os
+
+    from quickbg_client.runner import FolderRun
+
+    for d in range(30):
+        (tmp_path / "src" / f"d{d:02}").mkdir(parents=True)
+        (tmp_path / "src" / f"d{d:02}" / "a.jpg").write_bytes(b"x")
+    scanned = []
+    real_scandir = os.scandir
+    monkeypatch.setattr(listing.os, "scandir", lambda p: scanned.append(p) or real_scandir(p))
+    walk = listing.items([tmp_path / "src"], [], tmp_path / "out")
+    first = next(walk)
+    assert first.rel == "d00/a.jpg" and len(scanned) == 2  # the root and the first folder only
+    assert len(list(walk)) == 29 and len(scanned) == 31
+
+    with Client("http://127.0.0.1:9", "k") as client:
+        run = FolderRun(client, [tmp_path / "src"], tmp_path / "out", jobs=3, max_pending=5)
+    assert run.work.maxsize == 6  # the lister waits for the uploaders: 2 x jobs listed ahead
+    # At most max_pending tasks in flight (uploaded, not yet downloaded).
+    assert [run.slots.acquire(blocking=False) for _ in range(6)] == [True] * 5 + [False]
