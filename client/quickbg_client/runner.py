@@ -109,8 +109,9 @@ class FolderRun:
                 yield result
         finally:
             self.stop.set()
+            deadline = time.monotonic() + 5  # a thread inside a request is left (daemon)
             for thread in threads:
-                thread.join(timeout=5)
+                thread.join(timeout=max(0.0, deadline - time.monotonic()))
             self.manifest.close()
 
     def _guard(self, target):
