@@ -1,0 +1,5 @@
+import sys
+
+from quickbg_client.cli import main
+
+sys.exit(main())
