@@ -9,10 +9,15 @@ and the month's credits), queues it at the FRONT of the interactive queue, and w
 worker's completion signal (``queue.wait_task_done``: a Redis BLPOP, no database polling) for at
 most ``QUICKBG_SYNC_TIMEOUT`` seconds; past that it answers 504 with the task id to poll.
 
-Parameters follow remove.bg, defaults included (``size=preview``, ``format=auto``,
-``crop=false``); unknown parameters are ignored and empty or ``undefined`` values mean "not
-given". Errors use remove.bg's shape, ``{"errors": [{"title", "code", "detail"?}]}``
-(``removal.api.errors``).
+Parameters follow remove.bg's API reference, defaults included (``size=preview``,
+``format=auto``, ``crop=false``, ``type=auto``, ``type_level=1``); unknown parameters are
+ignored and empty or ``undefined`` values mean "not given". The output options are QuickBG's
+``Options`` (``pipeline/options.py``) but for ``crop_margin``, which remove.bg caps where
+QuickBG's API refuses (``_capped_margin``). ``type`` picks the model (``model_for_type``) and is
+echoed in ``X-Type`` (``x_type``). The rate limit is remove.bg's, in megapixel-images
+(``MegapixelRateThrottle``, ``megapixel_weight``). Errors use remove.bg's shape and codes,
+``{"errors": [{"title", "code", "detail"?}]}`` (``removal.api.errors``). The README's remove.bg
+section has the table of every parameter and header and what differs.
 """
 
 from __future__ import annotations

@@ -38,6 +38,7 @@ CONTENT_TYPES = {"png": "image/png", "webp": "image/webp", "jpg": "image/jpeg",
 WEBP_QUALITY = 90
 JPEG_QUALITY = 90
 WHITE = (255, 255, 255)
+SPREAD_SIZE = 1024  # the long side at which spread_colors computes the ZIP's fill
 
 
 def parse_hex_color(text: str) -> tuple[int, int, int]:
@@ -122,24 +123,22 @@ def build(rgb: np.ndarray, alpha: np.ndarray, *, channels: str, bg_color: str | 
 
 
 def _over_translucent(rgb, alpha, color, shadow) -> np.ndarray:
-    """RGBA: the subject over (a black ``shadow`` over) a colour with alpha, or over nothing."""
-    under_rgb = np.zeros(rgb.shape, dtype=np.float32)
-    under_a = np.zeros(alpha.shape, dtype=np.float32)
-    if color is not None:
-        under_rgb[:] = np.array(color[:3], dtype=np.float32)
-        under_a[:] = color[3] / 255
-    if shadow is not None:  # black, straight alpha: colour * a_under * (1 - s) / a_out
-        s = shadow.astype(np.float32) / 255
-        mixed = s + under_a * (1 - s)
-        under_rgb *= (under_a * (1 - s) / np.maximum(mixed, 1e-6))[:, :, None]
-        under_a = mixed
+    """RGBA (straight alpha): the subject over a black ``shadow`` over a colour with alpha (or
+    over nothing). One plane at a time, so a 12 MP result holds no H x W x 3 float arrays."""
     a = alpha.astype(np.float32) / 255
-    out_a = a + under_a * (1 - a)
-    weight = (under_a * (1 - a))[:, :, None]
-    out_rgb = rgb.astype(np.float32) * a[:, :, None] + under_rgb * weight
-    out_rgb /= np.maximum(out_a, 1e-6)[:, :, None]
+    s = shadow.astype(np.float32) / 255 if shadow is not None else np.float32(0)
+    color_alpha = np.float32(color[3] / 255 if color is not None else 0)
+    under = s + color_alpha * (1 - s)  # the shadow over the colour
+    out_a = a + under * (1 - a)
+    inverse = 1 / np.maximum(out_a, np.float32(1e-6))
+    own = a * inverse  # the subject's share of each output colour
+    colored = color_alpha * (1 - s) * (1 - a) * inverse  # the colour's (the shadow is black)
     rgba = np.empty((*alpha.shape, 4), dtype=np.uint8)
-    rgba[:, :, :3] = np.clip(out_rgb + 0.5, 0, 255)
+    for channel in range(3):
+        plane = rgb[:, :, channel] * own
+        if color is not None:
+            plane += np.float32(color[channel]) * colored
+        rgba[:, :, channel] = np.clip(plane + 0.5, 0, 255)
     rgba[:, :, 3] = np.clip(out_a * 255 + 0.5, 0, 255)
     rgba[rgba[:, :, 3] == 0] = 0
     return rgba
@@ -153,8 +152,15 @@ def spread_colors(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     client multiplies it by ``alpha.png``, so what lies under alpha 0 is never seen, but colour
     bleeding across the edge, and JPEG's 8 x 8 blocks at the edge, come from the subject, not
     the old background, which is also not handed out this way."""
-    weight = alpha.astype(np.float32) / 255
-    levels = [(rgb.astype(np.float32) * weight[:, :, None], weight)]
+    height, width = alpha.shape
+    factor = max(1.0, max(height, width) / SPREAD_SIZE)  # the fill is blurred: work small
+    size = (max(1, round(width / factor)), max(1, round(height / factor)))
+    # rgb x alpha fits uint16 (255 x 255): one integer pass at full size, floats only when small.
+    premultiplied = cv2.multiply(rgb, cv2.merge([alpha, alpha, alpha]), dtype=cv2.CV_16U)
+    premultiplied = cv2.resize(premultiplied, size, interpolation=cv2.INTER_AREA)
+    premultiplied = premultiplied.astype(np.float32) / 255
+    weight = cv2.resize(alpha, size, interpolation=cv2.INTER_AREA).astype(np.float32) / 255
+    levels = [(premultiplied, weight)]
     while min(levels[-1][1].shape) > 1:
         premultiplied, w = levels[-1]
         size = (max(1, w.shape[1] // 2), max(1, w.shape[0] // 2))
@@ -165,9 +171,9 @@ def spread_colors(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     for premultiplied, w in reversed(levels[:-1]):
         up = cv2.resize(color, (w.shape[1], w.shape[0]), interpolation=cv2.INTER_LINEAR)
         color = premultiplied + up * (1 - w)[:, :, None]
-    filled = np.clip(color + 0.5, 0, 255).astype(np.uint8)
-    visible = alpha > 0
-    filled[visible] = rgb[visible]
+    color = np.clip(color + 0.5, 0, 255).astype(np.uint8)
+    filled = cv2.resize(color, (width, height), interpolation=cv2.INTER_LINEAR)
+    cv2.copyTo(rgb, cv2.compare(alpha, 0, cv2.CMP_GT), filled)
     return filled
 
 

@@ -97,6 +97,4 @@ def solidify(alpha: np.ndarray) -> np.ndarray:
     inside = cv2.compare(alpha, SOLID_ABOVE, cv2.CMP_GT)
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
     inside = cv2.erode(inside, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
-    solid = alpha.copy()
-    solid[inside > 0] = 255
-    return solid
+    return cv2.max(alpha, inside)  # inside is 0 or 255
