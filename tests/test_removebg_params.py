@@ -313,3 +313,15 @@ def test_b64_json_also_carries_the_type(key, job_thread):
     response = keyed(key).post("/v1.0/removebg", body, format="json",
                                HTTP_ACCEPT="application/json")
     assert response.status_code == 200 and response["X-Type"] == "animal"
+
+
+def test_too_many_unfinished_tasks_is_a_429_that_costs_no_rate(key, user, client_for, settings,
+                                                              empty_queue, clean_rate):
+    settings.QUICKBG_MAX_QUEUED_TASKS = 1
+    queued = client_for(user).post("/api/v1/uploads", {"file": named(photo())},
+                                   format="multipart")
+    assert queued.status_code == 202  # no worker: it stays queued
+    refused = post(key)
+    assert error(refused, 429)["code"] == "rate_limit_exceeded"
+    assert int(refused["Retry-After"]) > 0
+    assert refused["X-RateLimit-Remaining"] == refused["X-RateLimit-Limit"] == "500"

@@ -248,7 +248,9 @@ class RemoveBgView(APIView):
 
     def finalize_response(self, request, response, *args, **kwargs):
         throttle = getattr(self, "throttle", None)
-        if throttle is not None and response.status_code != 429:
+        if throttle is not None and response.status_code == 429:
+            throttle.refund()  # too many unfinished tasks: a 429 is charged nothing
+        elif throttle is not None:
             throttle.take(1, force=True)  # a request refused before its image was weighed
         response = super().finalize_response(request, response, *args, **kwargs)
         for name, value in (throttle.headers() if throttle is not None else {}).items():

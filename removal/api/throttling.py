@@ -109,6 +109,17 @@ class MegapixelRateThrottle:
         self.used, self.taken = used, weight
         return True
 
+    def refund(self) -> None:
+        """Give back what ``take`` charged (the request was refused later, e.g. with 429 for
+        too many unfinished tasks): remove.bg charges a refused request nothing."""
+        if not self.taken:
+            return
+        try:
+            self.used = self.cache.decr(self.key, self.taken)
+        except Exception as exc:  # noqa: BLE001
+            logger.error("%s throttle unavailable (%s)", self.scope, exc)
+        self.taken = 0
+
     def wait(self) -> float:
         return max(1, int(self.window + self.duration - self.now + 0.999))
 
