@@ -280,9 +280,9 @@ FILE_UPLOAD_HANDLERS = ["removal.api.limits.CappedUploadHandler",
                         *global_settings.FILE_UPLOAD_HANDLERS]
 
 # --- Abuse limits ---------------------------------------------------------------------------------
-# Upload rate per user (DRF throttle, counted in Redis so every web process shares it) and a cap
-# on each user's unfinished tasks. NUM_PROXIES: reverse proxies in front (X-Forwarded-For).
+# Rates per user, counted in Redis: uploads; /v1.0/removebg in megapixel-images (remove.bg's).
 QUICKBG_UPLOAD_RATE = env_rate("QUICKBG_UPLOAD_RATE", "60/min")
+QUICKBG_REMOVEBG_RATE = env_rate("QUICKBG_REMOVEBG_RATE", "500/min")
 # Bearer token for GET /metrics (Prometheus); empty = the endpoint is off (404).
 QUICKBG_METRICS_TOKEN = env_str("QUICKBG_METRICS_TOKEN")
 # An Idempotency-Key with no answer after this long belongs to a request that died; a retry with

@@ -44,7 +44,10 @@ def png_declaring(width: int, height: int) -> bytes:
 
 
 def animated(fmt: str, frames: int = 60) -> bytes:
-    images = [Image.new("RGB", (120, 90), (n * 4 % 256, 0, 0)) for n in range(frames)]
+    # Frames with a subject: a blank frame is (rightly) "No foreground found in the image".
+    car = photo((120, 90))
+    images = [Image.blend(car, Image.new("RGB", car.size, (n * 4 % 256, 0, 0)), 0.2)
+              for n in range(frames)]
     return encode(images[0], fmt, save_all=True, append_images=images[1:], duration=20)
 
 

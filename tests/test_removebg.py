@@ -82,7 +82,7 @@ def test_file_upload_answers_the_image_with_remove_bg_headers(user, key, job_thr
     image = Image.open(io.BytesIO(response.content))
     assert image.mode == "RGBA" and image.size == (400, 300)  # remove.bg: crop off by default
     assert response["X-Width"] == "400" and response["X-Height"] == "300"
-    assert response["X-Type"] == "other"
+    assert response["X-Type"] == "car"  # the type sent, echoed (type_level 1 by default)
     alpha = np.asarray(image)[:, :, 3]
     ys, xs = np.nonzero(alpha)
     assert int(response["X-Foreground-Top"]) == ys.min()
@@ -90,9 +90,9 @@ def test_file_upload_answers_the_image_with_remove_bg_headers(user, key, job_thr
     assert int(response["X-Foreground-Width"]) == xs.max() - xs.min() + 1
     assert int(response["X-Foreground-Height"]) == ys.max() - ys.min() + 1
     assert response["X-Credits-Charged"] == "1"
-    assert int(response["X-RateLimit-Limit"]) == 10000
-    assert int(response["X-RateLimit-Remaining"]) == 9999
-    assert int(response["X-RateLimit-Reset"]) >= int(time.time())
+    assert int(response["X-RateLimit-Limit"]) == 500  # remove.bg's 500 megapixel-images/min
+    assert int(response["X-RateLimit-Remaining"]) == 499  # 0.12 MP counts as 1
+    assert int(time.time()) < int(response["X-RateLimit-Reset"]) <= int(time.time()) + 60
     # A normal task of the key's user, queued at the front.
     task = Task.objects.get(pk=response["X-Task-Id"])
     assert task.upload.owner == user and task.status == Task.Status.COMPLETED
@@ -146,8 +146,8 @@ def test_format_options_reach_the_result(key, job_thread):
     ({}, "Send exactly one of image_file, image_file_b64 or image_url"),
     ({"image_file_b64": "aGVsbG8=", "image_url": "http://127.0.0.1:9/a.jpg"},
      "Send exactly one of image_file, image_file_b64 or image_url"),
-    ({"image_file_b64": base64.b64encode(make_image()).decode(), "add_shadow": "true"},
-     "add_shadow: not supported"),
+    ({"image_file_b64": base64.b64encode(make_image()).decode(), "type": "spaceship"},
+     "type: must be one of auto, person, product, car"),
     ({"image_file_b64": base64.b64encode(make_image()).decode(), "size": "giant"},
      "size: must be one of"),
     ({"image_file_b64": "aGVsbG8="}, "File is not a valid image"),
@@ -179,7 +179,7 @@ def test_throttled_is_429_with_retry_after(key, settings):
     from django.core.cache import cache
 
     [cache._cache.get_client(None, write=True).delete(k) for k in cache._cache.get_client(None).scan_iter(cache.make_key("*"))]  # noqa: E501 - not cache.clear(): FLUSHDB would wipe every queue on the shared Redis
-    settings.QUICKBG_UPLOAD_RATE = "1/min"
+    settings.QUICKBG_REMOVEBG_RATE = "1/min"
     client = keyed(key)
     first = client.post("/v1.0/removebg", {}, format="json")
     assert first.status_code == 400 and first["X-RateLimit-Remaining"] == "0"

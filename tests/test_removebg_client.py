@@ -1,9 +1,13 @@
-"""The published remove.bg npm client (``remove.bg@1.3.0``), unchanged but for its hard-coded
-endpoint, against a live QuickBG (pytest-django's ``live_server``) and a real worker process
-running the real model: its three calls (file, base64, URL) must work.
+"""The published remove.bg clients, unchanged but for their hard-coded endpoint, against a live
+QuickBG (pytest-django's ``live_server``) and a real worker process running the real model:
 
-``npm install`` runs in a temporary folder, with npm's download cache kept in
-``~/.cache/quickbg/npm`` so later runs do not download again.
+* the npm client ``remove.bg@1.3.0``: its three calls (file, base64, URL) must work;
+* the PyPI client ``removebg`` 0.04: its three calls, one with an 8-digit ``bg_color``, and a
+  blank image answered with remove.bg's ``unknown_foreground``.
+
+``npm install`` runs in a temporary folder, ``pip install`` in a temporary venv, with their
+download caches kept in ``~/.cache/quickbg/npm`` and ``~/.cache/quickbg/pip`` so later runs do
+not download again.
 """
 
 from __future__ import annotations
@@ -11,7 +15,9 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +35,8 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.model]
 CLIENT = "remove.bg@1.3.0"
 ENDPOINT = "https://api.remove.bg/v1.0/removebg"
 NPM_CACHE = Path.home() / ".cache" / "quickbg" / "npm"
+PYPI_CLIENT = "removebg==0.04"
+PIP_CACHE = Path.home() / ".cache" / "quickbg" / "pip"
 
 SCRIPT = r"""
 const rbg = require("remove.bg");
@@ -110,3 +118,80 @@ def test_the_published_npm_client_works_unchanged(npm_client, worker, live_serve
     assert [r["path"] for r in images.requests] == ["/car.jpg"]
     tasks = Task.objects.filter(upload__owner=user)
     assert tasks.count() == 3 and set(tasks.values_list("status", flat=True)) == {"completed"}
+
+
+# The PyPI client keeps its endpoint in a module constant, ``removebg.removebg.API_ENDPOINT``;
+# this wrapper sets it and then calls the client's own methods, as a user's script would.
+PYTHON_SCRIPT = r"""
+import base64, json, sys
+
+import requests
+import removebg.removebg as module
+from removebg import RemoveBg
+
+base, key, path, url, blank = sys.argv[1:]
+assert module.API_ENDPOINT == "https://api.remove.bg/v1.0/removebg"
+module.API_ENDPOINT = base + "/v1.0/removebg"
+client = RemoveBg(key, "errors.log")
+client.remove_background_from_img_file(path)  # writes <path>_no_bg.png, size "regular"
+client.remove_background_from_img_url(url, size="auto", new_file_name="url.png",
+                                      bg_color="81d4fa77")
+with open(path, "rb") as image:
+    client.remove_background_from_base64_img(base64.b64encode(image.read()).decode(),
+                                             new_file_name="b64.png")
+try:
+    client.remove_background_from_img_file(blank)
+    refused = None
+except requests.HTTPError as exc:
+    refused = {"status": exc.response.status_code, "body": exc.response.json()}
+print(json.dumps({"refused": refused}))
+"""
+
+
+@pytest.fixture
+def pypi_client(tmp_path) -> Path:
+    """``pip install removebg==0.04`` into a temporary venv; returns its python."""
+    venv = tmp_path / "venv"
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    made = run_reaped([sys.executable, "-m", "venv", str(venv)], timeout=120, env=env)
+    assert made.returncode == 0, made.stderr.decode()[-2000:]
+    python = venv / "bin" / "python"
+    done = run_reaped([str(python), "-m", "pip", "install", "--quiet", "--cache-dir",
+                       str(PIP_CACHE), PYPI_CLIENT], timeout=300, env=env)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    return python
+
+
+def test_the_published_pypi_client_works_unchanged(pypi_client, worker, live_server, user,
+                                                    settings, tmp_path):
+    key = UserAPIKey.objects.create_key(user=user, name="pypi client")[1]
+    car = small_car()
+    (tmp_path / "car.jpg").write_bytes(car)
+    Image.new("RGB", (300, 225), (255, 255, 255)).save(tmp_path / "blank.png")
+    (tmp_path / "run.py").write_text(PYTHON_SCRIPT)
+
+    with LocalHTTPServer("127.0.0.1", {"/car.jpg": (200, {"Content-Type": "image/jpeg"},
+                                                    car)}) as images:
+        settings.QUICKBG_FETCH_ALLOW = [f"127.0.0.1:{images.port}"]
+        done = run_reaped([str(pypi_client), "run.py", live_server.url, key,
+                           str(tmp_path / "car.jpg"), images.url("/car.jpg"),
+                           str(tmp_path / "blank.png")], timeout=240, cwd=tmp_path)
+    assert done.returncode == 0, (done.stderr.decode()[-2000:], done.stdout.decode()[-500:])
+
+    for name in ("car.jpg_no_bg.png", "b64.png"):
+        image = Image.open(tmp_path / name)
+        assert image.format == "PNG" and image.mode == "RGBA" and image.size == (300, 225)
+        alpha = np.asarray(image)[:, :, 3]
+        assert alpha[:5, :5].max() == 0 and alpha[105:120, 140:160].min() >= 250
+    # bg_color with alpha (81d4fa77): the background is that colour, 0x77 opaque; the car solid.
+    on_color = np.asarray(Image.open(tmp_path / "url.png"))
+    assert on_color.shape == (225, 300, 4)
+    assert on_color[2, 2].tolist() == [0x81, 0xD4, 0xFA, 0x77]
+    assert on_color[105:120, 140:160, 3].min() >= 250
+    # A blank image: remove.bg's unknown_foreground, not an empty PNG.
+    refused = json.loads(done.stdout)["refused"]
+    assert refused["status"] == 400
+    assert refused["body"]["errors"][0]["code"] == "unknown_foreground"
+    assert not (tmp_path / "blank.png_no_bg.png").exists()
+    tasks = Task.objects.filter(upload__owner=user)
+    assert sorted(tasks.values_list("status", flat=True)) == ["completed"] * 3 + ["failed"]

@@ -5,7 +5,10 @@ know nothing of HTTP; ``STATUS`` below maps each to its status code (the first m
 DRF's own errors keep their codes; validation errors also carry ``errors``, field by field.
 
 Views that speak remove.bg's API (``error_style = "removebg"``) answer in remove.bg's shape
-instead, ``{"errors": [{"title", "code", "detail"?}]}``: 400 bad input, 402 credits used up,
+instead, ``{"errors": [{"title", "code", "detail"?}]}`` with remove.bg's codes
+(``REMOVEBG_CODES``: ``unknown_foreground``, ``file_too_large``, ``invalid_parameter`` naming
+the parameter in ``source.parameter``, ``insufficient_credits``, ``rate_limit_exceeded``; the
+title is the same message the native API sends as ``detail``): 400 bad input, 402 credits used up,
 403 a missing or unknown ``X-Api-Key`` (401 for a revoked or expired one, saying so), 429
 throttled (with ``Retry-After``), 504 past ``QUICKBG_SYNC_TIMEOUT`` (with the task id).
 """
@@ -27,6 +30,8 @@ from removal.errors import (
     TimedOut,
     TooManyTasks,
 )
+from removal.pipeline.errors import FileTooLarge, InvalidOption
+from removal.pipeline.trim import NoForeground
 
 
 class IdempotencyMismatch(QuickBGError):
@@ -73,6 +78,10 @@ REMOVEBG_CODES: tuple[tuple[type[QuickBGError], str], ...] = (
     (OutOfCredits, "insufficient_credits"),
     (TimedOut, "timeout"),
     (NotFound, "not_found"),
+    (NoForeground, "unknown_foreground"),
+    (FileTooLarge, "file_too_large"),
+    (BodyTooLarge, "file_too_large"),
+    (InvalidOption, "invalid_parameter"),
     (InvalidInput, "invalid_input"),
 )
 
@@ -85,6 +94,9 @@ def _removebg_error(exc, response: Response | None) -> Response | None:
         error = {"title": exc.detail, "code": code}
         if isinstance(exc, TimedOut):
             error["task_id"] = exc.task_id
+        if isinstance(exc, InvalidOption):
+            error["detail"] = f"Invalid value for parameter {exc.field}: {exc.message}"
+            error["source"] = {"parameter": exc.field}
         response = Response(status=status_for(exc))
         if isinstance(exc, TooManyTasks):
             response["Retry-After"] = str(exc.retry_after)

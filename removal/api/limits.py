@@ -3,7 +3,8 @@
 Three layers, because a body can arrive three ways:
 
 * ``BodyLimitMiddleware`` (first in ``MIDDLEWARE``, so on every endpoint, the unauthenticated
-  ones included) answers 413 ``{"detail": ...}`` from the ``Content-Length`` header alone,
+  ones included) answers 413 ``{"detail": ...}`` (on ``/v1.0/``, remove.bg's
+  ``{"errors": [{"title", "code": "file_too_large"}]}``) from the ``Content-Length`` header alone,
   without reading a byte of the body.
 * A chunked body (no ``Content-Length``), when the server decodes the chunks for us (gunicorn
   says so with ``wsgi.input_terminated``), is spooled while it streams in and cut off with the
@@ -57,7 +58,13 @@ def too_large(request=None) -> BodyTooLarge:
     return BodyTooLarge(f"Request body too large (maximum {_mb(body_limit(request))}MB)")
 
 
-def _answer(exc: BodyTooLarge) -> JsonResponse:
+REMOVEBG_PREFIX = "/v1.0/"  # remove.bg's API answers errors in its own shape
+
+
+def _answer(exc: BodyTooLarge, request=None) -> JsonResponse:
+    if request is not None and request.path_info.startswith(REMOVEBG_PREFIX):
+        return JsonResponse({"errors": [{"title": exc.detail, "code": "file_too_large"}]},
+                            status=413)
     return JsonResponse({"detail": exc.detail}, status=413)
 
 
@@ -93,7 +100,7 @@ class BodyLimitMiddleware:
             except ValueError:
                 return JsonResponse({"detail": "Invalid Content-Length header"}, status=400)
             if declared > body_limit(request):
-                return _answer(too_large(request))
+                return _answer(too_large(request), request)
         elif "chunked" in meta.get("HTTP_TRANSFER_ENCODING", "").lower():
             if not meta.get("wsgi.input_terminated"):
                 return JsonResponse(
@@ -105,7 +112,7 @@ class BodyLimitMiddleware:
             try:
                 spool, size = _spool(meta["wsgi.input"], body_limit(request), request)
             except BodyTooLarge as exc:
-                return _answer(exc)
+                return _answer(exc, request)
             meta["CONTENT_LENGTH"] = str(size)
             request._stream = LimitedStream(spool, size)
             try:
@@ -117,7 +124,7 @@ class BodyLimitMiddleware:
     def process_exception(self, request, exception):
         """Views outside DRF (the admin): the stream cap fired while the form was parsed."""
         if isinstance(exception, BodyTooLarge):
-            return _answer(exception)
+            return _answer(exception, request)
         return None
 
 

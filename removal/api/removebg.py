@@ -9,38 +9,58 @@ and the month's credits), queues it at the FRONT of the interactive queue, and w
 worker's completion signal (``queue.wait_task_done``: a Redis BLPOP, no database polling) for at
 most ``QUICKBG_SYNC_TIMEOUT`` seconds; past that it answers 504 with the task id to poll.
 
-Parameters follow remove.bg, defaults included (``size=preview``, ``format=auto``,
-``crop=false``); unknown parameters are ignored and empty or ``undefined`` values mean "not
-given". Errors use remove.bg's shape, ``{"errors": [{"title", "code", "detail"?}]}``
-(``removal.api.errors``).
+Parameters follow remove.bg's API reference, defaults included (``size=preview``,
+``format=auto``, ``crop=false``, ``type=auto``, ``type_level=1``); unknown parameters are
+ignored and empty or ``undefined`` values mean "not given". The output options are QuickBG's
+``Options`` (``pipeline/options.py``) but for ``crop_margin``, which remove.bg caps where
+QuickBG's API refuses (``_capped_margin``). ``type`` picks the model (``model_for_type``) and is
+echoed in ``X-Type`` (``x_type``). The rate limit is remove.bg's, in megapixel-images
+(``MegapixelRateThrottle``, ``megapixel_weight``). Errors use remove.bg's shape and codes,
+``{"errors": [{"title", "code", "detail"?}]}`` (``removal.api.errors``). The README's remove.bg
+section has the table of every parameter and header and what differs.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import math
 
 from django.conf import settings
 from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from PIL import ImageColor
 from rest_framework import serializers
+from rest_framework.exceptions import Throttled
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.authentication import APIKeyAuthentication
 from removal import selectors, storage
-from removal.api.throttling import UploadRateThrottle
+from removal.api.throttling import MegapixelRateThrottle
 from removal.errors import InvalidInput
-from removal.pipeline.options import InvalidOption, Options
+from removal.pipeline import trim
+from removal.pipeline.options import (
+    MAX_MARGIN_PERCENT,
+    MAX_MARGIN_PX,
+    SIZES,
+    InvalidOption,
+    Options,
+)
+from removal.pipeline.validate import inspect
 from removal.services import tasks, uploads
 
 # remove.bg's defaults where they differ from QuickBG's own.
 REMOVEBG_DEFAULTS = {"size": "preview", "format": "auto", "crop": "false", "crop_margin": "0"}
 OPTION_NAMES = ("size", "format", "crop", "crop_margin", "bg_color", "channels", "roi", "scale",
-                "position")
-TRUE_WORDS = ("true", "1", "yes", "on")
+                "position", "semitransparency", "add_shadow")
+# remove.bg's ``type`` values, and the classes ``X-Type`` names at each ``type_level``.
+TYPES = ("auto", "person", "product", "car", "animal", "graphic", "transportation")
+TYPE_LEVELS = ("none", "1", "2", "latest")
+# Level 1 classes: person, product, animal, car, other; level 2 adds transportation, graphics,
+# car_interior, car_part.
+LEVEL_1 = {"graphic": "other", "transportation": "other"}
+LEVEL_2 = {"graphic": "graphics"}
 
 
 def _unset(value) -> bool:
@@ -97,41 +117,75 @@ def _background(request) -> bytes | None:
     return _fetch(url) if url is not None else None
 
 
-def _bg_color(value):
-    """remove.bg takes hex (``81d4fa``, ``fff``) or a colour name (``green``)."""
-    if value is None or all(c in "#0123456789abcdefABCDEF" for c in str(value)):
+def _capped_margin(value):
+    """remove.bg caps each ``crop_margin`` at 50 % of the subject or 500 px (QuickBG's own API
+    refuses a value above the cap instead, saying so)."""
+    if value is None:
         return value
-    try:
-        red, green, blue = ImageColor.getrgb(str(value).strip())[:3]
-    except ValueError:
-        raise InvalidOption("bg_color", "must be a hex colour (81d4fa) or a colour name") from None
-    return f"{red:02x}{green:02x}{blue:02x}"
+    parts = []
+    for part in str(value).replace(",", " ").replace(" %", "%").split():
+        text = part.strip().lower()
+        percent = text.endswith("%")
+        number = text.removesuffix("%").removesuffix("px")
+        try:
+            amount = float(number)
+        except ValueError:
+            return value  # Options names the bad value
+        cap = MAX_MARGIN_PERCENT if percent else MAX_MARGIN_PX
+        parts.append(f"{min(amount, cap):g}{'%' if percent else ''}" if amount > cap else part)
+    return " ".join(parts)
+
+
+def _type(request) -> tuple[str, str]:
+    """``(type, type_level)`` as remove.bg takes them (defaults ``auto`` and ``1``)."""
+    kind = str(_value(request, "type") or "auto").strip().lower()
+    level = str(_value(request, "type_level") or "1").strip().lower()
+    if kind not in TYPES:
+        raise InvalidOption("type", f"must be one of {', '.join(TYPES)}")
+    if level not in TYPE_LEVELS:
+        raise InvalidOption("type_level", f"must be one of {', '.join(TYPE_LEVELS)}")
+    return kind, level
+
+
+def x_type(kind: str, level: str) -> str | None:
+    """``X-Type``: the foreground type in ``level``'s classes, ``None`` for ``none``. QuickBG
+    does not classify, so ``auto`` answers ``other`` and a given type is echoed."""
+    if level == "none":
+        return None
+    if kind == "auto":
+        return "other"
+    return (LEVEL_1 if level == "1" else LEVEL_2).get(kind, kind)
+
+
+def model_for_type(kind: str) -> str | None:
+    """The model that runs for remove.bg's ``type``; ``None``: the server's default
+    (``QUICKBG_MODEL``). One model serves every type for now (the models issue maps them)."""
+    return None
+
+
+def megapixel_weight(width: int, height: int, size: str) -> int:
+    """What an image costs against the rate limit, as remove.bg counts it: the result's
+    megapixels (the input's, capped by ``size``: 0.25 for a preview) rounded up, at least 1."""
+    megapixels = width * height / 1_000_000
+    cap = SIZES.get(size)
+    if cap is not None:
+        megapixels = min(megapixels, cap)
+    return max(1, math.ceil(round(megapixels, 6)))
 
 
 def parse_options(request) -> dict:
     """remove.bg's parameters as QuickBG output options (``Options``), remove.bg's defaults."""
-    add_shadow = _value(request, "add_shadow")
-    if add_shadow is not None and str(add_shadow).strip().lower() in TRUE_WORDS:
-        raise InvalidInput("add_shadow: not supported")
     raw = {**REMOVEBG_DEFAULTS}
     raw.update({n: _value(request, n) for n in OPTION_NAMES if _value(request, n) is not None})
-    if raw.get("bg_color") is not None:
-        raw["bg_color"] = _bg_color(raw["bg_color"])
+    raw["crop_margin"] = _capped_margin(raw.get("crop_margin"))
     return Options.parse(raw).to_dict()
 
 
-class RemoveBgRateThrottle(UploadRateThrottle):
-    """The upload rate (``QUICKBG_UPLOAD_RATE``), per user, shared with ``POST /uploads``;
-    keeps what remove.bg's ``X-RateLimit-*`` headers report."""
-
-    def headers(self) -> dict:
-        if not hasattr(self, "history"):
-            return {}
-        remaining = max(0, self.num_requests - len(self.history))
-        reset = self.now + (self.duration - (self.now - self.history[-1]) if self.history else 0)
-        return {"X-RateLimit-Limit": str(self.num_requests),
-                "X-RateLimit-Remaining": str(remaining),
-                "X-RateLimit-Reset": str(int(reset + 0.999))}
+def _failure(task) -> Exception:
+    """The error to answer for a failed synchronous task (remove.bg's code for the kind)."""
+    if task.error_message == trim.NoForeground().detail:
+        return trim.NoForeground()
+    return InvalidInput(task.error_message or "Processing failed")
 
 
 class RemoveBgRequestSerializer(serializers.Serializer):
@@ -142,21 +196,28 @@ class RemoveBgRequestSerializer(serializers.Serializer):
     image_url = serializers.URLField(required=False, help_text="An image URL to fetch.")
     size = serializers.CharField(required=False, help_text="preview (default), small, regular "
                                  "(0.25 MP), medium (1.5 MP), hd (4 MP), full, 4k, auto.")
-    type = serializers.CharField(required=False, help_text="Accepted; X-Type answers other.")
+    type = serializers.CharField(required=False, help_text="auto (default), person, product, "
+                                 "car, animal, graphic, transportation; echoed in X-Type.")
+    type_level = serializers.CharField(required=False, help_text="1 (default), 2, latest, or "
+                                       "none (no X-Type header).")
     format = serializers.CharField(required=False, help_text="auto (default), png, jpg, webp, "
                                    "zip (color.jpg + alpha.png).")
-    roi = serializers.CharField(required=False, help_text="'x1 y1 x2 y2', px or %.")
+    roi = serializers.CharField(required=False, help_text="'x1 y1 x2 y2', each px or %.")
     crop = serializers.BooleanField(required=False, help_text="Trim empty margins (default "
                                     "false).")
-    crop_margin = serializers.CharField(required=False, help_text="px or %, with crop.")
+    crop_margin = serializers.CharField(required=False, help_text="1, 2 or 4 values (CSS "
+                                        "order), px or %, capped at 500px / 50%; with crop.")
     scale = serializers.CharField(required=False, help_text="original or 10%-100%.")
     position = serializers.CharField(required=False, help_text="original, center or 'H% V%'.")
     channels = serializers.CharField(required=False, help_text="rgba (default) or alpha.")
-    bg_color = serializers.CharField(required=False, help_text="Hex colour or colour name.")
+    bg_color = serializers.CharField(required=False, help_text="Hex (3, 4, 6, 8 digits; alpha "
+                                     "last) or a colour name.")
     bg_image_url = serializers.URLField(required=False, help_text="Background image URL.")
     bg_image_file = serializers.FileField(required=False, help_text="Background image file.")
-    semitransparency = serializers.BooleanField(required=False, help_text="Accepted.")
-    add_shadow = serializers.BooleanField(required=False, help_text="false only (true: 400).")
+    semitransparency = serializers.BooleanField(required=False, help_text="true (default) "
+                                                "keeps partial alpha; false: opaque inside.")
+    add_shadow = serializers.BooleanField(required=False, help_text="A soft contact shadow "
+                                          "(default false).")
 
 
 class RemoveBgResultSerializer(serializers.Serializer):
@@ -171,7 +232,7 @@ class RemoveBgView(APIView):
     """``POST /v1.0/removebg``: remove the background and answer with the result."""
 
     authentication_classes = [APIKeyAuthentication]
-    throttle_classes = [RemoveBgRateThrottle]
+    throttle_classes = [MegapixelRateThrottle]
     parser_classes = [MultiPartParser, FormParser, JSONParser]
     error_style = "removebg"
 
@@ -181,14 +242,18 @@ class RemoveBgView(APIView):
         return super().perform_content_negotiation(request, force=True)
 
     def check_throttles(self, request):
-        self.throttle = RemoveBgRateThrottle()
+        self.throttle = MegapixelRateThrottle()
         if not self.throttle.allow_request(request, self):
             self.throttled(request, self.throttle.wait())
 
     def finalize_response(self, request, response, *args, **kwargs):
+        throttle = getattr(self, "throttle", None)
+        if throttle is not None and response.status_code == 429:
+            throttle.refund()  # too many unfinished tasks: a 429 is charged nothing
+        elif throttle is not None:
+            throttle.take(1, force=True)  # a request refused before its image was weighed
         response = super().finalize_response(request, response, *args, **kwargs)
-        for name, value in getattr(getattr(self, "throttle", None), "headers",
-                                   lambda: {})().items():
+        for name, value in (throttle.headers() if throttle is not None else {}).items():
             response[name] = value
         return response
 
@@ -206,23 +271,28 @@ class RemoveBgView(APIView):
         if not hasattr(request.data, "get"):
             raise InvalidInput("Send a form or a JSON object")
         options = parse_options(request)
+        kind, level = _type(request)
         data, filename = _image(request)
         background = _background(request)
+        info = inspect(data, uploads.validation_limits())
+        if not self.throttle.take(megapixel_weight(info.width, info.height, options["size"])):
+            raise Throttled(self.throttle.wait())
         charge = selectors.credit_cost(options)
         task = uploads.upload_create_from_bytes(
             owner=request.user, data=data, filename=filename, options=options,
-            background=background, at_front=True,
+            model=model_for_type(kind), background=background, at_front=True,
         )
         task = tasks.task_wait(task=task, timeout=settings.QUICKBG_SYNC_TIMEOUT)
         if task.status != task.Status.COMPLETED:
-            raise InvalidInput(task.error_message or "Processing failed")
-        return self._answer(request, task, storage.read(task.result_key), charge)
+            raise _failure(task)
+        return self._answer(request, task, storage.read(task.result_key), charge,
+                            x_type(kind, level))
 
-    def _answer(self, request, task, body: bytes, charge: float):
+    def _answer(self, request, task, body: bytes, charge: float, detected: str | None):
         metrics = task.metrics
         box = metrics.get("foreground") or {}
         headers = {
-            "X-Type": "other",
+            "X-Type": detected,
             "X-Width": str(metrics.get("output_width", "")),
             "X-Height": str(metrics.get("output_height", "")),
             "X-Foreground-Top": str(box.get("top", 0)),
@@ -232,6 +302,8 @@ class RemoveBgView(APIView):
             "X-Credits-Charged": f"{charge:g}",
             "X-Task-Id": str(task.pk),
         }
+        if detected is None:  # type_level=none
+            del headers["X-Type"]
         if _wants_json(request.headers.get("Accept", "")):
             data = {"result_b64": base64.b64encode(body).decode("ascii"),
                     **{f"foreground_{k}": box.get(k, 0)

@@ -16,14 +16,18 @@ OPTION_HELP = {
     "scale": "Subject size relative to the canvas: original (default) or 10%-100%.",
     "position": "Subject position: original (default), center, or 'H% V%' (one value: both).",
     "channels": "rgba (default): the cut-out; alpha: the mask only.",
-    "bg_color": "Hex colour (e.g. #ffffff) to fill the background instead of transparency.",
+    "bg_color": "Colour to fill the background instead of transparency: hex of 3, 4, 6 or 8 "
+                "digits (alpha last, e.g. #81d4fa77) or a colour name (green).",
     "crop": "Trim transparent margins (default true).",
-    "crop_margin": "Padding kept when trimming: pixels (default 10) or a percentage like 5%.",
+    "crop_margin": "Padding kept when trimming: pixels (default 10, e.g. 10px) or a percentage "
+                   "like 5%; two or four values in CSS order for different sides.",
     "refine": "Morphological clean-up of the mask edges (default true).",
     "alpha_matting": "rembg's alpha matting for fine edges (slow; default false).",
     "alpha_matting_foreground_threshold": "Alpha matting: foreground threshold (default 240).",
     "alpha_matting_background_threshold": "Alpha matting: background threshold (default 10).",
     "alpha_matting_erode_size": "Alpha matting: erode size (default 10).",
+    "semitransparency": "Keep semi-transparent areas (default true); false: opaque inside.",
+    "add_shadow": "A soft contact shadow under the subject (default false).",
 }
 
 

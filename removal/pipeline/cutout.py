@@ -1,7 +1,8 @@
 """The pipeline's one entry point: image bytes in, cut-out bytes out.
 
 ``cut_out(data, segmenter=..., options=Options.parse(raw), limits=Limits())`` runs
-decode -> segment -> refine -> (alpha matting) -> roi -> trim -> scale/position -> size limit ->
+decode -> segment (no subject: ``NoForeground``) -> refine -> (alpha matting) -> (opaque inside:
+``semitransparency=false``) -> roi -> trim -> scale/position -> size limit -> (shadow) ->
 compose (colour or ``background`` image) -> encode and reports per-stage timings, where the
 subject ended up in the result (``foreground``: top, left, width, height in result pixels) and
 the mask's ``confidence``. The task runner (``removal.runner``), the ``removebg`` command and
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from removal.pipeline import encode, layout, matting, refine, segment, trim
+from removal.pipeline import encode, layout, matting, refine, segment, shadow, trim
 from removal.pipeline.options import Options
 from removal.pipeline.validate import Limits, decode
 
@@ -62,6 +63,8 @@ def _mask(decoded, segmenter, options: Options, clock: _Clock, timeout) -> np.nd
     clock.lap("preprocess")
     prediction = segmenter.run(tensor, timeout=timeout)
     clock.lap("inference")
+    if not segment.has_foreground(prediction):
+        raise trim.NoForeground()
     small = segment.postprocess(prediction)
     if options.refine:
         small = refine.refine(small)
@@ -78,6 +81,8 @@ def _mask(decoded, segmenter, options: Options, clock: _Clock, timeout) -> np.nd
             erode_size=options.alpha_matting_erode_size,
         )
         clock.lap("alpha_matting")
+    if not options.semitransparency:
+        alpha = refine.solidify(alpha)
     return alpha
 
 
@@ -115,9 +120,13 @@ def cut_out(
 
     score = confidence(alpha)
     alpha = layout.apply_roi(alpha, options.roi)
-    box, crop = trim.crop_box(alpha, trim.Margin.parse(options.crop_margin))
+    box, crop = trim.crop_box(alpha, trim.Margins.parse(options.crop_margin))
     if not options.crop:
         crop = (0, 0, decoded.width, decoded.height)
+    elif options.add_shadow:  # room for the shadow past the subject's box
+        room = trim.padded_box(box, decoded.width, decoded.height, trim.Margin(shadow.reach(box)))
+        crop = (min(crop[0], room[0]), min(crop[1], room[1]), max(crop[2], room[2]),
+                max(crop[3], room[3]))
     rgb, alpha_out = trim.crop(decoded.rgb, crop), trim.crop(alpha, crop)
     rgb, alpha_out = layout.place(rgb, alpha_out, scale=options.scale, position=options.position)
     rgb, alpha_out = layout.limit_size(rgb, alpha_out, options.max_megapixels)
@@ -127,13 +136,14 @@ def cut_out(
     height, width = alpha_out.shape
     if backdrop is not None and options.channels == "rgba":
         backdrop = layout.cover(backdrop, width, height)
+    under = (shadow.contact_shadow(alpha_out)
+             if options.add_shadow and options.channels == "rgba" else None)
     pixels = encode.build(rgb, alpha_out, channels=options.channels, bg_color=options.bg_color,
-                          background=backdrop)
+                          background=backdrop, shadow=under)
     clock.lap("compose")
     fmt = encode.resolve_format(options.format, pixels)
     if fmt == "zip":
-        color = pixels if pixels.ndim == 3 and pixels.shape[2] == 3 else rgb
-        body = encode.encode_zip(color, alpha_out)
+        body = encode.encode_zip(*encode.zip_layers(pixels, rgb, alpha_out))
     else:
         body = encode.encode(pixels, fmt)
     clock.lap("encode")

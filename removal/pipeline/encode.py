@@ -16,8 +16,12 @@ WebP: lossy quality 90 with lossless alpha (libwebp's default ``alpha_quality=10
 
 JPEG (``jpg``): quality 90 through ``simplejpeg`` (libjpeg-turbo, already used to decode); a
 transparent cut-out is flattened onto white first, as remove.bg does. ``zip`` is remove.bg's
-layout: ``color.jpg`` (the colour pixels) and ``alpha.png`` (the mask), to be combined by the
-client; both files in one uncompressed ZIP (their contents are compressed already).
+layout (``encode_zip``): ``color.jpg`` (RGB, the result's colours, with the subject's colours
+spread under its transparent parts: ``spread_colors``) then ``alpha.png`` (8-bit grey, the
+result's alpha: white is opaque), both the result's size, for the client to combine
+(``convert color.jpg alpha.png -compose CopyOpacity -composite out.png``); an opaque result (on a
+colour or an image) has an all-white alpha. Both files in one uncompressed ZIP (their contents
+are compressed already).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ CONTENT_TYPES = {"png": "image/png", "webp": "image/webp", "jpg": "image/jpeg",
 WEBP_QUALITY = 90
 JPEG_QUALITY = 90
 WHITE = (255, 255, 255)
+SPREAD_SIZE = 1024  # the long side at which spread_colors computes the ZIP's fill
 
 
 def parse_hex_color(text: str) -> tuple[int, int, int]:
@@ -44,6 +49,24 @@ def parse_hex_color(text: str) -> tuple[int, int, int]:
     if len(value) != 6 or any(c not in "0123456789abcdefABCDEF" for c in value):
         raise ValueError(text)
     return tuple(int(value[i : i + 2], 16) for i in (0, 2, 4))
+
+
+def parse_color(text: str) -> tuple[int, int, int, int]:
+    """remove.bg's ``bg_color``: 3-, 4-, 6- or 8-digit hex with or without ``#`` (the last
+    digits are alpha: ``81d4fa77``), or a CSS colour name (``green``, through Pillow's
+    ``ImageColor``) -> ``(r, g, b, a)``; ``ValueError`` otherwise."""
+    value = text.strip().removeprefix("#")
+    if value and all(c in "0123456789abcdefABCDEF" for c in value):
+        if len(value) in (3, 4):
+            value = "".join(c * 2 for c in value)
+        if len(value) == 6:
+            value += "ff"
+        if len(value) == 8:
+            return tuple(int(value[i : i + 2], 16) for i in (0, 2, 4, 6))
+        raise ValueError(text)
+    from PIL import ImageColor
+
+    return ImageColor.getcolor(text.strip(), "RGBA")
 
 
 def cutout(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
@@ -77,15 +100,81 @@ def on_image(rgb: np.ndarray, alpha: np.ndarray, background: np.ndarray) -> np.n
 
 
 def build(rgb: np.ndarray, alpha: np.ndarray, *, channels: str, bg_color: str | None,
-          background: np.ndarray | None = None):
-    """The output pixels: mask only (``alpha``), cutout on an image or a colour, or RGBA."""
+          background: np.ndarray | None = None, shadow: np.ndarray | None = None):
+    """The output pixels: mask only (``alpha``), cutout on an image or a colour, or RGBA.
+
+    ``shadow`` (an alpha, ``pipeline.shadow``) is laid in black between the background and the
+    subject. A colour with alpha (``#81d4fa77``) or a shadow on no background gives RGBA."""
     if channels == "alpha":
         return np.ascontiguousarray(alpha)
+    color = parse_color(bg_color) if bg_color else None
+    if background is None and color is not None and color[3] == 255:
+        if shadow is None:
+            return on_color(rgb, alpha, color[:3])
+        background = np.empty_like(rgb)
+        background[:] = color[:3]
     if background is not None:
+        if shadow is not None:
+            background = on_color(background, 255 - shadow, (0, 0, 0))
         return on_image(rgb, alpha, background)
-    if bg_color:
-        return on_color(rgb, alpha, parse_hex_color(bg_color))
-    return cutout(rgb, alpha)
+    if color is None and shadow is None:
+        return cutout(rgb, alpha)
+    return _over_translucent(rgb, alpha, color, shadow)
+
+
+def _over_translucent(rgb, alpha, color, shadow) -> np.ndarray:
+    """RGBA (straight alpha): the subject over a black ``shadow`` over a colour with alpha (or
+    over nothing). One plane at a time, so a 12 MP result holds no H x W x 3 float arrays."""
+    a = alpha.astype(np.float32) / 255
+    s = shadow.astype(np.float32) / 255 if shadow is not None else np.float32(0)
+    color_alpha = np.float32(color[3] / 255 if color is not None else 0)
+    under = s + color_alpha * (1 - s)  # the shadow over the colour
+    out_a = a + under * (1 - a)
+    inverse = 1 / np.maximum(out_a, np.float32(1e-6))
+    own = a * inverse  # the subject's share of each output colour
+    colored = color_alpha * (1 - s) * (1 - a) * inverse  # the colour's (the shadow is black)
+    rgba = np.empty((*alpha.shape, 4), dtype=np.uint8)
+    for channel in range(3):
+        plane = rgb[:, :, channel] * own
+        if color is not None:
+            plane += np.float32(color[channel]) * colored
+        rgba[:, :, channel] = np.clip(plane + 0.5, 0, 255)
+    rgba[:, :, 3] = np.clip(out_a * 255 + 0.5, 0, 255)
+    rgba[rgba[:, :, 3] == 0] = 0
+    return rgba
+
+
+def spread_colors(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """``rgb`` where ``alpha`` > 0; elsewhere the subject's own colours spread outwards and
+    blurred (push-pull over an image pyramid), never the original background.
+
+    remove.bg's ``color.jpg`` is laid out this way ("blurry in areas with transparency"): the
+    client multiplies it by ``alpha.png``, so what lies under alpha 0 is never seen, but colour
+    bleeding across the edge, and JPEG's 8 x 8 blocks at the edge, come from the subject, not
+    the old background, which is also not handed out this way."""
+    height, width = alpha.shape
+    factor = max(1.0, max(height, width) / SPREAD_SIZE)  # the fill is blurred: work small
+    size = (max(1, round(width / factor)), max(1, round(height / factor)))
+    # rgb x alpha fits uint16 (255 x 255): one integer pass at full size, floats only when small.
+    premultiplied = cv2.multiply(rgb, cv2.merge([alpha, alpha, alpha]), dtype=cv2.CV_16U)
+    premultiplied = cv2.resize(premultiplied, size, interpolation=cv2.INTER_AREA)
+    premultiplied = premultiplied.astype(np.float32) / 255
+    weight = cv2.resize(alpha, size, interpolation=cv2.INTER_AREA).astype(np.float32) / 255
+    levels = [(premultiplied, weight)]
+    while min(levels[-1][1].shape) > 1:
+        premultiplied, w = levels[-1]
+        size = (max(1, w.shape[1] // 2), max(1, w.shape[0] // 2))
+        levels.append((cv2.resize(premultiplied, size, interpolation=cv2.INTER_AREA),
+                       cv2.resize(w, size, interpolation=cv2.INTER_AREA)))
+    premultiplied, w = levels[-1]
+    color = premultiplied / np.maximum(w, 1e-6)[:, :, None]
+    for premultiplied, w in reversed(levels[:-1]):
+        up = cv2.resize(color, (w.shape[1], w.shape[0]), interpolation=cv2.INTER_LINEAR)
+        color = premultiplied + up * (1 - w)[:, :, None]
+    color = np.clip(color + 0.5, 0, 255).astype(np.uint8)
+    filled = cv2.resize(color, (width, height), interpolation=cv2.INTER_LINEAR)
+    cv2.copyTo(rgb, cv2.compare(alpha, 0, cv2.CMP_GT), filled)
+    return filled
 
 
 def resolve_format(fmt: str, pixels: np.ndarray) -> str:
@@ -105,6 +194,18 @@ def encode_jpeg(pixels: np.ndarray) -> bytes:
         pixels = on_color(pixels[:, :, :3], pixels[:, :, 3], WHITE)
     return simplejpeg.encode_jpeg(np.ascontiguousarray(pixels), quality=JPEG_QUALITY,
                                   colorspace="RGB")
+
+
+def zip_layers(pixels: np.ndarray, rgb: np.ndarray, alpha: np.ndarray):
+    """``(color, alpha)`` for remove.bg's ZIP from the built ``pixels``: an opaque result keeps
+    its colours under an all-white alpha; an RGBA one is split, its colours spread under the
+    transparent parts; a mask (``channels=alpha``) goes with the subject's spread colours."""
+    if pixels.ndim == 3 and pixels.shape[2] == 3:
+        return pixels, np.full(pixels.shape[:2], 255, dtype=np.uint8)
+    if pixels.ndim == 3:
+        layer = np.ascontiguousarray(pixels[:, :, 3])
+        return spread_colors(np.ascontiguousarray(pixels[:, :, :3]), layer), layer
+    return spread_colors(rgb, alpha), alpha
 
 
 def encode_zip(color: np.ndarray, alpha: np.ndarray) -> bytes:

@@ -2,6 +2,7 @@
 
 - ``InvalidImage``: the input cannot be processed (format, size, corrupt, no subject). Not worth
   retrying; ``str(exc)`` is the message for the user.
+- ``FileTooLarge``: an ``InvalidImage`` over the size limit.
 - ``InvalidOption``: an output option has a bad value; ``str(exc)`` is ``"field: message"``.
 - ``InferenceTimeout``: the model run was stopped because it took longer than it was given.
 """
@@ -17,6 +18,10 @@ class PipelineError(QuickBGError):
 
 class InvalidImage(PipelineError, InvalidInput):
     """The input cannot be processed. ``str(exc)`` is a message for the user."""
+
+
+class FileTooLarge(InvalidImage):
+    """The file is over the upload size limit (remove.bg's ``file_too_large``)."""
 
 
 class InvalidOption(PipelineError, InvalidInput):

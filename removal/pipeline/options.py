@@ -14,8 +14,13 @@ starts from remove.bg's own defaults instead (``removal.api.removebg``).
   0.25 MP, ``medium`` 1.5 MP, ``hd`` 4 MP, ``full``/``4k``/``auto``/``50mp`` the original.
 - ``format``: ``png``, ``webp``, ``jpg``, ``zip`` (remove.bg's ``color.jpg`` + ``alpha.png``) or
   ``auto`` (JPEG when the result is opaque, i.e. on a background colour or image, else PNG).
-- ``roi``: ``"x1 y1 x2 y2"``, each in pixels or percent of the original; only that region of
-  the subject is kept.
+- ``roi``: ``"x1 y1 x2 y2"``, each in pixels (``10`` or ``10px``) or percent of the original;
+  only that region of the subject is kept.
+- ``crop_margin``: one, two or four values in CSS order, each pixels (``30``/``30px``, at most
+  500) or percent of the subject (at most 50 %).
+- ``bg_color``: hex of 3, 4, 6 or 8 digits (alpha last: ``81d4fa77``) or a colour name.
+- ``semitransparency``: ``false`` makes the subject opaque inside (the edge stays soft).
+- ``add_shadow``: a soft contact shadow under the subject (``pipeline.shadow``).
 - ``scale``: ``original`` or ``10%``-``100%``: the subject's size relative to the canvas.
 - ``position``: ``original``, ``center``, or ``"H% V%"`` (one value: both): where the subject
   sits on the canvas. Scaling alone implies ``center``.
@@ -83,40 +88,65 @@ def _choice(name: str, value, choices: tuple[str, ...]) -> str:
 
 
 def _bg_color(value) -> str | None:
+    """remove.bg's colours (``encode.parse_color``): hex of 3, 4, 6 or 8 digits (alpha last)
+    or a colour name; normalised to ``#rrggbb``, or ``#rrggbbaa`` when not opaque."""
     if value is None or value == "":
         return None
     try:
-        red, green, blue = encode.parse_hex_color(str(value))
+        red, green, blue, opacity = encode.parse_color(str(value))
     except ValueError:
-        raise InvalidOption("bg_color", "must be a hex colour like '#ffffff' or 'ffffff'") from None
-    return f"#{red:02x}{green:02x}{blue:02x}"
+        raise InvalidOption("bg_color", "must be a hex colour (fff, 81d4fa, 81d4fa77 with alpha "
+                                        "last) or a colour name (green)") from None
+    hex_alpha = "" if opacity == 255 else f"{opacity:02x}"
+    return f"#{red:02x}{green:02x}{blue:02x}{hex_alpha}"
 
 
 def _crop_margin(value) -> str:
+    """One, two or four margins in CSS order (all; top/bottom left/right; top right bottom
+    left), each pixels (``30`` or ``30px``) or a percentage of the subject (``10%``);
+    normalised to as many values as were given (``trim.Margins.parse`` expands them)."""
     message = (
-        f"must be pixels (0-{MAX_MARGIN_PX}) or a percentage (0-{MAX_MARGIN_PERCENT}%)"
+        f"must be pixels (0-{MAX_MARGIN_PX}) or a percentage (0-{MAX_MARGIN_PERCENT}%): one "
+        "value, or two or four in CSS order (e.g. '30px' or '10px 5%')"
     )
-    try:
-        margin = trim.Margin.parse(str(value))
-    except ValueError:
-        raise InvalidOption("crop_margin", message) from None
-    limit = MAX_MARGIN_PERCENT if margin.percent else MAX_MARGIN_PX
-    if margin.value > limit:
+    parts = _joined_percent(str(value).replace(",", " ").split())
+    if len(parts) not in (1, 2, 4):
         raise InvalidOption("crop_margin", message)
-    if margin.percent:
-        return f"{margin.value:g}%"
-    return str(int(margin.value))
+    normalised = []
+    for part in parts:
+        try:
+            margin = trim.Margin.parse(part.lower().removesuffix("px"))
+        except ValueError:
+            raise InvalidOption("crop_margin", message) from None
+        limit = MAX_MARGIN_PERCENT if margin.percent else MAX_MARGIN_PX
+        if margin.value > limit:
+            raise InvalidOption("crop_margin", message)
+        normalised.append(f"{margin.value:g}%" if margin.percent else str(int(margin.value)))
+    return " ".join(normalised)
+
+
+def _joined_percent(parts: list[str]) -> list[str]:
+    """``["5", "%"]`` (a form's ``"5 %"``) -> ``["5%"]``."""
+    joined: list[str] = []
+    for part in parts:
+        if part == "%" and joined:
+            joined[-1] += "%"
+        else:
+            joined.append(part)
+    return joined
 
 
 def _length(name: str, text: str) -> str:
-    """``"12"`` (pixels) or ``"12.5%"``; returns it normalised."""
+    """``"12"`` or ``"12px"`` (pixels) or ``"12.5%"``; returns it normalised (``"12"``)."""
+    text = text.strip().lower().removesuffix("px")
     percent = text.endswith("%")
     try:
         number = float(text[:-1] if percent else text)
     except ValueError:
         number = float("nan")
     if not number >= 0 or (percent and number > 100) or (not percent and number != int(number)):
-        raise InvalidOption(name, "each value must be pixels (e.g. 40) or a percentage (e.g. 10%)")
+        raise InvalidOption(name, "each value must be pixels (e.g. 40px) or a percentage (e.g. "
+                                  "10%)")
     return f"{number:g}%" if percent else str(int(number))
 
 
@@ -125,7 +155,7 @@ def _roi(value) -> str | None:
         return None
     parts = str(value).replace(",", " ").split()
     if len(parts) != 4:
-        raise InvalidOption("roi", "must be four values 'x1 y1 x2 y2' in pixels or percent")
+        raise InvalidOption("roi", "must be four values 'x1 y1 x2 y2', each in px or %")
     return " ".join(_length("roi", part) for part in parts)
 
 
@@ -162,6 +192,13 @@ def _position(value) -> str:
     return " ".join(f"{n:g}%" for n in numbers)
 
 
+def _removebg_switches(values: dict) -> dict:
+    """remove.bg's ``semitransparency`` (default true: keep the matting's partial alpha; false:
+    opaque inside the subject) and ``add_shadow`` (default false: a soft contact shadow)."""
+    return {"semitransparency": _bool("semitransparency", values.get("semitransparency", True)),
+            "add_shadow": _bool("add_shadow", values.get("add_shadow", False))}
+
+
 def percent_or_pixels(text: str, extent: int) -> int:
     """A normalised length (``"40"`` or ``"10%"``) in pixels of ``extent``."""
     if text.endswith("%"):
@@ -187,6 +224,8 @@ class Options:
     roi: str | None = None
     scale: str = "original"
     position: str = "original"
+    semitransparency: bool = True
+    add_shadow: bool = False
 
     @classmethod
     def parse(cls, raw: dict | None) -> Options:
@@ -220,6 +259,7 @@ class Options:
             roi=_roi(values.get("roi")),
             scale=_scale(values.get("scale", d.scale)),
             position=_position(values.get("position", d.position)),
+            **_removebg_switches(values),
         )
         if options.alpha_matting_background_threshold >= options.alpha_matting_foreground_threshold:
             raise InvalidOption(

@@ -81,3 +81,20 @@ def fill_holes(mask: np.ndarray, *, max_pixels: int) -> None:
     """In place: set enclosed background holes of at most ``max_pixels`` pixels to 255."""
     holes = (mask <= FOREGROUND_ABOVE).astype(np.uint8)
     mask[_small_components(holes, max_pixels, skip_border=True)] = 255
+
+
+# remove.bg's ``semitransparency=false``: the subject is opaque inside; only its rim stays soft.
+SOLID_ABOVE = 25  # alpha > ~10 %: part of the subject (glass, veils, fine hair included)
+EDGE_BAND = 2  # the soft rim kept, in pixels of the model's 1024 x 1024 grid
+
+
+def solidify(alpha: np.ndarray) -> np.ndarray:
+    """Alpha 255 everywhere inside the subject (alpha > ``SOLID_ABOVE``) but in a rim of
+    ``EDGE_BAND`` model pixels (scaled to the image) along its outline, which keeps its soft
+    values so the cut-out does not turn jagged. Holes the model saw through (alpha ~0) stay."""
+    height, width = alpha.shape
+    radius = max(1, round(EDGE_BAND * max(height, width) / 1024))
+    inside = cv2.compare(alpha, SOLID_ABOVE, cv2.CMP_GT)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    inside = cv2.erode(inside, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    return cv2.max(alpha, inside)  # inside is 0 or 255

@@ -177,6 +177,20 @@ def preprocess(rgb: np.ndarray) -> np.ndarray:
     return tensor
 
 
+# The model's raw output is a probability; rembg's min-max stretch (``postprocess``) turns even
+# a blank image's faint noise (max ~0.02-0.05 on uniform white, grey, black, gradients) into a
+# full-range mask. A subject the model sees reaches ~1.0 (0.9999+ on every fixture photo).
+SUBJECT_ABOVE = 0.5
+SUBJECT_PIXELS = 64  # at the model's 1024 x 1024: an 8 x 8 patch
+
+
+def has_foreground(prediction: np.ndarray) -> bool:
+    """Whether the raw output holds a subject: at least ``SUBJECT_PIXELS`` model pixels above
+    ``SUBJECT_ABOVE``. Without one the cut-out would be stretched noise (remove.bg answers
+    ``unknown_foreground``; ``trim.NoForeground`` here)."""
+    return int(np.count_nonzero(prediction > SUBJECT_ABOVE)) >= SUBJECT_PIXELS
+
+
 def postprocess(prediction: np.ndarray) -> np.ndarray:
     """rembg's min-max stretch of the raw output, truncated to uint8 the same way."""
     pred = prediction[0, 0]

@@ -50,6 +50,29 @@ class Margin:
         return int(self.value)
 
 
+@dataclass(frozen=True)
+class Margins:
+    """Four margins, CSS order (top, right, bottom, left), as remove.bg's ``crop_margin``."""
+
+    top: Margin
+    right: Margin
+    bottom: Margin
+    left: Margin
+
+    @classmethod
+    def parse(cls, text: str) -> Margins:
+        """``"10"`` (all sides), ``"10 5%"`` (top/bottom, left/right) or ``"1 2 3 4"`` (top,
+        right, bottom, left), as normalised by ``options``. ``ValueError`` otherwise."""
+        values = [Margin.parse(part) for part in str(text).split()]
+        if len(values) == 1:
+            values *= 4
+        elif len(values) == 2:
+            values *= 2
+        elif len(values) != 4:
+            raise ValueError(text)
+        return cls(*values)
+
+
 def foreground_box(alpha: np.ndarray) -> Box | None:
     """Bounding box of the pixels with alpha > 0, or ``None`` when there are none."""
     x, y, w, h = cv2.boundingRect(alpha)
@@ -58,15 +81,18 @@ def foreground_box(alpha: np.ndarray) -> Box | None:
     return (x, y, x + w, y + h)
 
 
-def padded_box(box: Box, width: int, height: int, margin: Margin) -> Box:
-    """``box`` grown by ``margin`` on every side, clamped to the image."""
+def padded_box(box: Box, width: int, height: int, margin: Margin | Margins) -> Box:
+    """``box`` grown by ``margin`` (one for every side, or ``Margins``), clamped to the image.
+    A percentage is of the subject's width (left, right) or height (top, bottom)."""
+    if isinstance(margin, Margin):
+        margin = Margins(margin, margin, margin, margin)
     x0, y0, x1, y1 = box
-    pad_x = margin.pixels(x1 - x0)
-    pad_y = margin.pixels(y1 - y0)
-    return (max(0, x0 - pad_x), max(0, y0 - pad_y), min(width, x1 + pad_x), min(height, y1 + pad_y))
+    w, h = x1 - x0, y1 - y0
+    return (max(0, x0 - margin.left.pixels(w)), max(0, y0 - margin.top.pixels(h)),
+            min(width, x1 + margin.right.pixels(w)), min(height, y1 + margin.bottom.pixels(h)))
 
 
-def crop_box(alpha: np.ndarray, margin: Margin) -> tuple[Box, Box]:
+def crop_box(alpha: np.ndarray, margin: Margin | Margins) -> tuple[Box, Box]:
     """``(foreground box, crop box)`` for ``alpha``; raises ``NoForeground`` when empty."""
     box = foreground_box(alpha)
     if box is None:

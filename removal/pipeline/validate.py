@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-from removal.pipeline.errors import InvalidImage
+from removal.pipeline.errors import FileTooLarge, InvalidImage
 
 SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP")
 SUPPORTED_TEXT = "JPEG, PNG, WEBP, BMP"
@@ -84,7 +84,7 @@ def check_size(byte_size: int, limits: Limits) -> None:
     if byte_size == 0:
         raise InvalidImage("The uploaded file is empty")
     if byte_size > limits.max_bytes:
-        raise InvalidImage(
+        raise FileTooLarge(
             f"File size ({byte_size / (1024 * 1024):.1f}MB) exceeds maximum "
             f"({_mb(limits.max_bytes)}MB)"
         )
