@@ -39,7 +39,7 @@ from removal.services import tasks, uploads
 # remove.bg's defaults where they differ from QuickBG's own.
 REMOVEBG_DEFAULTS = {"size": "preview", "format": "auto", "crop": "false", "crop_margin": "0"}
 OPTION_NAMES = ("size", "format", "crop", "crop_margin", "bg_color", "channels", "roi", "scale",
-                "position")
+                "position", "decontaminate")
 TRUE_WORDS = ("true", "1", "yes", "on")
 
 

@@ -187,6 +187,7 @@ class Options:
     roi: str | None = None
     scale: str = "original"
     position: str = "original"
+    decontaminate: bool = True
 
     @classmethod
     def parse(cls, raw: dict | None) -> Options:
@@ -220,6 +221,7 @@ class Options:
             roi=_roi(values.get("roi")),
             scale=_scale(values.get("scale", d.scale)),
             position=_position(values.get("position", d.position)),
+            decontaminate=_bool("decontaminate", values.get("decontaminate", d.decontaminate)),
         )
         if options.alpha_matting_background_threshold >= options.alpha_matting_foreground_threshold:
             raise InvalidOption(

@@ -25,7 +25,7 @@ def test_defaults():
         "crop_margin": "10", "refine": True, "alpha_matting": False,
         "alpha_matting_foreground_threshold": 240, "alpha_matting_background_threshold": 10,
         "alpha_matting_erode_size": 10, "size": "full", "roi": None, "scale": "original",
-        "position": "original",
+        "position": "original", "decontaminate": True,
     }
 
 
@@ -40,7 +40,7 @@ def test_form_strings_are_parsed_and_normalised():
         "crop_margin": "5%", "refine": False, "alpha_matting": True,
         "alpha_matting_foreground_threshold": 240, "alpha_matting_background_threshold": 10,
         "alpha_matting_erode_size": 3, "size": "full", "roi": None, "scale": "original",
-        "position": "original",
+        "position": "original", "decontaminate": True,
     }
 
 
