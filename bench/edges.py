@@ -1,6 +1,7 @@
 """Edge colour error with and without colour decontamination, and what decontamination costs.
 
     .venv/bin/python bench/edges.py [--sizes 1mp,12mp] [--repeats 3] [--threads 2] [--no-ml]
+                                    [--no-model | --cost-only]
 
 The composition set is built here, the way matting benchmarks build theirs (a foreground with a
 known alpha composited over several backgrounds). The foreground colours are the four fixture
@@ -268,6 +269,7 @@ def main() -> None:
     parser.add_argument("--no-ml", action="store_true",
                         help="skip pymatting's estimate_foreground_ml (run at 1 MP only)")
     parser.add_argument("--no-model", action="store_true", help="errors only, no model runs")
+    parser.add_argument("--cost-only", action="store_true", help="the model runs only, no errors")
     args = parser.parse_args()
     cv2.setNumThreads(args.threads)
     labels = [s.strip() for s in args.sizes.split(",") if s.strip()]
@@ -279,7 +281,8 @@ def main() -> None:
           f"{len(OLD_BACKGROUNDS)} old backgrounds per size")
     for label in labels:
         with_ml = not args.no_ml and label == "1mp"
-        report_errors(label, bench_errors(label, with_ml), with_ml)
+        if not args.cost_only:
+            report_errors(label, bench_errors(label, with_ml), with_ml)
         if not args.no_model:
             report_model(label, bench_model(label, args.repeats, args.threads))
 
