@@ -126,13 +126,17 @@ class RedisServer:
 
 class DiscModel:
     """Stands in for ISNet where a test is about the code around the model: its raw output is a
-    disc (value 1.0) on 0.0, centred at ``centre`` (fractions of the frame), radius ``radius``."""
+    disc (value 1.0) on 0.0, centred at ``centre`` (fractions of the frame), radius ``radius``;
+    with ``edge``, its rim fades from 1 to 0 over that width (fractional alpha to work on)."""
 
-    def __init__(self, centre=(0.5, 0.5), radius=0.25, empty=False):
+    def __init__(self, centre=(0.5, 0.5), radius=0.25, empty=False, edge=0.0):
         yy, xx = np.mgrid[0:INPUT_SIZE, 0:INPUT_SIZE].astype(np.float32) / INPUT_SIZE
         disc = (xx - centre[0]) ** 2 + (yy - centre[1]) ** 2 <= radius**2
         self.output = np.zeros((1, 1, INPUT_SIZE, INPUT_SIZE), dtype=np.float32)
-        if not empty:
+        if edge:  # a soft rim: a linear ramp ``edge`` wide (a fraction of the frame)
+            distance = np.sqrt((xx - centre[0]) ** 2 + (yy - centre[1]) ** 2)
+            self.output[0, 0] = np.clip((radius - distance) / edge + 0.5, 0, 1)
+        elif not empty:
             self.output[0, 0][disc] = 1.0
         self.inputs: list[np.ndarray] = []
 

@@ -31,6 +31,18 @@ def post_files(client, files: list[tuple[bytes, str]], **extra):
     return client.post("/api/v1/batches", data, format="multipart")
 
 
+def test_a_batch_takes_decontaminate_for_every_member(user, client_for):
+    files = [(make_image("JPEG", (120, 90)), f"photo-{n}.jpg") for n in range(2)]
+    response = post_files(client_for(user), files, decontaminate="false")
+    assert response.status_code == 202, response.content
+    batch = Batch.objects.get(pk=response.json()["batch_id"])
+    assert batch.options["decontaminate"] is False
+    assert [t.options["decontaminate"] for t in Task.objects.filter(batch=batch)] == [False] * 2
+    bad = post_files(client_for(user), files, decontaminate="2")
+    assert bad.status_code == 400
+    assert bad.json()["detail"] == "decontaminate: must be true or false"
+
+
 def zip_of(members: dict[str, bytes]) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from removal import storage
+from removal import jobs, runner, storage
 from removal.models import Task
 from removal.services.tasks import task_enqueue
 from tests.factories import make_upload
-from tests.helpers import named, reap, subprocess_env
-from tests.images import fixture_bytes, make_image
+from tests.helpers import DiscModel, named, reap, subprocess_env
+from tests.images import fixture_bytes, make_image, soft_disc_photo
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
     [("format", "gif"), ("channels", "rgb"), ("bg_color", "not-a-colour"), ("crop", "maybe"),
      ("crop_margin", "90%"), ("crop_margin", "-3"), ("refine", "2"),
      ("alpha_matting", "yes please"),
-     ("alpha_matting_erode_size", "1000")],
+     ("alpha_matting_erode_size", "1000"), ("decontaminate", "maybe")],
 )
 def test_invalid_option_is_400_naming_the_field(user, client_for, empty_queue, field, value):
     response = client_for(user).post("/api/v1/uploads",
@@ -54,6 +54,42 @@ def test_options_are_stored_and_echoed(user, client_for):
             options["crop_margin"], options["refine"], options["alpha_matting"]) == (
         "webp", "alpha", "#00ff00", False, "5%", False, False)
     assert task["model"] == "isnet-general-use" and "model" not in options
+
+
+@pytest.mark.django_db(transaction=True)
+def test_decontaminate_is_accepted_and_changes_only_the_stored_edge_pixels(
+    user, client_for, empty_queue, monkeypatch
+):
+    monkeypatch.setattr(runner, "get_segmenter",
+                        lambda name=None: DiscModel(radius=0.3, edge=0.08))
+    client = client_for(user)
+    photo = soft_disc_photo()
+    bad = client.post("/api/v1/uploads", {"file": named(photo, "disc.png"),
+                                          "decontaminate": "sometimes"}, format="multipart")
+    assert bad.status_code == 400
+    assert bad.json()["detail"] == "decontaminate: must be true or false"
+    ids = {
+        flag: client.post("/api/v1/uploads", {"file": named(photo, "disc.png"), "crop": "false",
+                                              **fields}, format="multipart").json()["task_id"]
+        for flag, fields in {True: {}, False: {"decontaminate": "false"}}.items()
+    }
+    for job_id in empty_queue.get_job_ids():  # the real job entry point, stand-in model
+        jobs.process_task(empty_queue.fetch_job(job_id).args[0])
+
+    stored = {}
+    for flag, task_id in ids.items():
+        task = client.get(f"/api/v1/tasks/{task_id}").json()
+        assert task["status"] == "completed" and task["options"]["decontaminate"] is flag
+        result_key = Task.objects.get(pk=task_id).result_key
+        stored[flag] = np.asarray(Image.open(io.BytesIO(storage.read(result_key)))).astype(int)
+    alpha = stored[True][:, :, 3]
+    assert np.array_equal(alpha, stored[False][:, :, 3])
+    band = (alpha > 0) & (alpha < 248)
+    assert np.array_equal(stored[True][~band], stored[False][~band])
+    red = np.array([200, 40, 40])
+    plain = np.abs(stored[False][:, :, :3][band] - red).mean()
+    cleaned = np.abs(stored[True][:, :, :3][band] - red).mean()
+    assert plain > 40 and cleaned < 0.5 * plain  # the white of the old background is gone
 
 
 @pytest.mark.django_db

@@ -24,7 +24,7 @@ from removal import jobs, runner
 from removal.models import Task
 from tests.factories import make_user
 from tests.helpers import DiscModel, named
-from tests.images import make_image
+from tests.images import make_image, soft_disc_photo
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -140,6 +140,29 @@ def test_format_options_reach_the_result(key, job_thread):
                                           "format": "png"}, format="multipart")
     assert over.status_code == 200, over.content
     assert np.asarray(Image.open(io.BytesIO(over.content)))[0, 0].tolist() == [0, 0, 255]
+
+
+def test_decontaminate_false_keeps_the_photos_edge_colours(key, job_thread, monkeypatch):
+    monkeypatch.setattr(runner, "get_segmenter",
+                        lambda name=None: DiscModel(radius=0.3, edge=0.08))
+    client = keyed(key)
+    answers = {
+        flag: client.post("/v1.0/removebg", {"image_file": named(soft_disc_photo(), "disc.png"),
+                                             **fields}, format="multipart")
+        for flag, fields in {True: {}, False: {"decontaminate": "false"}}.items()
+    }
+    assert [a.status_code for a in answers.values()] == [200, 200]
+    pixels = {flag: np.asarray(Image.open(io.BytesIO(a.content))).astype(int)
+              for flag, a in answers.items()}
+    alpha = pixels[True][:, :, 3]
+    band = (alpha > 0) & (alpha < 248)
+    red = np.array([200, 40, 40])
+    plain = np.abs(pixels[False][:, :, :3][band] - red).mean()
+    assert plain > 40 and np.abs(pixels[True][:, :, :3][band] - red).mean() < 0.5 * plain
+    bad = client.post("/v1.0/removebg", {"image_file": named(soft_disc_photo(), "disc.png"),
+                                         "decontaminate": "maybe"}, format="multipart")
+    assert bad.status_code == 400
+    assert bad.json()["errors"][0]["title"] == "decontaminate: must be true or false"
 
 
 @pytest.mark.parametrize("data, message", [

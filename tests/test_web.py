@@ -28,7 +28,8 @@ def test_home_page_renders_sign_in_and_upload_form(client):
     assert 'autocomplete="current-password"' in html
     assert '<input type="file" id="file" name="file"' in html
     # Every output option of POST /uploads has a control, named as the API names it.
-    options = ("format", "channels", "bg_color", "crop", "crop_margin", "refine", "alpha_matting")
+    options = ("format", "channels", "bg_color", "crop", "crop_margin", "refine", "alpha_matting",
+               "decontaminate")
     for name in options:
         assert re.search(rf'name="{name}"', html), name
     assert "up to 10 MB and 4096×4096 px" in html

@@ -53,7 +53,7 @@ from removal.services import tasks, uploads
 # remove.bg's defaults where they differ from QuickBG's own.
 REMOVEBG_DEFAULTS = {"size": "preview", "format": "auto", "crop": "false", "crop_margin": "0"}
 OPTION_NAMES = ("size", "format", "crop", "crop_margin", "bg_color", "channels", "roi", "scale",
-                "position", "semitransparency", "add_shadow")
+                "position", "semitransparency", "add_shadow", "decontaminate")
 # remove.bg's ``type`` values, and the classes ``X-Type`` names at each ``type_level``.
 TYPES = ("auto", "person", "product", "car", "animal", "graphic", "transportation")
 TYPE_LEVELS = ("none", "1", "2", "latest")

@@ -22,6 +22,9 @@ OPTION_HELP = {
     "crop_margin": "Padding kept when trimming: pixels (default 10, e.g. 10px) or a percentage "
                    "like 5%; two or four values in CSS order for different sides.",
     "refine": "Morphological clean-up of the mask edges (default true).",
+    "decontaminate": "Estimate the subject's own colour where the edge is semi-transparent, so no "
+                     "fringe of the old background shows on a new one (default true; false "
+                     "keeps the photo's colours). Not used for channels=alpha.",
     "alpha_matting": "rembg's alpha matting for fine edges (slow; default false).",
     "alpha_matting_foreground_threshold": "Alpha matting: foreground threshold (default 240).",
     "alpha_matting_background_threshold": "Alpha matting: background threshold (default 10).",

@@ -3,6 +3,7 @@
 ``cut_out(data, segmenter=..., options=Options.parse(raw), limits=Limits())`` runs
 decode -> segment (no subject: ``NoForeground``) -> refine -> (alpha matting) -> (opaque inside:
 ``semitransparency=false``) -> roi -> trim -> scale/position -> size limit -> (shadow) ->
+decontaminate (the foreground's colour under fractional alpha, unless ``decontaminate=false``) ->
 compose (colour or ``background`` image) -> encode and reports per-stage timings, where the
 subject ended up in the result (``foreground``: top, left, width, height in result pixels) and
 the mask's ``confidence``. The task runner (``removal.runner``), the ``removebg`` command and
@@ -18,7 +19,16 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from removal.pipeline import encode, layout, matting, refine, segment, shadow, trim
+from removal.pipeline import (
+    decontaminate,
+    encode,
+    layout,
+    matting,
+    refine,
+    segment,
+    shadow,
+    trim,
+)
 from removal.pipeline.options import Options
 from removal.pipeline.validate import Limits, decode
 
@@ -133,6 +143,9 @@ def cut_out(
     clock.lap("trim")
     progress(80)
 
+    if options.decontaminate and options.channels == "rgba":
+        rgb = decontaminate.decontaminate(rgb, alpha_out, in_place=True)
+        clock.lap("decontaminate")
     height, width = alpha_out.shape
     if backdrop is not None and options.channels == "rgba":
         backdrop = layout.cover(backdrop, width, height)

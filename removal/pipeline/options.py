@@ -226,6 +226,7 @@ class Options:
     position: str = "original"
     semitransparency: bool = True
     add_shadow: bool = False
+    decontaminate: bool = True
 
     @classmethod
     def parse(cls, raw: dict | None) -> Options:
@@ -260,6 +261,7 @@ class Options:
             scale=_scale(values.get("scale", d.scale)),
             position=_position(values.get("position", d.position)),
             **_removebg_switches(values),
+            decontaminate=_bool("decontaminate", values.get("decontaminate", d.decontaminate)),
         )
         if options.alpha_matting_background_threshold >= options.alpha_matting_foreground_threshold:
             raise InvalidOption(

@@ -262,6 +262,7 @@
       crop: $("opt-crop").checked ? "true" : "false",
       refine: $("opt-refine").checked ? "true" : "false",
       alpha_matting: $("opt-alpha-matting").checked ? "true" : "false",
+      decontaminate: $("opt-decontaminate").checked ? "true" : "false",
     };
     if ($("opt-crop").checked && $("opt-crop-margin").value.trim()) {
       options.crop_margin = $("opt-crop-margin").value.trim();

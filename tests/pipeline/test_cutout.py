@@ -26,6 +26,7 @@ def test_defaults():
         "alpha_matting_foreground_threshold": 240, "alpha_matting_background_threshold": 10,
         "alpha_matting_erode_size": 10, "size": "full", "roi": None, "scale": "original",
         "position": "original", "semitransparency": True, "add_shadow": False,
+        "decontaminate": True,
     }
 
 
@@ -41,6 +42,7 @@ def test_form_strings_are_parsed_and_normalised():
         "alpha_matting_foreground_threshold": 240, "alpha_matting_background_threshold": 10,
         "alpha_matting_erode_size": 3, "size": "full", "roi": None, "scale": "original",
         "position": "original", "semitransparency": True, "add_shadow": False,
+        "decontaminate": True,
     }
 
 
