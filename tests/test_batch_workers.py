@@ -69,7 +69,8 @@ def test_single_upload_starts_within_one_job_behind_another_users_100_image_batc
     batch = post_batch(client_for(other_user), crops(100))
     assert batch.status_code == 202, batch.content
     batch_id = batch.json()["batch_id"]
-    worker = start_worker(f"fair-{tmp_path.name}-{os.getpid()}")  # unique: a killed one stays registered minutes
+    # Unique per run: a SIGKILLed worker stays registered in Redis for minutes.
+    worker = start_worker(f"fair-{tmp_path.name}-{os.getpid()}")
     try:
         deadline = time.monotonic() + 180
         # Let the worker get going on the batch (a couple of members done).
