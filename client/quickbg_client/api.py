@@ -208,17 +208,20 @@ class Client:
                       output: str | os.PathLike, *, jobs: int = 4,
                       glob: Iterable[str] | None = None, force: bool = False,
                       watch: bool = False, max_pending: int = 16,
+                      on_watching: Callable[[], None] | None = None,
                       **options: object) -> Iterator[FileResult]:
         """Process every image under ``source`` (a folder, a file, or several) into the mirrored
         tree under ``output``, ``jobs`` uploads at a time, and yield one ``FileResult`` per
         file as it finishes. Resumable through the manifest in ``output`` (see the README);
-        ``force`` redoes files already done; ``watch`` keeps going as files appear."""
+        ``force`` redoes files already done; ``watch`` keeps going as files appear
+        (``on_watching()`` is called once the first pass is listed)."""
         from quickbg_client.runner import FolderRun
 
         sources = [source] if isinstance(source, (str, os.PathLike)) else list(source)
         run = FolderRun(self, [Path(s) for s in sources], Path(output), jobs=jobs,
                         patterns=list(glob or ()), force=force, watch=watch,
-                        max_pending=max_pending, options=dict(options))
+                        max_pending=max_pending, options=dict(options),
+                        on_watching=on_watching)
         return run.results()
 
     def account(self) -> dict:

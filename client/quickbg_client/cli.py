@@ -201,11 +201,12 @@ def _remove(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     interrupted = False
     try:
         with _client(args, out.note) as client:
-            if args.watch:
-                out.note("watching for new files; Ctrl-C stops")
-            results = client.remove_folder(sources, output, jobs=args.jobs, glob=args.glob,
-                                           force=args.force, watch=args.watch,
-                                           max_pending=args.max_pending, **_options(args))
+            results = client.remove_folder(
+                sources, output, jobs=args.jobs, glob=args.glob, force=args.force,
+                watch=args.watch, max_pending=args.max_pending,
+                on_watching=lambda: out.note("first pass listed; watching for new files "
+                                             "(Ctrl-C stops)"),
+                **_options(args))
             try:
                 for result in results:
                     counts[result.status] += 1

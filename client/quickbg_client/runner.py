@@ -51,7 +51,7 @@ class FolderRun:
     def __init__(self, client: Client, sources: list[Path], output: Path, *, jobs: int = 4,
                  patterns: list[str] | None = None, force: bool = False, watch: bool = False,
                  max_pending: int = 16, options: dict | None = None,
-                 settle_seconds: float = 1.0):
+                 settle_seconds: float = 1.0, on_watching=None):
         if jobs < 1:
             raise ValueError("jobs must be at least 1")
         for source in sources:
@@ -67,6 +67,7 @@ class FolderRun:
         self.options = dict(options or {})
         self.options_key = json.dumps(form_fields(self.options), sort_keys=True)
         self.settle_seconds = settle_seconds
+        self.on_watching = on_watching  # called once the first pass is listed, as watching starts
         self.nonce = f"force-{time.time_ns()}" if force else ""
         self.work: queue.Queue = queue.Queue(maxsize=2 * jobs)
         self.downloads: queue.Queue = queue.Queue()
@@ -77,6 +78,7 @@ class FolderRun:
         self.stop = threading.Event()
         self.listed = threading.Event()
         self.in_progress = 0
+        self.active: set[str] = set()  # inputs being processed (a watch may see one twice)
         self.count_lock = threading.Lock()
         self.fatal: BaseException | None = None
         self.manifest: Manifest | None = None
@@ -145,18 +147,25 @@ class FolderRun:
         return _DONE
 
     def _list(self) -> None:
+        watcher = None
         try:
+            if self.watch:  # watching from before the walk: no file falls between the two
+                from quickbg_client.watch import Watcher
+
+                watcher = Watcher(self.sources)
             for item in listing.items(self.sources, self.patterns, self.output):
                 if not self._enqueue(item):
                     return
-            if self.watch:
-                from quickbg_client.watch import follow
-
-                for item in follow(self.sources, self.patterns, self.output, self.stop,
-                                   self.settle_seconds):
+            if watcher is not None:
+                if self.on_watching is not None:
+                    self.on_watching()
+                for item in watcher.follow(self.patterns, self.output, self.stop,
+                                           self.settle_seconds):
                     if not self._enqueue(item):
                         return
         finally:
+            if watcher is not None:
+                watcher.close()
             self.listed.set()
 
     def _enqueue(self, item: listing.Item) -> bool:
@@ -168,18 +177,19 @@ class FolderRun:
             self.in_progress -= 1
         return False
 
-    def _finish(self, work: _Work | None, result: FileResult, slot: bool = False) -> None:
+    def _finish(self, rel: str, result: FileResult, slot: bool = False) -> None:
         if slot:
             self.slots.release()
         self.results_q.put(result)
         with self.count_lock:
             self.in_progress -= 1
+            self.active.discard(rel)
 
     def _fail(self, work: _Work, error: str, task_id: str | None = None,
               slot: bool = False) -> None:
         self.manifest.put(replace(work.entry, status="failed", error=error,
                                   task_id=task_id or work.entry.task_id))
-        self._finish(work, FileResult(str(work.item.path), None, "failed",
+        self._finish(work.item.rel, FileResult(str(work.item.path), None, "failed",
                                       task_id or work.entry.task_id, error, work.uploaded,
                                       time.monotonic() - work.started), slot)
 
@@ -192,17 +202,22 @@ class FolderRun:
 
     def _take(self, item: listing.Item) -> None:
         started = time.monotonic()
+        with self.count_lock:
+            if item.rel in self.active:  # already on its way (the walk and a watch event)
+                self.in_progress -= 1
+                return
+            self.active.add(item.rel)
         try:
             sha = file_sha256(item.path)
         except OSError as exc:  # vanished or unreadable: no manifest row to record it in
-            self._finish(None, FileResult(str(item.path), None, "failed", error=str(exc)))
+            self._finish(item.rel, FileResult(str(item.path), None, "failed", error=str(exc)))
             return
         entry = self.manifest.get(item.rel)
         same = (entry is not None and entry.sha256 == sha
                 and entry.options == self.options_key and not self.force)
         if same and entry.status == "done" and entry.output and \
                 (self.output / entry.output).is_file():
-            self._finish(None, FileResult(str(item.path), str(self.output / entry.output),
+            self._finish(item.rel, FileResult(str(item.path), str(self.output / entry.output),
                                           "skipped", entry.task_id,
                                           seconds=time.monotonic() - started))
             return
@@ -309,9 +324,10 @@ class FolderRun:
                 self._fail(work, f"download failed: {exc}", task["task_id"], slot=True)
                 continue
             self.manifest.put(replace(work.entry, status="done", output=rel, error=None))
-            self._finish(work, FileResult(str(work.item.path), str(self.output / rel), "done",
-                                          task["task_id"], None, work.uploaded,
-                                          time.monotonic() - work.started), slot=True)
+            result = FileResult(str(work.item.path), str(self.output / rel), "done",
+                                task["task_id"], None, work.uploaded,
+                                time.monotonic() - work.started)
+            self._finish(work.item.rel, result, slot=True)
 
     @staticmethod
     def _write(target: Path, data: bytes) -> None:

@@ -34,17 +34,26 @@ class _Seen(FileSystemEventHandler):
             self.touched[os.fsdecode(path)] = time.monotonic()
 
 
-def follow(sources: list[Path], patterns: list[str], output: Path, stop: threading.Event,
-           settle: float = 1.0) -> Iterator[listing.Item]:
-    seen = _Seen()
-    observer = Observer()
-    out = output.resolve()
-    for source in sources:
-        if source.is_dir():
-            observer.schedule(seen, str(source), recursive=True)
-    observer.start()
-    sizes: dict[str, int] = {}
-    try:
+class Watcher:
+    """An observer on every source folder, started at once; ``follow`` yields its files."""
+
+    def __init__(self, sources: list[Path]):
+        self.sources = sources
+        self.seen = _Seen()
+        self.observer = Observer()
+        for source in sources:
+            if source.is_dir():
+                self.observer.schedule(self.seen, str(source), recursive=True)
+        self.observer.start()
+
+    def close(self) -> None:
+        self.observer.stop()
+        self.observer.join(timeout=5)
+
+    def follow(self, patterns: list[str], output: Path, stop: threading.Event,
+               settle: float = 1.0) -> Iterator[listing.Item]:
+        seen, out = self.seen, output.resolve()
+        sizes: dict[str, int] = {}
         while not stop.is_set():
             time.sleep(min(0.2, settle))
             now = time.monotonic()
@@ -56,7 +65,7 @@ def follow(sources: list[Path], patterns: list[str], output: Path, stop: threadi
                 path = Path(name)
                 if out in path.resolve().parents or not path.is_file():
                     continue
-                rel = listing.rel_for(path, sources)
+                rel = listing.rel_for(path, self.sources)
                 if rel is None or not listing.matches(rel, patterns):
                     continue
                 size = path.stat().st_size
@@ -67,6 +76,3 @@ def follow(sources: list[Path], patterns: list[str], output: Path, stop: threadi
                     continue
                 sizes.pop(name, None)
                 yield listing.Item(path, rel)
-    finally:
-        observer.stop()
-        observer.join(timeout=5)

@@ -19,19 +19,21 @@ already depends on), on ``bench/edges.py``'s composition set (known soft alpha; 
 error in the edge band, 8-bit levels; all figures in ``bench/README.md``): at 1 MP, soft
 outlines and hair, today's cut-out 17.35, this 6.23 (0.36x), pymatting 4.71 (0.27x); at 12 MP
 18.20 -> 6.40 (0.35x). pymatting is a little better, but it solves over every pixel of the
-image in float64: 0.8-1.2 s at 1 MP on these 2-core machines and tens of seconds at 12 MP,
-several times the model run, against a few percent of it here. pymatting ships no blur fusion
-(1.1.16 has ``estimate_foreground_ml`` and ``estimate_foreground_cf`` only), so it is written
-here, on OpenCV's box filters. Where no local estimate can work, a wide uniform veil (alpha
-0.45 over a large area), it removes about 40 % of the error (22.3 -> 13.2; pymatting 8.0).
+image in float64: 0.8-1.2 s at 1 MP on these 2-core machines and 13.4 s on one 12 MP
+composite (timed once, under load), more than the model run, against a few percent of it
+here. pymatting ships no blur fusion (1.1.16 has ``estimate_foreground_ml`` and
+``estimate_foreground_cf`` only), so it is written here, on OpenCV's box filters. Where no
+local estimate can work, a wide uniform veil (alpha 0.45 over a large area), it removes about
+40 % of the error (22.3 -> 13.2; pymatting 8.0).
 
 Departures from the paper, each measured on that set: pass 1 weights the means by ``a ** 4`` and
 ``(1 - a) ** 4`` (the colour of nearly opaque subject and nearly clear background, not of the
 mixed rim) and sums boxes of 90, 360 and 1440 px (weights 1, 0.1, 0.01) so that a pixel deep in
 a wide soft area still finds clear background; pass 2 keeps pass 1's background mean. At 1 MP
-the paper's algorithm as published scores 6.71 on outlines and hair and 21.0 with veils.
+the paper's algorithm as published scores 7.09 on outlines and hair and 17.57 with veils.
 
-Keeping the cost small at 12 MP (the paper's algorithm over a whole 12 MP image takes seconds):
+Keeping the cost small at 12 MP (the paper's algorithm over a whole 12 MP image took 12.1 s,
+timed once under the same load):
 
 * only the box around the edge band (1 <= alpha <= 247; above that counts as opaque, see
   ``OPAQUE_FROM``), widened by the wide radius, is worked on;

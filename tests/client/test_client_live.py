@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 
 import pytest
@@ -182,8 +183,14 @@ def test_watch_processes_a_file_dropped_in_later(worker, live_server, user, api_
         quickbg_command("remove", str(watched), "-o", str(out), "--watch", "--json"),
         env=client_env(live_server.url, api_key), stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, start_new_session=True)
+    stderr_lines: list[bytes] = []
+    reader = threading.Thread(target=lambda: stderr_lines.extend(proc.stderr), daemon=True)
+    reader.start()
     try:
-        time.sleep(1.5)  # the first pass (an empty folder) is over; now it watches
+        deadline = time.monotonic() + 60  # the first pass (an empty folder), then watching
+        while not any(b"watching for new files" in line for line in stderr_lines):
+            assert proc.poll() is None and time.monotonic() < deadline, stderr_lines
+            time.sleep(0.05)
         staged = tmp_path / "staging.jpg"
         staged.write_bytes(small_jpeg("animal-2.jpg", size=(190, 140)))
         staged.rename(watched / "sub" / "dropped.jpg")  # how a finished copy arrives
@@ -194,12 +201,14 @@ def test_watch_processes_a_file_dropped_in_later(worker, live_server, user, api_
         assert (out / "sub" / "dropped.png").exists()
         time.sleep(0.3)
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: how a watch ends
-        stdout, stderr = proc.communicate(timeout=30)
+        stdout = proc.stdout.read()
+        proc.wait(timeout=30)
+        reader.join(timeout=10)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
-    assert proc.returncode == 0, stderr.decode()[-2000:]
+            proc.wait()
+    assert proc.returncode == 0, b"".join(stderr_lines).decode()[-2000:]
     assert [(line["status"], os.path.basename(line["input"])) for line in json_lines(stdout)] \
         == [("done", "dropped.jpg")]
     assert_cutout_png(out / "sub" / "dropped.png")
