@@ -54,7 +54,13 @@ def redis_url(url_file: Path) -> str:
     return "redis://127.0.0.1:6379/0"
 
 
-def rq_queues(*, url: str, name: str, job_timeout: int) -> dict:
+def model_queue(name: str, model: str) -> str:
+    """The queue of one model's tasks: ``<name>:<model>`` (``removal.queue.task_queue_name``
+    is the public way to get it; it lives here because settings build ``RQ_QUEUES`` from it)."""
+    return f"{name}:{model}"
+
+
+def rq_queues(*, url: str, name: str, job_timeout: int, models: list[str] = ()) -> dict:
     """django-rq's ``RQ_QUEUES``: the task queue, its batch queue below it, and webhooks.
 
     Batch members run on ``<name>-batch``, which workers take only when the interactive queue is
@@ -63,11 +69,16 @@ def rq_queues(*, url: str, name: str, job_timeout: int) -> dict:
     after the task queues (`run_worker --webhooks-only` runs a worker for it alone).
     """
     tasks = {"URL": url, "DEFAULT_TIMEOUT": job_timeout, "SERIALIZER": RQ_SERIALIZER}
-    return {
+    queues = {
         name: tasks,
         f"{name}-webhooks": {**tasks, "DEFAULT_TIMEOUT": 60},
         f"{name}-batch": dict(tasks),
     }
+    # One interactive and one batch queue per model: a worker listens to its models' queues.
+    for model in models:
+        queues[model_queue(name, model)] = dict(tasks)
+        queues[model_queue(f"{name}-batch", model)] = dict(tasks)
+    return queues
 
 
 def env_tls_verify(name: str) -> bool | str | None:

@@ -10,13 +10,11 @@ import sys
 import time
 from pathlib import Path
 
-import django_rq
 import pytest
-from django.conf import settings as django_settings
 from django.core.management import call_command
 from PIL import Image
 
-from removal import storage
+from removal import queue, storage
 from removal.models import Batch, Task
 from removal.services import batches as batch_services
 from tests.helpers import deliver_all, named, subprocess_env
@@ -113,7 +111,7 @@ def test_last_member_fires_one_signed_batch_completed(user, client_for, run_work
     assert batch.webhook_url == receiver.url()
     for task in Task.objects.filter(batch=batch).select_related("upload"):
         storage.delete_quietly(task.upload.original_key)  # each member fails fast, no model
-    assert django_rq.get_queue(django_settings.QUICKBG_BATCH_QUEUE).count == 3
+    assert queue.get_batch_queue().count == 3
     run_worker()  # the members, then (same worker, lower queue) the webhook delivery
     deliver_all()
     assert set(Task.objects.filter(batch=batch).values_list("status", flat=True)) == {"failed"}
@@ -144,8 +142,8 @@ def test_lost_batch_job_is_recovered_onto_the_batch_queue(user, client_for):
         "/api/v1/batches", {"files": [named(make_image("JPEG", (60, 60)), "a.jpg")]},
         format="multipart")
     task = Task.objects.get(pk=response.json()["task_ids"][0])
-    batch_queue = django_rq.get_queue(django_settings.QUICKBG_BATCH_QUEUE)
-    interactive = django_rq.get_queue(django_settings.QUICKBG_QUEUE)
+    batch_queue = queue.get_batch_queue()
+    interactive = queue.get_queue()
     assert batch_queue.job_ids == [task.rq_job_id]
     call_command("reconcile_tasks", "--grace", "0")  # held: nothing to do
     assert batch_queue.job_ids == [task.rq_job_id]

@@ -71,8 +71,9 @@ def task_wait(*, task: Task, timeout: float) -> Task:
 def task_enqueue(*, task: Task, at_front: bool = False) -> str:
     """Record a new job id on the task and queue the job once the transaction commits.
 
-    A batch member goes on the batch queue (``queue.queue_name_for``), so a retry, a recovery
-    or a reprocess of it stays below the interactive queue.
+    The job goes on the task's model's queue, a batch member's on the model's batch queue
+    (``queue.queue_name_for``), so a retry, a recovery or a reprocess of it stays below the
+    interactive queue and reaches a worker that serves the model.
 
     The job id is generated here (inside a transaction django-rq's ``enqueue`` returns ``None``).
     """
@@ -80,7 +81,8 @@ def task_enqueue(*, task: Task, at_front: bool = False) -> str:
     Task.objects.filter(pk=task.pk).update(rq_job_id=job_id, updated_at=timezone.now())
     task.rq_job_id = job_id
     queue.enqueue_task(task_id=task.id, job_id=job_id, at_front=at_front,
-                       queue_name=queue.queue_name_for(batch_id=task.batch_id))
+                       queue_name=queue.queue_name_for(batch_id=task.batch_id,
+                                                       model=task.model))
     return job_id
 
 
