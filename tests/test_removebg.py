@@ -82,7 +82,7 @@ def test_file_upload_answers_the_image_with_remove_bg_headers(user, key, job_thr
     image = Image.open(io.BytesIO(response.content))
     assert image.mode == "RGBA" and image.size == (400, 300)  # remove.bg: crop off by default
     assert response["X-Width"] == "400" and response["X-Height"] == "300"
-    assert response["X-Type"] == "other"
+    assert response["X-Type"] == "car"  # the type asked for (QUICKBG_TYPE_MODELS maps it)
     alpha = np.asarray(image)[:, :, 3]
     ys, xs = np.nonzero(alpha)
     assert int(response["X-Foreground-Top"]) == ys.min()

@@ -3,7 +3,7 @@
 Each is a few KB: a 1x1 convolution over the three colour channels (so a bright subject on a
 dark background gives a bright mask), built with the ``onnx`` package's helper and written
 deterministically. ``build_catalogue(folder)`` writes the files plus the extra-catalogue JSON
-(``QUICKBG_EXTRA_MODELS``, see ``removal.modelstore.load_extra``) holding their sha256, so the
+(``QUICKBG_EXTRA_MODELS``, see ``removal.modelextra.load_extra``) holding their sha256, so the
 tests install them with ``fetch_model --model NAME --from-file PATH`` like any air-gapped model:
 
 * ``tiny-u2net``: rembg's ``u2net`` session, 320 px, seven outputs (d0..d6) like U²-Net;

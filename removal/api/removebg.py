@@ -30,7 +30,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.authentication import APIKeyAuthentication
-from removal import selectors, storage
+from removal import modelstore, selectors, serving, storage
 from removal.api.throttling import UploadRateThrottle
 from removal.errors import InvalidInput
 from removal.pipeline.options import InvalidOption, Options
@@ -142,7 +142,9 @@ class RemoveBgRequestSerializer(serializers.Serializer):
     image_url = serializers.URLField(required=False, help_text="An image URL to fetch.")
     size = serializers.CharField(required=False, help_text="preview (default), small, regular "
                                  "(0.25 MP), medium (1.5 MP), hd (4 MP), full, 4k, auto.")
-    type = serializers.CharField(required=False, help_text="Accepted; X-Type answers other.")
+    type = serializers.CharField(required=False, help_text="auto (default), person, product, "
+                                 "car, animal, graphic: runs the model QUICKBG_TYPE_MODELS maps "
+                                 "it to (default model otherwise); X-Type echoes it.")
     format = serializers.CharField(required=False, help_text="auto (default), png, jpg, webp, "
                                    "zip (color.jpg + alpha.png).")
     roi = serializers.CharField(required=False, help_text="'x1 y1 x2 y2', px or %.")
@@ -209,10 +211,12 @@ class RemoveBgView(APIView):
         data, filename = _image(request)
         background = _background(request)
         charge = selectors.credit_cost(options)
+        kind = str(_value(request, "type") or "auto").strip().lower()
         task = uploads.upload_create_from_bytes(
             owner=request.user, data=data, filename=filename, options=options,
-            background=background, at_front=True,
+            background=background, at_front=True, model=serving.model_for_removebg_type(kind),
         )
+        self.foreground_type = kind if kind in modelstore.REMOVEBG_TYPES[1:] else "other"
         task = tasks.task_wait(task=task, timeout=settings.QUICKBG_SYNC_TIMEOUT)
         if task.status != task.Status.COMPLETED:
             raise InvalidInput(task.error_message or "Processing failed")
@@ -222,7 +226,7 @@ class RemoveBgView(APIView):
         metrics = task.metrics
         box = metrics.get("foreground") or {}
         headers = {
-            "X-Type": "other",
+            "X-Type": getattr(self, "foreground_type", "other"),  # the type asked for
             "X-Width": str(metrics.get("output_width", "")),
             "X-Height": str(metrics.get("output_height", "")),
             "X-Foreground-Top": str(box.get("top", 0)),

@@ -12,7 +12,7 @@ from rest_framework.decorators import action, api_view
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 
-from removal import selectors, storage
+from removal import selectors, serving, storage
 from removal.api import idempotency
 from removal.api.pagination import BatchMemberPagination
 from removal.api.serializers import (
@@ -21,8 +21,10 @@ from removal.api.serializers import (
     BatchCreateSerializer,
     BatchSerializer,
     BatchTaskSerializer,
+    ModelListSerializer,
     PresignRequestSerializer,
     PresignResponseSerializer,
+    RetrySerializer,
     TaskSerializer,
     UploadAcceptedSerializer,
     UploadCreateSerializer,
@@ -131,10 +133,12 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
             return [UploadRateThrottle()]
         return super().get_throttles()
 
-    @extend_schema(request=None, responses={202: TaskSerializer})
+    @extend_schema(request=RetrySerializer, responses={202: TaskSerializer})
     @action(detail=True, methods=["post"])
     def retry(self, request, pk=None):
-        task = tasks.task_retry(task=self.get_object())
+        form = RetrySerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        task = tasks.task_retry(task=self.get_object(), model=form.validated_data.get("model"))
         return Response(self.get_serializer(task).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(request=None, responses={302: None})
@@ -222,6 +226,18 @@ class BatchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
                         status=status.HTTP_202_ACCEPTED)
 
 
+
+
+@extend_schema(
+    responses={200: ModelListSerializer},
+    summary="Every model: purpose, licence, installed, served by a live worker",
+    description="`model=` on uploads, batches and retries takes a `name`. An unknown name is a "
+                "400; a model no live worker serves (other than the default) is a 503 naming "
+                "the command that starts one.",
+)
+@api_view(["GET"])
+def models(request):
+    return Response(serving.model_listing())
 
 
 @extend_schema(

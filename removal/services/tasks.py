@@ -20,6 +20,7 @@ from django.utils import timezone
 from removal import queue, selectors
 from removal.errors import Conflict, OutOfCredits, TimedOut, TooManyTasks
 from removal.models import Task
+from removal.serving import model_require
 
 logger = logging.getLogger(__name__)
 
@@ -86,8 +87,9 @@ def task_enqueue(*, task: Task, at_front: bool = False) -> str:
     return job_id
 
 
-def task_retry(*, task: Task) -> Task:
-    """Put a failed task back on the queue (owner via the API, staff via the admin).
+def task_retry(*, task: Task, model: str | None = None) -> Task:
+    """Put a failed task back on the queue (owner via the API, staff via the admin); with
+    ``model``, on that model (``serving.model_require`` checks it is served).
 
     A retry counts against the owner's unfinished-task cap, checked under the same lock on the
     owner's row that uploads take, and is refused (``Conflict``) once the task has been claimed
@@ -95,6 +97,7 @@ def task_retry(*, task: Task) -> Task:
     retry budget for transient errors); ``lifetime_attempts`` never does.
     """
     limit = settings.QUICKBG_MAX_TASK_ATTEMPTS
+    changes = {"model": model_require(model)} if model else {}
     with transaction.atomic():
         owner = lock_owner(owner_id=Task.objects.values_list("upload__owner_id", flat=True)
                            .get(pk=task.pk))
@@ -111,7 +114,7 @@ def task_retry(*, task: Task) -> Task:
         check_monthly_credits(owner=owner, charge=selectors.credit_cost(current.options))
         moved = Task.objects.filter(pk=task.pk, status=Status.FAILED).update(
             status=Status.QUEUED, progress=0, attempts=0, error_message="", started_at=None,
-            finished_at=None, claim_token=None, updated_at=timezone.now(),
+            finished_at=None, claim_token=None, updated_at=timezone.now(), **changes,
         )
         if moved != 1:
             raise Conflict(f"Only failed tasks can be retried; this one is {task.status}")
@@ -129,8 +132,9 @@ def lock_owner(*, owner_id):
     return get_user_model().objects.select_for_update().get(pk=owner_id)
 
 
-def task_reprocess(*, task: Task) -> Task:
-    """Queue a NEW task on the task's upload with the current default model.
+def task_reprocess(*, task: Task, model: str | None = None) -> Task:
+    """Queue a NEW task on the task's upload with ``model`` (default: the current default
+    model; ``serving.model_require`` checks it).
 
     The old task is left as it was (its result stays downloadable); the new task keeps the old
     one's output options. A task that is still queued or processing, or whose upload already has
@@ -142,9 +146,10 @@ def task_reprocess(*, task: Task) -> Task:
         raise Conflict(f"Task {task.pk} expired: its original image was deleted")
     if selectors.upload_has_task_in_flight(upload_id=task.upload_id):
         raise Conflict(f"Upload {task.upload_id} already has a task queued or processing")
+    model = model_require(model)
     with transaction.atomic():
         new_task = Task.objects.create(
-            upload_id=task.upload_id, model=settings.QUICKBG_MODEL, options=task.options,
+            upload_id=task.upload_id, model=model, options=task.options,
             reprocess_of_id=task.pk,
         )
         task_enqueue(task=new_task)

@@ -12,7 +12,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from removal import modelstore
+from removal import modelfetch, modelstore
 from removal.pipeline import graph
 
 
@@ -83,7 +83,7 @@ class Command(BaseCommand):
         name = names[0]
         self._allowed(name)
         try:
-            path = modelstore.install_from_file(settings.QUICKBG_MODELS_DIR, name, source)
+            path = modelfetch.install_from_file(settings.QUICKBG_MODELS_DIR, name, source)
         except modelstore.ModelError as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(f"{name}: installed from {source} ({path})")
@@ -101,7 +101,7 @@ class Command(BaseCommand):
         for name in names:
             self._allowed(name)
             try:
-                results = modelstore.fetch(settings.QUICKBG_MODELS_DIR, [name])
+                results = modelfetch.fetch(settings.QUICKBG_MODELS_DIR, [name])
             except modelstore.ModelError as exc:
                 if len(names) == 1:
                     raise CommandError(str(exc)) from None
