@@ -296,3 +296,48 @@ def test_each_request_runs_the_model_it_asks_for_on_a_live_worker_that_serves_it
         assert Task.objects.get(pk=failed.pk).model == "tiny-birefnet"
         assert alpha_of(Task.objects.get(pk=failed.pk))[60, 80] < 50
     wait_for(lambda: not queue.served_models(), what="the worker's keys to go")
+
+
+# --- the admin and /metrics, per model ----------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_admin_shows_and_filters_tasks_and_batches_by_model(client, user):
+    from removal.models import Batch
+    from tests.factories import make_user
+
+    client.force_login(make_user(is_staff=True, is_superuser=True))
+    tiny_task = make_task(owner=user, model="tiny-u2net")
+    make_task(owner=user)
+    html = client.get("/admin/removal/task/").content.decode()
+    assert 'column-model"' in html and '<td class="field-model">tiny-u2net</td>' in html
+    listed = client.get("/admin/removal/task/?model=tiny-u2net").context["cl"].result_list
+    assert [t.pk for t in listed] == [tiny_task.pk]
+    tiny_batch = Batch.objects.create(owner=user, model="tiny-birefnet", size=0)
+    Batch.objects.create(owner=user, model="isnet-general-use", size=0)
+    listed = client.get("/admin/removal/batch/?model=tiny-birefnet").context["cl"].result_list
+    assert [b.pk for b in listed] == [tiny_batch.pk]
+
+
+@pytest.mark.django_db
+def test_metrics_label_tasks_queues_and_workers_by_model(client, user, settings,
+                                                         django_capture_on_commit_callbacks):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    settings.QUICKBG_METRICS_TOKEN = "tok-models"
+    make_task(owner=user, model="tiny-u2net")
+    make_task(owner=user, model="tiny-u2net", status=Task.Status.FAILED)
+    with django_capture_on_commit_callbacks(execute=True):
+        task_enqueue(task=make_task(owner=user, model="tiny-birefnet"))
+    text = client.get("/metrics", HTTP_AUTHORIZATION="Bearer tok-models").content.decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    tasks = {(s.labels["model"], s.labels["status"]): s.value
+             for s in families["quickbg_model_tasks"].samples}
+    assert tasks[("tiny-u2net", "queued")] == 1 and tasks[("tiny-u2net", "failed")] == 1
+    assert tasks[("tiny-birefnet", "queued")] == 1
+    depth = {(s.labels["queue"], s.labels["model"]): s.value
+             for s in families["quickbg_queue_jobs"].samples if s.labels["state"] == "queued"}
+    assert depth[(queue.task_queue_name("tiny-birefnet"), "tiny-birefnet")] == 1
+    assert depth[(queue.task_queue_name("tiny-u2net"), "tiny-u2net")] == 0
+    workers = {s.labels["model"]: s.value for s in families["quickbg_model_workers"].samples}
+    assert workers["tiny-birefnet"] == 0
