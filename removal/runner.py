@@ -24,7 +24,7 @@ from removal.pipeline import segment
 from removal.pipeline.cutout import cut_out
 from removal.pipeline.memory import PeakMemory
 from removal.pipeline.options import Options
-from removal.pipeline.sessions import LoadedModels, RembgSegmenter
+from removal.pipeline.sessions import LoadedModels, new_model
 from removal.services.tasks import Claim, task_set_progress
 from removal.services.uploads import validation_limits
 
@@ -57,18 +57,12 @@ loaded_models = LoadedModels()
 def load_model(name: str) -> segment.TensorModel:
     """A new session for ``name`` on this process's ORT settings, after checking its licence
     gate and its file (checksum): the ISNet serving graph, or rembg's session."""
-    spec = modelstore.get(name)
     try:
         modelstore.check_licence(
             name, allow_noncommercial=settings.QUICKBG_ALLOW_NONCOMMERCIAL_MODELS)
-        path = modelstore.verify(settings.QUICKBG_MODELS_DIR, name)
+        return new_model(name, settings.QUICKBG_MODELS_DIR, settings.QUICKBG_ORT_THREADS)
     except modelstore.ModelError as exc:
         raise ModelUnavailable(str(exc)) from None
-    threads = settings.QUICKBG_ORT_THREADS
-    if spec.engine == "serving-graph":
-        return segment.Segmenter(path, threads)
-    return RembgSegmenter(spec.session, modelstore.model_home(settings.QUICKBG_MODELS_DIR, name),
-                          path, threads)
 
 
 def get_segmenter(name: str | None = None) -> segment.TensorModel:

@@ -303,6 +303,15 @@ def test_each_request_runs_the_model_it_asks_for_on_a_live_worker_that_serves_it
         wait_for(lambda: Task.objects.get(pk=failed.pk).status == "completed", what="retry")
         assert Task.objects.get(pk=failed.pk).model == "tiny-birefnet"
         assert alpha_of(Task.objects.get(pk=failed.pk))[60, 80] < 50
+
+        # Reprocess onto a chosen model: a new task, run by the worker serving that model.
+        out = io.StringIO()
+        call_command("reprocess", "--ids", str(failed.pk), "--to-model", "tiny-u2net",
+                     "--no-progress", stdout=out)
+        new = Task.objects.get(reprocess_of=failed.pk)
+        assert new.model == "tiny-u2net", out.getvalue()
+        wait_for(lambda: Task.objects.get(pk=new.pk).status == "completed", what="reprocess")
+        assert alpha_of(Task.objects.get(pk=new.pk))[60, 80] > 200
     wait_for(lambda: not queue.served_models(), what="the worker's keys to go")
 
 

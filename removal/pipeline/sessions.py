@@ -132,3 +132,16 @@ class LoadedModels:
         with self._lock:
             self._items.clear()
         release_freed_memory()
+
+
+def new_model(name: str, models_dir: str | os.PathLike, threads: int = 0) -> TensorModel:
+    """A new session for the catalogue's model ``name`` after verifying its file (raises
+    ``modelstore.ModelError``): ISNet's serving graph, or rembg's session. The worker's
+    ``runner.load_model`` and ``bench/models.py`` both make models here."""
+    from removal.pipeline.segment import Segmenter
+
+    spec = modelstore.get(name)
+    path = modelstore.verify(models_dir, name)
+    if spec.engine == "serving-graph":
+        return Segmenter(path, threads)
+    return RembgSegmenter(spec.session, modelstore.model_home(models_dir, name), path, threads)
