@@ -20,7 +20,9 @@ import numpy as np
 import pytest
 from django.core.management import CommandError, call_command
 from PIL import Image
+from rest_framework.test import APIClient
 
+from accounts.models import UserAPIKey
 from removal import modelstore, queue, runner, storage
 from removal.models import Task
 from removal.services.tasks import task_enqueue
@@ -35,6 +37,22 @@ ISSUE_MODELS = (
     "birefnet-dis", "birefnet-hrsod", "birefnet-cod", "birefnet-massive", "bria-rmbg",
     "ben2-base", "isnet-general-use-quant",
 )
+
+
+def test_removebg_type_maps_to_the_configured_model_and_auto_to_the_default(settings):
+    from removal.serving import model_for_removebg_type
+
+    settings.QUICKBG_TYPE_MODELS = modelstore.parse_type_models(
+        "person=birefnet-portrait, graphic=isnet-anime")
+    assert model_for_removebg_type("person") == "birefnet-portrait"
+    assert model_for_removebg_type("Graphic") == "isnet-anime"
+    assert model_for_removebg_type("car") == settings.QUICKBG_MODEL  # not mapped
+    assert model_for_removebg_type("auto") == model_for_removebg_type(None) == \
+        settings.QUICKBG_MODEL
+    with pytest.raises(modelstore.ModelError, match="TYPE one of person, product"):
+        modelstore.parse_type_models("auto=u2netp")
+    with pytest.raises(modelstore.ModelError, match="Unknown model 'nope'"):
+        modelstore.parse_type_models("car=nope")
 
 
 def tiny_source(name: str) -> Path:
@@ -261,7 +279,7 @@ def wait_for(predicate, timeout=60.0, what="condition"):
 
 @pytest.mark.django_db(transaction=True)
 def test_each_request_runs_the_model_it_asks_for_on_a_live_worker_that_serves_it(
-        tiny, user, client_for):
+        tiny, user, client_for, settings):
     client = client_for(user)
     # No worker serves the tiny models yet: a request for one is refused, not left queued.
     response = upload(client, "tiny-u2net")
@@ -303,6 +321,31 @@ def test_each_request_runs_the_model_it_asks_for_on_a_live_worker_that_serves_it
         wait_for(lambda: Task.objects.get(pk=failed.pk).status == "completed", what="retry")
         assert Task.objects.get(pk=failed.pk).model == "tiny-birefnet"
         assert alpha_of(Task.objects.get(pk=failed.pk))[60, 80] < 50
+
+        # A batch on a model: its members go on that model's batch queue, the worker takes them.
+        response = client.post("/api/v1/batches", {
+            "files": [named(square_image(), "a.png"), named(square_image(), "b.png")],
+            "model": "tiny-birefnet", "crop": "false"}, format="multipart")
+        assert response.status_code == 202, response.content
+        members = response.json()["task_ids"]
+        wait_for(lambda: all(Task.objects.get(pk=i).status == "completed" for i in members),
+                 what="the batch")
+        for member in Task.objects.filter(pk__in=members):
+            assert member.model == "tiny-birefnet" and alpha_of(member)[60, 80] < 50
+        assert client.post("/api/v1/batches", {"files": [named(square_image(), "c.png")],
+                                                "model": "tiny-isnet"},
+                           format="multipart").status_code == 503
+
+        # remove.bg's type picks the model QUICKBG_TYPE_MODELS maps it to; X-Type echoes it.
+        settings.QUICKBG_TYPE_MODELS = {"graphic": "tiny-birefnet"}
+        keyed = APIClient()
+        keyed.credentials(HTTP_X_API_KEY=UserAPIKey.objects.create_key(user=user, name="m")[1])
+        response = keyed.post("/v1.0/removebg", {
+            "image_file": named(square_image(), "s.png"), "type": "graphic", "size": "full"},
+            format="multipart")
+        assert response.status_code == 200, response.content
+        assert response["X-Type"] == "graphic"
+        assert Task.objects.get(pk=response["X-Task-Id"]).model == "tiny-birefnet"
 
         # Reprocess onto a chosen model: a new task, run by the worker serving that model.
         out = io.StringIO()
