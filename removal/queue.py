@@ -101,7 +101,11 @@ def get_batch_queue(model: str | None = None) -> ResilientQueue:
 
 
 def queue_name_for(*, batch_id, model: str | None = None) -> str:
-    """The queue a task's job goes on: its model's, the batch one for batch members."""
+    """The queue a task's job goes on: its model's, the batch one for batch members. A model no
+    longer in the catalogue goes on the default model's queue, where its job fails the task
+    with a readable message instead of sitting on a queue nobody takes."""
+    if model not in modelstore.MODELS:
+        model = None
     return task_queue_name(model, batch=bool(batch_id))
 
 
