@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema
-from rest_framework import mixins, permissions, serializers, status, viewsets
+from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.response import Response
 
-from accounts.authentication import APIKeyAuthentication
+from accounts.authentication import SignedIn
 from accounts.models import UserAPIKey
 from accounts.services import api_key_create, api_key_revoke_owned
 
@@ -38,24 +38,15 @@ class APIKeyCreatedSerializer(serializers.Serializer):
     expires_at = serializers.DateTimeField(allow_null=True)
 
 
-class SignedIn(permissions.IsAuthenticated):
-    """Signed in with a JWT (or the admin session), not with an API key: a key that could mint
-    keys would outlive its own revocation or expiry."""
-
-    message = ("API keys cannot create, list or revoke API keys: sign in "
-               "(POST /api/v1/auth/token) and send the JWT instead.")
-
-    def has_permission(self, request, view):
-        return (super().has_permission(request, view)
-                and not isinstance(request.successful_authenticator, APIKeyAuthentication))
-
-
 class APIKeyViewSet(mixins.ListModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet):
     """Your API keys. Send one as ``X-Api-Key: <key>`` instead of a JWT; managing keys takes a
     JWT."""
 
     serializer_class = APIKeySerializer
     permission_classes = [SignedIn]
+    # A key that could mint keys would outlive its own revocation or expiry.
+    api_key_message = ("API keys cannot create, list or revoke API keys: sign in "
+                       "(POST /api/v1/auth/token) and send the JWT instead.")
     lookup_field = "public_id"
     lookup_url_kwarg = "pk"
     # A user's keys are few: one list, newest first, no cursor (the keys have no created_at).

@@ -56,6 +56,11 @@ def api_key_revoke_owned(*, user, public_id) -> None:
         raise NotFound("No such API key")
 
 
+def api_keys_revoke_all(*, user) -> int:
+    """Revoke every key of ``user`` (a password change does); returns how many."""
+    return UserAPIKey.objects.filter(user=user, revoked=False).update(revoked=True)
+
+
 def api_key_authenticate(raw: str) -> UserAPIKey:
     """The usable key for a presented secret, with its user loaded; raises ``KeyRefused``."""
     prefix, dot, _ = raw.strip().partition(".")

@@ -11,6 +11,7 @@ import logging
 from datetime import timedelta
 from pathlib import Path
 
+from django.conf import global_settings
 from django.core.exceptions import ImproperlyConfigured
 
 from quickbg import backends, csp_policy, logs
@@ -239,9 +240,10 @@ QUICKBG_RECONCILE_GRACE = env_int("QUICKBG_RECONCILE_GRACE", 30, minimum=0)
 QUICKBG_FETCH_CONNECT_TIMEOUT = env_float("QUICKBG_FETCH_CONNECT_TIMEOUT", 5, minimum=0.1)
 QUICKBG_FETCH_TIMEOUT = env_float("QUICKBG_FETCH_TIMEOUT", 20, minimum=0.1)
 QUICKBG_FETCH_ALLOW = env_list("QUICKBG_FETCH_ALLOW", [])
-# Webhooks (removal/services/webhooks.py): per-attempt timeout, delays before each retry (27 h
-# in all), endpoints per user, and the public address for links when files are served locally.
+# Webhooks (removal/services/webhooks.py): per-attempt timeout, retry delays (27 h in all),
+# endpoints per user, image workers delivering at once (worker.py), links' public address.
 QUICKBG_WEBHOOK_TIMEOUT = env_float("QUICKBG_WEBHOOK_TIMEOUT", 10, minimum=0.1)
+QUICKBG_WEBHOOK_CONCURRENCY = env_int("QUICKBG_WEBHOOK_CONCURRENCY", 1, minimum=1)
 QUICKBG_WEBHOOK_RETRY_DELAYS = env_seconds_list(
     "QUICKBG_WEBHOOK_RETRY_DELAYS", [10, 60, 300, 1800, 7200, 18000, 36000, 36000])
 QUICKBG_WEBHOOK_MAX_ENDPOINTS = env_int("QUICKBG_WEBHOOK_MAX_ENDPOINTS", 10, minimum=1)
@@ -269,11 +271,9 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
 # (removal/api/limits.py). The margin lets a file a little over the image limit get the
 # validator's message instead. POST /api/v1/batches allows QUICKBG_MAX_BATCH_MB + 5 MB.
 QUICKBG_MAX_BODY_MB = env_float("QUICKBG_MAX_BODY_MB", QUICKBG_MAX_UPLOAD_MB + 5, minimum=0.001)
-FILE_UPLOAD_HANDLERS = [
-    "removal.api.limits.CappedUploadHandler",  # stops file parts at the body limit
-    "django.core.files.uploadhandler.MemoryFileUploadHandler",
-    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
-]
+# CappedUploadHandler stops file parts at the body limit, ahead of Django's own handlers.
+FILE_UPLOAD_HANDLERS = ["removal.api.limits.CappedUploadHandler",
+                        *global_settings.FILE_UPLOAD_HANDLERS]
 
 # --- Abuse limits ---------------------------------------------------------------------------------
 # Upload rate per user (DRF throttle, counted in Redis so every web process shares it) and a cap
@@ -283,8 +283,7 @@ QUICKBG_UPLOAD_RATE = env_rate("QUICKBG_UPLOAD_RATE", "60/min")
 QUICKBG_METRICS_TOKEN = env_str("QUICKBG_METRICS_TOKEN")
 # An Idempotency-Key with no answer after this long belongs to a request that died; a retry with
 # the key takes it over. Keep it above the web server's request timeout.
-QUICKBG_IDEMPOTENCY_PENDING_SECONDS = env_int("QUICKBG_IDEMPOTENCY_PENDING_SECONDS", 120,
-                                              minimum=1)
+QUICKBG_IDEMPOTENCY_PENDING_SECONDS = env_int("QUICKBG_IDEMPOTENCY_PENDING_SECONDS", 120, minimum=1)
 QUICKBG_MAX_QUEUED_TASKS = env_int("QUICKBG_MAX_QUEUED_TASKS", 20, minimum=1)
 # Batch members have their own cap (unfinished members across all of a user's batches): a batch
 # never counts against QUICKBG_MAX_QUEUED_TASKS, and many batches cannot exceed this one.

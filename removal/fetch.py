@@ -14,8 +14,15 @@ webhook delivery. The rules, checked before any connection is opened:
   IPv4-mapped, 6to4 or NAT64 IPv6 address;
 - redirects are followed by hand (at most ``MAX_REDIRECTS`` hops), each hop checked like the
   first URL;
-- the body is streamed and cut off past ``max_bytes``; connect and total time are bounded by
-  ``QUICKBG_FETCH_CONNECT_TIMEOUT`` and ``QUICKBG_FETCH_TIMEOUT``;
+- the body is streamed and cut off past ``max_bytes``, counted on the bytes that cross the
+  wire: we ask for ``Accept-Encoding: identity`` and refuse an answer that is encoded anyway
+  (``Content-Encoding: gzip``...), so nothing is ever inflated;
+- **one deadline for the whole exchange**: ``QUICKBG_FETCH_TIMEOUT`` (or a webhook's timeout)
+  bounds connect, TLS handshake, sending, headers and body together, every redirect hop
+  included. Each socket operation's timeout is clipped to what is left of it
+  (``_DeadlineStream``), so a peer trickling one byte just under each read timeout is cut off at
+  the deadline, not kept for ever. Connecting alone is also bounded by
+  ``QUICKBG_FETCH_CONNECT_TIMEOUT``. (The name lookup before it is the system resolver's.)
 - ``QUICKBG_FETCH_ALLOW`` (comma-separated ``host:port`` or CIDR entries) lets an intranet host
   through anyway.
 
@@ -125,6 +132,8 @@ def _why_not_public(ip: IPAddress) -> str | None:
         ("multicast", ip.is_multicast),
         ("reserved", ip.is_reserved),
         ("private", ip.is_private),
+        # Deprecated by RFC 3879 but still routed inside some networks; Python calls it global.
+        ("site-local", isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local),
     )
     for name, hit in checks:
         if hit:
@@ -171,9 +180,9 @@ def _check(url: str | httpx.URL) -> _Target:
     for ip in addresses:
         reason = _why_not_public(ip)
         if reason and not _allowed(host, port, ip):
-            shown = getattr(ip, "ipv4_mapped", None) or ip  # ::ffff:7f00:2 is 127.0.0.2
+            # Which address it resolved to is not said: that would map our internal DNS.
             raise FetchRefused(
-                f"The URL's host {host!r} resolves to {shown}, a {reason} address; only public "
+                f"The URL's host {host!r} resolves to a {reason} address; only public "
                 "addresses may be fetched (an operator can allow it in QUICKBG_FETCH_ALLOW)."
             )
     return _Target(url=parsed, host=host, port=port, ip=str(addresses[0]))
@@ -187,14 +196,54 @@ def check_url(url: str) -> None:
 # --- Transport: connect to the checked address only --------------------------------------------
 
 
-class _PinnedBackend(httpcore.SyncBackend):
-    """Opens every TCP connection to one already-checked address, whatever host is asked for."""
+def _left(deadline: float, timeout: float | None, error: type[Exception]) -> float:
+    """``timeout`` clipped to what is left before ``deadline``; ``error`` once nothing is."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise error("the overall time limit was reached")
+    return remaining if timeout is None else min(timeout, remaining)
 
-    def __init__(self, ip: str):
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A connection whose every read, write and TLS handshake ends by the exchange's deadline.
+
+    httpx's timeouts apply to each socket operation alone, so on their own they never stop a
+    peer that sends a byte now and then; clipping each operation to the time left does."""
+
+    def __init__(self, stream: httpcore.NetworkStream, deadline: float):
+        self._stream = stream
+        self._deadline = deadline
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, _left(self._deadline, timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, _left(self._deadline, timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(self, ssl_context, server_hostname=None, timeout=None):
+        stream = self._stream.start_tls(
+            ssl_context, server_hostname, _left(self._deadline, timeout, httpcore.ConnectTimeout))
+        return _DeadlineStream(stream, self._deadline)
+
+    def get_extra_info(self, info: str):
+        return self._stream.get_extra_info(info)
+
+
+class _PinnedBackend(httpcore.SyncBackend):
+    """Opens every TCP connection to one already-checked address, whatever host is asked for,
+    and bounds everything done on it by ``deadline`` (``time.monotonic()`` seconds)."""
+
+    def __init__(self, ip: str, deadline: float):
         self._ip = ip
+        self._deadline = deadline
 
     def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
-        return super().connect_tcp(self._ip, port, timeout, local_address, socket_options)
+        timeout = _left(self._deadline, timeout, httpcore.ConnectTimeout)
+        stream = super().connect_tcp(self._ip, port, timeout, local_address, socket_options)
+        return _DeadlineStream(stream, self._deadline)
 
     def connect_unix_socket(self, *args, **kwargs):  # pragma: no cover - never asked for
         raise httpcore.ConnectError("unix sockets are not allowed")
@@ -218,14 +267,14 @@ class _PinnedTransport(httpx.HTTPTransport):
     (``_pool`` is the attribute its ``handle_request`` uses; pinned to httpx 0.28 in pyproject).
     """
 
-    def __init__(self, ip: str):
+    def __init__(self, ip: str, deadline: float):
         context = _ssl_context()
         super().__init__(verify=context, retries=0)  # our context: no trust store loaded again
         self._pool = httpcore.ConnectionPool(
             ssl_context=context,
             max_connections=1,
             retries=0,
-            network_backend=_PinnedBackend(ip),
+            network_backend=_PinnedBackend(ip, deadline),
         )
 
 
@@ -239,7 +288,7 @@ def _read_capped(response: httpx.Response, max_bytes: int, deadline: float, *, c
                  what: str) -> bytes:
     chunks: list[bytes] = []
     size = 0
-    for chunk in response.iter_bytes():
+    for chunk in response.iter_raw():  # the bytes as sent: never inflated
         size += len(chunk)
         if size > max_bytes:
             if cut:  # a response excerpt: keep the start, drop the rest
@@ -258,7 +307,7 @@ def _send(method: str, target: _Target, *, content: bytes | None, headers: dict[
     """Send one request to the pinned address; yields the streamed response, closes it all."""
     remaining = max(0.001, deadline - time.monotonic())
     timeout = httpx.Timeout(remaining, connect=min(connect_timeout, remaining))
-    with httpx.Client(transport=_PinnedTransport(target.ip), timeout=timeout,
+    with httpx.Client(transport=_PinnedTransport(target.ip, deadline), timeout=timeout,
                       follow_redirects=False, trust_env=False) as client:
         request = client.build_request(method, target.url, content=content, headers=headers)
         response = client.send(request, stream=True)
@@ -266,6 +315,15 @@ def _send(method: str, target: _Target, *, content: bytes | None, headers: dict[
             yield response
         finally:
             response.close()
+
+
+def _refuse_encoded(response: httpx.Response, what: str) -> None:
+    encoding = response.headers.get("content-encoding", "").strip().lower()
+    if encoding not in ("", "identity"):
+        raise FetchRefused(
+            f"{what} came compressed (Content-Encoding: {encoding[:40]}) although we asked for "
+            "none; serve it uncompressed."
+        )
 
 
 def _network_error(url: httpx.URL, exc: Exception, total: float) -> FetchRefused:
@@ -297,6 +355,7 @@ def fetch_bytes(url: str, *, max_bytes: int) -> bytes:
                     raise FetchRefused(
                         f"The image URL answered HTTP {response.status_code}, not 200."
                     )
+                _refuse_encoded(response, "The image at the URL")
                 declared = response.headers.get("content-length", "")
                 if declared.isdigit() and int(declared) > max_bytes:
                     raise FetchRefused(
@@ -321,6 +380,7 @@ def post(url: str, *, content: bytes, headers: dict[str, str], excerpt_bytes: in
         total = timeout
     started = time.monotonic()
     target = _check(url)
+    headers = {"Accept-Encoding": "identity", **headers}
     try:
         with _send("POST", target, content=content, headers=headers,
                    deadline=started + total, connect_timeout=connect_timeout) as response:

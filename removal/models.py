@@ -1,4 +1,5 @@
 import uuid
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import models
@@ -58,7 +59,12 @@ class Batch(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["owner", "-created_at"])]
+        indexes = [
+            models.Index(fields=["owner", "-created_at"]),
+            # The reconciler's sweep for batches not yet announced: only the open ones.
+            models.Index(fields=["created_at"], condition=models.Q(completed_event_at=None),
+                         name="removal_batch_unannounced"),
+        ]
         verbose_name_plural = "batches"
 
     def __str__(self) -> str:
@@ -136,7 +142,10 @@ class Task(models.Model):
 
 
 class IdempotencyKey(models.Model):
-    """The first response to ``POST /uploads`` with an ``Idempotency-Key`` header, kept 24 h."""
+    """The first response to ``POST /uploads`` with an ``Idempotency-Key`` header, kept
+    ``WINDOW`` (24 h); ``services.retention.idempotency_keys_purge`` deletes older ones."""
+
+    WINDOW = timedelta(hours=24)
 
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
     key = models.CharField(max_length=255)

@@ -24,6 +24,10 @@ serializer, the job timeout, and the worker liveness protocol.
 - **Priority**: synchronous requests enqueue at the front of the interactive queue
   (``at_front=True``); workers take their queues in order, interactive first, so a synchronous
   request waits at most for the jobs already running.
+- **Webhook share**: ``webhook_slot_acquire``/``webhook_slot_release``: at most
+  ``QUICKBG_WEBHOOK_CONCURRENCY`` image workers hold a webhook slot at once, and only a holder
+  takes jobs from the webhooks queue (``removal.worker``), so deliveries never occupy more than
+  that many image workers. A slot whose holder's liveness key is gone is taken over.
 - **Liveness**: every worker sets ``alive_key(name)`` every ``ALIVE_INTERVAL`` s with a TTL of
   ``ALIVE_TTL`` s (``removal.worker``); the reconciler (``removal.reconcile``) reads it to tell a
   dead worker's job from a slow one. ``RECONCILE_LOCK`` elects the one worker that reconciles.
@@ -63,6 +67,22 @@ WAIT_SLICE = 2.0
 # Held for a day by the worker that ran retention (``removal.worker``): one run per day in all.
 RETENTION_LOCK = "quickbg:retention-lock"
 RETENTION_PERIOD = 24 * 3600
+WEBHOOK_SLOT_PREFIX = "quickbg:webhook-slot:"
+# Take a free slot, or one whose holder's liveness key is gone (it died holding it).
+_SLOT_ACQUIRE = """
+for _, key in ipairs(KEYS) do
+  local holder = redis.call('GET', key)
+  if (not holder) or holder == ARGV[1] or redis.call('EXISTS', ARGV[3] .. holder) == 0 then
+    redis.call('SET', key, ARGV[1], 'EX', ARGV[2])
+    return key
+  end
+end
+return false
+"""
+_SLOT_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 
 class ResilientQueue(DjangoRQ):
@@ -226,6 +246,20 @@ def wait_task_done(task_id, timeout: float) -> bool:
 # --- Webhook deliveries (their own queue, so a slow receiver never holds the task queue) -------
 
 WEBHOOK_JOB_FUNC = "removal.jobs.deliver_webhook"
+
+
+def webhook_slot_acquire(connection, worker_name: str, *, hold_seconds: int) -> str | None:
+    """One of the ``QUICKBG_WEBHOOK_CONCURRENCY`` webhook slots for ``worker_name`` (its key),
+    held for ``hold_seconds`` at most; ``None`` when every slot has a live holder."""
+    keys = [f"{WEBHOOK_SLOT_PREFIX}{settings.QUICKBG_QUEUE}:{n}"
+            for n in range(settings.QUICKBG_WEBHOOK_CONCURRENCY)]
+    key = connection.eval(_SLOT_ACQUIRE, len(keys), *keys, worker_name, max(1, hold_seconds),
+                          ALIVE_PREFIX)
+    return key.decode() if isinstance(key, bytes) else key
+
+
+def webhook_slot_release(connection, key: str, worker_name: str) -> None:
+    connection.eval(_SLOT_RELEASE, 1, key, worker_name)
 
 
 def webhooks_queue_name() -> str:

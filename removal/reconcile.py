@@ -18,6 +18,11 @@ runs. Such a job is treated as lost; when it has used its attempts the task fail
 "Processing timed out after N s". If the stuck worker ever wakes up, its claim token is stale and
 it records nothing.
 
+Batches get a sweep too: every batch not yet announced whose members have all ended (the last
+one finished on a path that did not finish the batch: its upload deleted, its job cancelled, an
+error swallowed after the outcome was recorded) is finished and announced
+(``services.batches.batch_member_finished``; a guarded update, so never twice).
+
 Webhook deliveries get the same pass on their own queue: a ``pending`` or ``sending`` attempt
 that no job holds goes back on it (``services.webhooks.delivery_recover``; a retry keeps its due
 time).
@@ -29,11 +34,13 @@ import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
-from removal.models import Task, WebhookDelivery
+from removal import selectors
+from removal.models import Batch, Task, WebhookDelivery
 from removal.queue import alive_key, get_queue, get_webhooks_queue, queue_name_for
 from removal.services import webhooks
 from removal.services.batches import batch_member_finished
@@ -51,6 +58,7 @@ class Report:
     requeued: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     deliveries_requeued: list[str] = field(default_factory=list)
+    batches_finished: list[str] = field(default_factory=list)
 
 
 def is_held(task: Task | WebhookDelivery, queue, queued_ids: set[str], *,
@@ -165,11 +173,28 @@ def reconcile(*, grace_seconds: int = 30, dry_run: bool = False) -> Report:
             if task.batch_id:
                 batch_member_finished(batch_id=task.batch_id)
     _reconcile_deliveries(report, grace_seconds=grace_seconds, dry_run=dry_run)
+    _finish_batches(report, cutoff=cutoff, dry_run=dry_run)
+    if report.batches_finished:
+        logger.warning("reconcile: finished %s batch(es) whose members had all ended",
+                       len(report.batches_finished))
     if report.requeued or report.failed or report.deliveries_requeued:
         logger.warning("reconcile: requeued %s, failed %s (of %s checked), webhook deliveries "
                        "requeued %s", len(report.requeued), len(report.failed), report.checked,
                        len(report.deliveries_requeued))
     return report
+
+
+BATCH_SWEEP = 500  # batches looked at per pass, oldest first
+
+
+def _finish_batches(report: Report, *, cutoff, dry_run: bool) -> None:
+    in_flight = Task.objects.filter(batch_id=OuterRef("pk"), status__in=selectors.IN_FLIGHT)
+    ended = (Batch.objects.filter(completed_event_at=None, created_at__lt=cutoff)
+             .exclude(Exists(in_flight)).order_by("created_at")
+             .values_list("pk", flat=True)[:BATCH_SWEEP])
+    for batch_id in ended:
+        if dry_run or batch_member_finished(batch_id=batch_id):
+            report.batches_finished.append(str(batch_id))
 
 
 def _reconcile_deliveries(report: Report, *, grace_seconds: int, dry_run: bool) -> None:

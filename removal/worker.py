@@ -13,7 +13,15 @@ and what covers them:
 - a crash takes the worker down: a process manager restarts it, ``--max-jobs`` recycles it, and
   the reconciler (below) gives its task to another worker.
 
-Two daemon threads run beside the jobs:
+**Webhooks never starve images.** An image worker takes jobs from the webhooks queue only while
+it holds one of the ``QUICKBG_WEBHOOK_CONCURRENCY`` webhook slots (``queue.webhook_slot_acquire``,
+default one slot for all image workers together); the others listen to the image queues alone and
+look for a free slot every ``SLOT_RECHECK`` s. A holder alternates: after a delivery it takes an
+image job first if one waits. Each delivery is bounded by ``QUICKBG_WEBHOOK_TIMEOUT`` (one deadline
+for the whole exchange, ``removal.fetch``). Workers started with ``--webhooks-only`` deliver without
+a slot: they serve nothing else.
+
+Daemon threads run beside the jobs:
 
 - *liveness*: every ``queue.ALIVE_INTERVAL`` s it sets ``queue.alive_key(<worker name>)`` with a
   short TTL, and ``queue.serves_key(<worker name>)`` to the models it serves (``run_worker
@@ -21,7 +29,8 @@ Two daemon threads run beside the jobs:
   worker's keys expire within ``queue.ALIVE_TTL`` s, which is how the reconciler tells a
   dead worker's task from a slow one (RQ's own abandoned-job detection waits minutes);
 - *reconcile*: every ``QUICKBG_RECONCILE_INTERVAL`` s one worker (``queue.RECONCILE_LOCK`` elects
-  it) runs ``removal.reconcile.reconcile`` to re-enqueue tasks that no live job holds;
+  it) runs ``removal.reconcile.reconcile`` to re-enqueue tasks that no live job holds, and
+  deletes ``Idempotency-Key`` records past their 24 h window;
 - *retention* (only when ``QUICKBG_RETENTION_DAYS`` is set): every ``RETENTION_CHECK`` s a worker
   tries to take ``queue.RETENTION_LOCK`` for a day; the one that gets it runs
   ``services.retention.retention_run``. So retention runs once a day whatever the number of
@@ -48,13 +57,18 @@ from removal.queue import (
     RETENTION_PERIOD,
     alive_key,
     serves_key,
+    webhook_slot_acquire,
+    webhook_slot_release,
+    webhooks_queue_name,
 )
 from removal.reconcile import reconcile
-from removal.services.retention import retention_run
+from removal.services.retention import idempotency_keys_purge, retention_run
 
 logger = logging.getLogger(__name__)
 # Seconds between a worker's attempts to take the daily retention lock.
 RETENTION_CHECK = 600
+# Seconds a worker without a webhook slot listens to the image queues before looking again.
+SLOT_RECHECK = 5
 
 
 def ensure_usable_connection() -> None:
@@ -72,6 +86,8 @@ class QuickBGWorker(SimpleWorker):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._stop_threads = threading.Event()
+        self._webhook_slot: str | None = None
+        self._last_was_webhook = False
 
     def execute_job(self, job, queue):
         ensure_usable_connection()
@@ -79,6 +95,54 @@ class QuickBGWorker(SimpleWorker):
             return super().execute_job(job, queue)
         finally:
             close_old_connections()
+            self._last_was_webhook = queue.name == webhooks_queue_name()
+            self._release_webhook_slot()
+
+    # --- The webhook share (see the module docstring) ---------------------------------------
+
+    def _shares_webhooks(self) -> bool:
+        names = self.queue_names()
+        return webhooks_queue_name() in names and len(names) > 1
+
+    def _release_webhook_slot(self) -> None:
+        if self._webhook_slot is not None:
+            try:
+                webhook_slot_release(self.connection, self._webhook_slot, self.name)
+            except Exception as exc:  # noqa: BLE001 - it expires; its holder's liveness too
+                logger.warning("could not release webhook slot: %s", exc)
+            self._webhook_slot = None
+
+    def dequeue_job_and_maintain_ttl(self, timeout, max_idle_time=None):
+        if not self._shares_webhooks():
+            return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+        webhooks = [q for q in self.queues if q.name == webhooks_queue_name()]
+        images = [q for q in self.queues if q.name != webhooks_queue_name()]
+        waited = 0
+        while True:
+            job_timeout = int(settings.QUICKBG_WEBHOOK_TIMEOUT) + 30
+            self._webhook_slot = webhook_slot_acquire(
+                self.connection, self.name, hold_seconds=(timeout or 0) + job_timeout + 30)
+            if self._webhook_slot is None:
+                self._ordered_queues = images
+                wait = None if timeout is None else min(timeout, SLOT_RECHECK)
+            else:  # after a delivery, an image job first
+                self._ordered_queues = (images + webhooks if self._last_was_webhook
+                                        else images[:1] + webhooks + images[1:])
+                wait = timeout
+            try:
+                result = super().dequeue_job_and_maintain_ttl(
+                    wait, max_idle_time=wait if self._webhook_slot is None else max_idle_time)
+            finally:
+                self._ordered_queues = self.queues[:]
+            if result is not None and result[1].name != webhooks_queue_name():
+                self._release_webhook_slot()
+            if result is not None or wait is None or self._webhook_slot is not None:
+                if result is None:
+                    self._release_webhook_slot()
+                return result
+            waited += wait
+            if max_idle_time is not None and waited >= max_idle_time:
+                return None
 
     def work(self, *args, **kwargs):
         threads = [
@@ -123,6 +187,7 @@ class QuickBGWorker(SimpleWorker):
                 if self.connection.set(lock, self.name, nx=True, ex=interval):
                     ensure_usable_connection()
                     reconcile(grace_seconds=settings.QUICKBG_RECONCILE_GRACE)
+                    idempotency_keys_purge()
             except Exception as exc:  # noqa: BLE001 - try again next round
                 logger.warning("reconcile failed: %s", exc)
             finally:

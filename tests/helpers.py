@@ -240,3 +240,52 @@ class Receiver:
 
     def url(self, path="/hook"):
         return self.server.url(path)
+
+
+class TricklingServer:
+    """A loopback peer that accepts, reads the request, then sends its answer one byte every
+    ``interval`` seconds (each byte just in time for any per-read timeout), for up to
+    ``lasting`` seconds, then hangs up (so that a client without an overall deadline fails the
+    test in seconds instead of hanging it)."""
+
+    def __init__(self, answer: bytes, interval: float, lasting: float = 4.0):
+        import socket
+        import threading
+
+        self._answer, self._interval, self._lasting = answer, interval, lasting
+        self._listener = socket.create_server(("127.0.0.1", 0))  # loopback only
+        self.port = self._listener.getsockname()[1]
+        self.connections = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self):
+        self._listener.settimeout(0.1)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                continue
+            self.connections += 1
+            with conn:
+                conn.recv(65536)
+                until = time.monotonic() + self._lasting
+                for byte in self._answer * 1000:
+                    if self._stop.wait(self._interval) or time.monotonic() > until:
+                        break
+                    try:
+                        conn.sendall(bytes([byte]))
+                    except OSError:
+                        break
+
+    def url(self, path="/"):
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(5)
+        self._listener.close()

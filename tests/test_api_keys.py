@@ -166,3 +166,45 @@ def test_staff_see_and_revoke_any_key_in_the_admin(user, client):
     key.refresh_from_db()
     assert key.revoked
     assert keyed(secret).get("/api/v1/tasks").status_code == 401
+
+
+def test_a_password_change_revokes_every_api_key(user, client_for):
+    key = create_key(client_for(user), "script")["key"]
+    assert keyed(key).get("/api/v1/tasks").status_code == 200
+    user.set_password("a whole new passphrase 42")
+    user.save()
+    refused = keyed(key).get("/api/v1/tasks")
+    assert refused.status_code == 401
+    assert refused.json()["detail"] == "This API key has been revoked; create a new one"
+    assert not UserAPIKey.objects.filter(user=user, revoked=False).exists()
+
+
+def test_wrong_keys_are_throttled_per_address_before_any_lookup(user, client_for, settings):
+    from django.core.cache import cache
+
+    cache.clear()
+    settings.QUICKBG_AUTH_RATE = "3/min"
+    good = create_key(client_for(user))["key"]
+    prefix = good.split(".")[0]
+    guesses = [keyed(f"{prefix}.guess{n}").get("/api/v1/tasks", REMOTE_ADDR="127.0.0.9")
+               for n in range(4)]
+    assert [r.status_code for r in guesses] == [401, 401, 401, 429]
+    assert guesses[3].json()["detail"].startswith(
+        "Too many invalid API keys from this address; try again later. Expected available in")
+    assert 0 < int(guesses[3]["Retry-After"]) <= 60
+    # Even the right key waits at that address; another address is not affected.
+    assert keyed(good).get("/api/v1/tasks", REMOTE_ADDR="127.0.0.9").status_code == 429
+    assert keyed(good).get("/api/v1/tasks", REMOTE_ADDR="127.0.0.10").status_code == 200
+    cache.clear()
+
+
+def test_an_api_key_cannot_read_or_rotate_the_webhook_secret(user, client_for):
+    jwt = client_for(user)
+    key = keyed(create_key(jwt)["key"])
+    for response in (key.get("/api/v1/webhooks/secret"), key.post("/api/v1/webhooks/secret")):
+        assert response.status_code == 403
+        assert response.json()["detail"] == (
+            "API keys cannot read or rotate the webhook signing secret: sign in "
+            "(POST /api/v1/auth/token) and send the JWT instead.")
+    assert jwt.get("/api/v1/webhooks/secret").json()["secret"].startswith("whsec_")
+    assert key.get("/api/v1/webhooks").status_code == 200  # endpoints stay open to keys

@@ -67,7 +67,8 @@ def test_single_upload_starts_within_one_job_behind_another_users_100_image_batc
     batch = post_batch(client_for(other_user), crops(100))
     assert batch.status_code == 202, batch.content
     batch_id = batch.json()["batch_id"]
-    worker = start_worker(f"fair-{tmp_path.name}")
+    # Unique per run: a SIGKILLed worker stays registered in Redis for minutes.
+    worker = start_worker(f"fair-{tmp_path.name}-{os.getpid()}")
     try:
         deadline = time.monotonic() + 180
         # Let the worker get going on the batch (a couple of members done).
@@ -152,3 +153,56 @@ def test_lost_batch_job_is_recovered_onto_the_batch_queue(user, client_for):
     task.refresh_from_db()
     assert batch_queue.job_ids == [task.rq_job_id]
     assert interactive.count == 0
+
+
+def _batch_of(user, client_for, count: int, receiver) -> Batch:
+    response = client_for(user).post(
+        "/api/v1/batches", {"files": [named(make_image("JPEG", (60, 60)), f"{n}.jpg")
+                                      for n in range(count)],
+                            "webhook_url": receiver.url()},
+        format="multipart")
+    assert response.status_code == 202, response.content
+    return Batch.objects.get(pk=response.json()["batch_id"])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_deleting_the_last_unfinished_members_upload_finishes_and_announces_the_batch(
+        user, client_for, run_worker, receiver_for, webhooks_queue):
+    receiver = receiver_for(user)
+    batch = _batch_of(user, client_for, 2, receiver)
+    first, last = Task.objects.filter(batch=batch).select_related("upload").order_by("pk")
+    storage.delete_quietly(first.upload.original_key)  # fails fast, without the model
+    queue.get_batch_queue().remove(last.rq_job_id)
+    run_worker()  # only the first member: the batch still has one queued
+    assert Batch.objects.get(pk=batch.pk).completed_event_at is None
+
+    deleted = client_for(user).delete(f"/api/v1/uploads/{last.upload_id}")
+    assert deleted.status_code == 204
+    assert Batch.objects.get(pk=batch.pk).completed_event_at is not None
+    deliver_all()
+    [event] = [p for p in receiver.verified if p["type"] == "batch.completed"]
+    assert event["data"]["batch_id"] == str(batch.pk) and event["data"]["counts"]["failed"] == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_reconciler_finishes_a_batch_whose_members_ended_without_finishing_it(
+        user, client_for, receiver_for, webhooks_queue, empty_queue):
+    """Members that ended on a path that skipped the batch's finish (a cancelled job, an
+    error swallowed after the outcome was recorded): the reconciler's sweep announces it once."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from removal.reconcile import reconcile
+
+    receiver = receiver_for(user)
+    batch = _batch_of(user, client_for, 2, receiver)
+    queue.get_batch_queue().empty()
+    Task.objects.filter(batch=batch).update(status=Task.Status.FAILED, error_message="cancelled")
+    Batch.objects.filter(pk=batch.pk).update(created_at=timezone.now() - timedelta(minutes=5))
+
+    assert reconcile(grace_seconds=30).batches_finished == [str(batch.pk)]
+    assert reconcile(grace_seconds=30).batches_finished == []  # announced once
+    deliver_all()
+    events = [p for p in receiver.verified if p["type"] == "batch.completed"]
+    assert len(events) == 1 and events[0]["data"]["status"] == "failed"

@@ -27,7 +27,7 @@ def test_webhooks_panel_adds_lists_deletes_and_rotates(browser, live_server, use
     browser.find_element("id", "webhook-url").send_keys("http://10.0.0.1/hook")
     browser.find_element("id", "webhook-add").click()
     error = wait_for(browser, lambda d: d.find_element("id", "webhooks-error").text)
-    assert "10.0.0.1, a private address" in error
+    assert "'10.0.0.1' resolves to a private address" in error
 
     field = browser.find_element("id", "webhook-url")
     field.clear()

@@ -17,7 +17,7 @@ import pytest
 from removal import fetch
 from removal.errors import InvalidInput
 from removal.fetch import FetchRefused, check_url, fetch_bytes
-from tests.helpers import LocalHTTPServer
+from tests.helpers import LocalHTTPServer, TricklingServer
 
 BODY = b"\x89PNG\r\n\x1a\n" + b"x" * 500
 
@@ -104,7 +104,7 @@ def test_forbidden_server_is_never_contacted_in_any_encoding(allowed, forbidden,
 
 @pytest.mark.parametrize("path", ["/to-forbidden", "/to-forbidden-decimal"])
 def test_redirect_to_forbidden_server_is_refused_before_contacting_it(allowed, forbidden, path):
-    with pytest.raises(FetchRefused, match="127.0.0.2, a loopback address"):
+    with pytest.raises(FetchRefused, match="resolves to a loopback address"):
         fetch_bytes(allowed.url(path), max_bytes=10_000)
     assert [r["path"] for r in allowed.requests] == [path]
     assert forbidden.requests == []
@@ -120,7 +120,7 @@ def test_redirect_to_metadata_address_is_refused(allowed, forbidden, monkeypatch
         return real_connect(self, host, port, *args, **kwargs)
 
     monkeypatch.setattr(fetch._PinnedBackend, "connect_tcp", recording)
-    with pytest.raises(FetchRefused, match="169.254.169.254, a link-local address"):
+    with pytest.raises(FetchRefused, match="'169.254.169.254' resolves to a link-local address"):
         fetch_bytes(allowed.url("/to-metadata"), max_bytes=10_000)
     assert targets == ["127.0.0.1"]
 
@@ -179,7 +179,7 @@ def test_private_addresses_are_refused_before_any_connection(url, kind, no_conne
 def test_dns_answers_that_resolve_to_private_addresses_are_refused(monkeypatch, no_connections,
                                                                      answer):
     fake_dns(monkeypatch, {"images.example.test": answer})
-    with pytest.raises(FetchRefused, match="images.example.test' resolves to"):
+    with pytest.raises(FetchRefused, match="images.example.test' resolves to a "):
         fetch_bytes("http://images.example.test/cat.jpg", max_bytes=10_000)
 
 
@@ -339,3 +339,76 @@ def test_https_to_the_pinned_address_keeps_host_sni_and_certificate_check(
             fetch_bytes(f"https://other.example.test:{port}/img", max_bytes=10_000)
         assert len(server.requests) == 1
     assert forbidden.requests == []
+
+
+@pytest.mark.parametrize("answer", [
+    b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nX-Padding: " + b"a" * 200,  # headers
+    b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + BODY,  # headers fast, body slow
+])
+def test_a_peer_trickling_bytes_is_cut_off_at_the_overall_deadline(settings, answer):
+    """Every byte comes within the per-read timeout, yet the whole exchange ends at the limit."""
+    with TricklingServer(answer, interval=0.05) as server:
+        settings.QUICKBG_FETCH_ALLOW = [f"127.0.0.1:{server.port}"]
+        settings.QUICKBG_FETCH_TIMEOUT = 1.0
+        started = time.monotonic()
+        with pytest.raises(FetchRefused, match=r"timed out \(limit 1 s\)"):
+            fetch_bytes(server.url("/img"), max_bytes=1_000_000)
+        elapsed = time.monotonic() - started
+        assert server.connections == 1
+    assert elapsed < 2.0, f"the fetch took {elapsed:.1f} s for a 1 s limit"
+
+
+def test_a_webhook_receiver_trickling_its_answer_is_cut_off_at_the_timeout(settings):
+    with TricklingServer(b"HTTP/1.1 200 OK\r\nX-Slow: " + b"b" * 200, interval=0.05) as server:
+        settings.QUICKBG_FETCH_ALLOW = [f"127.0.0.1:{server.port}"]
+        started = time.monotonic()
+        with pytest.raises(FetchRefused, match=r"timed out \(limit 0.8 s\)"):
+            fetch.post(server.url("/hook"), content=b"{}", headers={}, timeout=0.8)
+        elapsed = time.monotonic() - started
+    assert elapsed < 1.8, f"the POST took {elapsed:.1f} s for a 0.8 s limit"
+
+
+def test_an_encoded_body_is_refused_not_inflated(settings):
+    import gzip
+
+    bomb = gzip.compress(b"\0" * (20 * 1024 * 1024))  # 20 MB behind 20 KB
+    routes = {"/gz": (200, {"Content-Encoding": "gzip", "Content-Type": "image/png"}, bomb)}
+    with LocalHTTPServer("127.0.0.1", routes) as server:
+        settings.QUICKBG_FETCH_ALLOW = [f"127.0.0.1:{server.port}"]
+        with pytest.raises(FetchRefused, match=r"The image at the URL came compressed "
+                                               r"\(Content-Encoding: gzip\) although we asked "
+                                               r"for none; serve it uncompressed\."):
+            fetch_bytes(server.url("/gz"), max_bytes=10 * 1024 * 1024)
+        assert server.requests[0]["headers"]["Accept-Encoding"] == "identity"
+
+
+def test_a_webhook_answer_is_read_as_sent_never_inflated(settings):
+    import gzip
+
+    routes = {"/hook": (200, {"Content-Encoding": "gzip"}, gzip.compress(b"ok" * 100_000))}
+    with LocalHTTPServer("127.0.0.1", routes) as server:
+        settings.QUICKBG_FETCH_ALLOW = [f"127.0.0.1:{server.port}"]
+        answer = fetch.post(server.url("/hook"), content=b"{}", headers={}, excerpt_bytes=100)
+        assert answer.status_code == 200
+        assert answer.body.startswith(b"\x1f\x8b") and len(answer.body) == 100  # raw gzip bytes
+        assert server.requests[0]["headers"]["Accept-Encoding"] == "identity"
+
+
+def test_ipv6_site_local_is_not_public():
+    """fec0::/10 (site-local): Python's ipaddress counts it as global; we do not. Checked on the
+    address alone: nothing is resolved or contacted."""
+    import ipaddress
+
+    assert fetch._why_not_public(ipaddress.ip_address("fec0::1")) == "site-local"
+    assert fetch._why_not_public(ipaddress.ip_address("feff:ffff::1")) == "site-local"
+    assert fetch._why_not_public(ipaddress.ip_address("2001:4860:4860::8888")) is None
+
+
+def test_a_refusal_names_the_kind_of_address_but_not_the_address(monkeypatch, no_connections):
+    fake_dns(monkeypatch, {"intranet.example.test": ["10.20.30.40"]})
+    with pytest.raises(FetchRefused) as refused:
+        fetch_bytes("http://intranet.example.test/cat.jpg", max_bytes=10_000)
+    assert refused.value.detail == (
+        "The URL's host 'intranet.example.test' resolves to a private address; only public "
+        "addresses may be fetched (an operator can allow it in QUICKBG_FETCH_ALLOW).")
+    assert "10.20" not in refused.value.detail

@@ -188,6 +188,49 @@ def test_account_delete_needs_the_password_and_removes_everything(backend, user,
     assert_nothing_left_behind(keys)
 
 
+def test_account_delete_deactivates_first_so_nothing_sent_meanwhile_is_kept(backend, user,
+                                                                            client_for,
+                                                                            monkeypatch):
+    """While the deletion runs, the user's JWT and API key are refused, and an upload that
+    passed authentication just before is refused at its commit: none of its images stay."""
+    from rest_framework.test import APIClient
+
+    from accounts.services import api_key_create
+    from removal.errors import Conflict
+    from removal.services import retention, uploads
+    from tests.images import make_image
+
+    stored_upload(user)
+    _, raw_key = api_key_create(user=user, name="script")
+    client = client_for(user)
+    with_key = APIClient()
+    with_key.credentials(HTTP_X_API_KEY=raw_key)
+    assert with_key.get("/api/v1/tasks").status_code == 200
+    before = bucket_keys()
+    during = {}
+    real_delete = retention.uploads_delete
+
+    def meanwhile(*, queryset):
+        during["jwt"] = client.get("/api/v1/tasks").status_code
+        during["api key"] = with_key.get("/api/v1/tasks").status_code
+        try:
+            uploads.upload_create_from_bytes(owner=user, data=make_image(), filename="late.png")
+        except Conflict as exc:
+            during["late upload"] = exc.detail
+        return real_delete(queryset=queryset)
+
+    monkeypatch.setattr(retention, "uploads_delete", meanwhile)
+    response = client.delete("/api/v1/account", {"password": PASSWORD}, format="json")
+
+    assert response.status_code == 204
+    assert during == {"jwt": 401, "api key": 401, "late upload": (
+        "This account is deactivated or being deleted; nothing was created")}
+    assert not type(user).objects.filter(pk=user.pk).exists()
+    assert not Upload.objects.filter(owner_id=user.pk).exists()
+    assert bucket_keys() - before == set()  # the late upload stored nothing that stayed
+    assert not any(key.startswith(f"originals/{user.pk}/") for key in bucket_keys())
+
+
 # --- Retention: manage.py purge ----------------------------------------------------------------
 
 

@@ -228,6 +228,54 @@ def mine_time_minus_a_day():
 
 
 @pytest.mark.django_db(transaction=True)
+def test_the_same_key_with_another_webhook_or_image_url_is_a_mismatch(user, client_for,
+                                                                     settings):
+    """Every field that changes the request is part of it: a second webhook_url or image_url
+    under the same key is a 422, never a replay of the first answer."""
+    from tests.helpers import LocalHTTPServer
+
+    client = client_for(user)
+    image = make_image()
+    routes = {"/a.png": (200, {"Content-Type": "image/png"}, image),
+              "/b.png": (200, {"Content-Type": "image/png"}, image)}
+    with LocalHTTPServer("127.0.0.1", routes) as server:
+        settings.QUICKBG_FETCH_ALLOW = [f"127.0.0.1:{server.port}"]
+        first = client.post("/api/v1/uploads", {"file": named(image),
+                                                "webhook_url": server.url("/hook-1")},
+                            format="multipart", HTTP_IDEMPOTENCY_KEY="hook-key")
+        moved = client.post("/api/v1/uploads", {"file": named(image),
+                                                "webhook_url": server.url("/hook-2")},
+                            format="multipart", HTTP_IDEMPOTENCY_KEY="hook-key")
+        by_url = client.post("/api/v1/uploads", {"image_url": server.url("/a.png")},
+                             format="multipart", HTTP_IDEMPOTENCY_KEY="url-key")
+        other_url = client.post("/api/v1/uploads", {"image_url": server.url("/b.png")},
+                                format="multipart", HTTP_IDEMPOTENCY_KEY="url-key")
+        fetched = [r["path"] for r in server.requests]
+    assert first.status_code == 202 and by_url.status_code == 202
+    for refused in (moved, other_url):
+        assert refused.status_code == 422
+        assert refused.json() == {
+            "detail": "This Idempotency-Key was already used with a different request body"}
+    assert fetched == ["/a.png"]  # the refused request fetched nothing
+    assert Task.objects.count() == 2
+    assert set(Task.objects.values_list("webhook_url", flat=True)) == {server.url("/hook-1"), ""}
+
+
+@pytest.mark.django_db
+def test_idempotency_records_past_their_window_are_purged(user):
+    from django.utils import timezone
+
+    from removal.services.retention import idempotency_keys_purge
+
+    old = IdempotencyKey.objects.create(owner=user, key="old", request_hash="x")
+    fresh = IdempotencyKey.objects.create(owner=user, key="fresh", request_hash="y")
+    IdempotencyKey.objects.filter(pk=old.pk).update(
+        created_at=timezone.now() - IdempotencyKey.WINDOW - timedelta(minutes=1))
+    assert idempotency_keys_purge() == 1
+    assert list(IdempotencyKey.objects.values_list("pk", flat=True)) == [fresh.pk]
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_failed_first_request_frees_the_idempotency_key(user, client_for):
     client = client_for(user)
     bad = client.post("/api/v1/uploads", {"file": named(b"not an image")}, format="multipart",

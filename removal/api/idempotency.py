@@ -25,21 +25,23 @@ from removal.api.errors import IdempotencyMismatch
 from removal.errors import Conflict, InvalidInput
 from removal.models import IdempotencyKey
 
-IDEMPOTENCY_WINDOW = timedelta(hours=24)
+IDEMPOTENCY_WINDOW = IdempotencyKey.WINDOW
 
 
 def request_hash(data: dict) -> str:
-    """What makes two upload requests "the same": file content, ``s3_key``, model and options."""
+    """What makes two upload requests "the same": every field that changes the request (the
+    file's content, ``s3_key``, ``image_url``, ``webhook_url``, ``model``, the options, and any
+    field added later), so the same key with any other value is a mismatch (422)."""
     digest = hashlib.sha256()
-    if "file" in data:
-        upload_file = data["file"]
-        for chunk in upload_file.chunks():
-            digest.update(chunk)
-        upload_file.seek(0)
-    digest.update(b"\0" + (data.get("s3_key") or "").encode())
-    digest.update(b"\0" + json.dumps(data.get("options") or {}, sort_keys=True).encode())
-    if data.get("model"):
-        digest.update(b"\0model=" + data["model"].encode())
+    for name in sorted(data):
+        value = data[name]
+        digest.update(b"\0" + name.encode() + b"=")
+        if hasattr(value, "chunks"):  # an uploaded file: its bytes, not its name
+            for chunk in value.chunks():
+                digest.update(chunk)
+            value.seek(0)
+        else:
+            digest.update(json.dumps(value, sort_keys=True, default=str).encode())
     return digest.hexdigest()
 
 

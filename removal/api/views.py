@@ -12,6 +12,7 @@ from rest_framework.decorators import action, api_view
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 
+from accounts.authentication import SignedIn
 from removal import selectors, serving, storage
 from removal.api import idempotency
 from removal.api.pagination import BatchMemberPagination
@@ -263,6 +264,9 @@ class WebhookViewSet(mixins.ListModelMixin, mixins.CreateModelMixin, mixins.Dest
 
     serializer_class = WebhookEndpointSerializer
     pagination_class = None
+    # The secret proves events come from us; a script's key has no need to read or change it.
+    api_key_message = ("API keys cannot read or rotate the webhook signing secret: sign in "
+                       "(POST /api/v1/auth/token) and send the JWT instead.")
 
     def get_queryset(self):
         return WebhookEndpoint.objects.filter(owner=self.request.user)
@@ -282,7 +286,8 @@ class WebhookViewSet(mixins.ListModelMixin, mixins.CreateModelMixin, mixins.Dest
                    summary="Your webhook signing secret (whsec_...)")
     @extend_schema(methods=["POST"], request=None, responses={200: WebhookSecretSerializer},
                    summary="Rotate your signing secret (the old one also signs for 24 h)")
-    @action(detail=False, methods=["get", "post"], pagination_class=None)
+    @action(detail=False, methods=["get", "post"], pagination_class=None,
+            permission_classes=[SignedIn])
     def secret(self, request):
         if request.method == "POST":
             secret = webhooks.secret_rotate(owner=request.user)

@@ -224,6 +224,13 @@ def batch_reprocess(*, batch: Batch) -> Batch:
         raise Conflict(f"Batch {batch.pk} has no members whose images are still stored")
     with transaction.atomic():
         lock_owner(owner_id=batch.owner_id)
+        # The lock order of services.tasks (owner, uploads, tasks); retention skips these now.
+        locked = (Upload.objects.select_for_update().order_by("pk")
+                  .filter(pk__in=[task.upload_id for task in members])
+                  .values_list("expired_at", flat=True))
+        if any(expired is not None for expired in locked):
+            raise Conflict(f"Batch {batch.pk}: images of some members were just deleted by "
+                           "retention; reprocess again to leave them out")
         check_batch_quota(owner=batch.owner, adding=len(members))
         check_monthly_credits(owner=batch.owner, charge=sum(
             selectors.credit_cost(task.options) for task in members))

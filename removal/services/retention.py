@@ -25,8 +25,8 @@ from django.utils import timezone
 
 from removal import selectors, storage
 from removal.errors import InvalidInput
-from removal.models import Task, Upload
-from removal.services.uploads import uploads_delete
+from removal.models import IdempotencyKey, Task, Upload
+from removal.services.uploads import stored_keys, uploads_delete
 
 logger = logging.getLogger(__name__)
 
@@ -125,18 +125,42 @@ def retention_run() -> PurgeReport | None:
     return report
 
 
+def idempotency_keys_purge(*, now: datetime | None = None) -> int:
+    """Delete the ``Idempotency-Key`` records past their window (they replay nothing any more).
+    The workers' reconcile loop calls it on every pass; returns how many were deleted."""
+    cutoff = (now or timezone.now()) - IdempotencyKey.WINDOW
+    deleted, _ = IdempotencyKey.objects.filter(created_at__lt=cutoff).delete()
+    return deleted
+
+
 def account_delete(*, user, password: str) -> list[str]:
     """Delete every upload, task and stored object of ``user``, then the user.
 
     The password is asked again, so a stolen access token alone cannot erase an account.
-    Returns the keys storage refused to delete.
+    Returns the keys storage refused to delete. The order is what leaves nothing behind:
+
+    1. the user is deactivated first, and that is committed: its JWTs and API keys stop working
+       at once (both check ``is_active``), and an upload already past authentication is refused
+       when it takes the owner's lock (``services.tasks.lock_owner``), deleting what it stored;
+    2. the uploads and their objects are deleted, chunk by chunk;
+    3. the user row goes last, under its lock, with whatever was committed in the meantime
+       (collected under the same lock, deleted after the commit).
     """
     if not password or not user.check_password(password):
         raise InvalidInput("The password is not correct; the account was not deleted")
+    User = type(user)  # noqa: N806 - the user model
+    # The UPDATE waits for an upload holding the owner's lock to commit first.
+    User.objects.filter(pk=user.pk).update(is_active=False)
     failed = uploads_delete(queryset=Upload.objects.filter(owner=user))
     # Objects uploaded directly (presigned POST) but never submitted have no Upload row.
     failed += storage.delete_many(storage.keys_under(storage.incoming_prefix(user.pk)))
-    type(user).objects.filter(pk=user.pk).delete()
+    with transaction.atomic():
+        list(User.objects.select_for_update().filter(pk=user.pk).values_list("pk"))
+        late = list(Upload.objects.select_for_update().filter(owner=user)
+                    .values_list("pk", flat=True))
+        keys = stored_keys(upload_ids=late)
+        User.objects.filter(pk=user.pk).delete()
+    failed += storage.delete_many(keys)
     if failed:
         logger.error("account %s: could not delete %d object(s): %s", user.pk, len(failed),
                      failed[:20])

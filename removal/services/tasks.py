@@ -1,5 +1,10 @@
 """Tasks: queue, claim, progress, complete, fail, recover, retry and reprocess.
 
+**Lock order**, everywhere a task is put back in flight: the owner's user row
+(``lock_owner``), then the upload's row (``lock_upload``), then the task's. Retention and
+deletion lock uploads only (retention with SKIP LOCKED), so a retry and an expiry of the same
+upload never interleave: whichever takes the upload first decides, and the other sees it.
+
 A worker's side of a task is a ``Claim``: ``task_claim`` moves the task from queued to
 processing by a guarded update, and only that attempt's claim may record progress, the result or
 the failure. The reconciler recovers tasks no live job holds through ``task_recover``.
@@ -19,7 +24,7 @@ from django.utils import timezone
 
 from removal import queue, selectors
 from removal.errors import Conflict, OutOfCredits, TimedOut, TooManyTasks
-from removal.models import Task
+from removal.models import Task, Upload
 from removal.serving import model_require
 
 logger = logging.getLogger(__name__)
@@ -101,6 +106,7 @@ def task_retry(*, task: Task, model: str | None = None) -> Task:
     with transaction.atomic():
         owner = lock_owner(owner_id=Task.objects.values_list("upload__owner_id", flat=True)
                            .get(pk=task.pk))
+        lock_upload(upload_id=task.upload_id)
         current = Task.objects.get(pk=task.pk)
         if current.status != Status.FAILED:
             raise Conflict(f"Only failed tasks can be retried; this one is {current.status}")
@@ -127,9 +133,23 @@ def lock_owner(*, owner_id):
     """Lock the owner's user row for the rest of the transaction and return it.
 
     Uploads and retries take this lock before they re-check the unfinished-task cap, so
-    concurrent requests of one user cannot overshoot it.
+    concurrent requests of one user cannot overshoot it. A deactivated owner (an account being
+    deleted, or disabled by staff) is refused here, so a request that passed authentication just
+    before creates nothing (``Conflict``); a deleted one is ``DoesNotExist``.
     """
-    return get_user_model().objects.select_for_update().get(pk=owner_id)
+    owner = get_user_model().objects.select_for_update().get(pk=owner_id)
+    if not owner.is_active:
+        raise Conflict("This account is deactivated or being deleted; nothing was created")
+    return owner
+
+
+def lock_upload(*, upload_id) -> Upload:
+    """Lock the upload's row (after ``lock_owner``: see the lock order above) and return it;
+    an upload whose images retention deleted is a ``Conflict``."""
+    upload = Upload.objects.select_for_update().get(pk=upload_id)
+    if upload.expired_at is not None:
+        raise Conflict("This task expired: its original image was deleted; upload it again")
+    return upload
 
 
 def task_reprocess(*, task: Task, model: str | None = None) -> Task:
@@ -148,6 +168,9 @@ def task_reprocess(*, task: Task, model: str | None = None) -> Task:
         raise Conflict(f"Upload {task.upload_id} already has a task queued or processing")
     model = model_require(model)
     with transaction.atomic():
+        lock_upload(upload_id=task.upload_id)
+        if selectors.upload_has_task_in_flight(upload_id=task.upload_id):
+            raise Conflict(f"Upload {task.upload_id} already has a task queued or processing")
         new_task = Task.objects.create(
             upload_id=task.upload_id, model=model, options=task.options,
             reprocess_of_id=task.pk,

@@ -284,22 +284,37 @@ def upload_delete(*, upload: Upload) -> list[str]:
 
 
 def uploads_delete(*, queryset: QuerySet[Upload]) -> list[str]:
-    """``upload_delete`` for many uploads, ``DELETE_CHUNK`` at a time (rows, then objects)."""
+    """``upload_delete`` for many uploads, ``DELETE_CHUNK`` at a time (rows, then objects).
+
+    A batch that loses its last unfinished member this way is finished and announced
+    (``batch.completed``) like one whose last member a worker finished."""
+    from removal.services.batches import batch_member_finished  # batches builds on uploads
+
     failed: list[str] = []
     while True:
         ids = list(queryset.order_by().values_list("pk", flat=True)[:DELETE_CHUNK])
         if not ids:
             return failed
-        keys: list[str] = []
         with transaction.atomic():
-            rows = Upload.objects.select_for_update().filter(pk__in=ids)
-            keys += list(rows.values_list("original_key", flat=True))
-            for task_id, status, result, background in Task.objects.filter(
-                    upload_id__in=ids).values_list("pk", "status", "result_key", "background_key"):
-                keys += [result, background]
-                if status in selectors.IN_FLIGHT:  # its worker may be writing a result now
-                    keys += storage.result_keys_of(task_id)
+            list(Upload.objects.select_for_update().filter(pk__in=ids).values_list("pk"))
+            keys = stored_keys(upload_ids=ids)
+            batch_ids = set(Task.objects.filter(upload_id__in=ids).exclude(batch_id=None)
+                            .values_list("batch_id", flat=True))
             Task.objects.filter(upload_id__in=ids).delete()
             Upload.objects.filter(pk__in=ids).delete()
         # After the commit: a failure here leaves objects without rows, never the reverse.
         failed += storage.delete_many(keys)
+        for batch_id in batch_ids:
+            batch_member_finished(batch_id=batch_id)
+
+
+def stored_keys(*, upload_ids: list) -> list[str]:
+    """Every object key of these uploads and their tasks (originals, backgrounds, results, and
+    what a task in flight may be writing now). Call it with the uploads locked."""
+    keys = list(Upload.objects.filter(pk__in=upload_ids).values_list("original_key", flat=True))
+    for task_id, status, result, background in Task.objects.filter(
+            upload_id__in=upload_ids).values_list("pk", "status", "result_key", "background_key"):
+        keys += [result, background]
+        if status in selectors.IN_FLIGHT:  # its worker may be writing a result now
+            keys += storage.result_keys_of(task_id)
+    return [key for key in keys if key]

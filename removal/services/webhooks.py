@@ -17,8 +17,14 @@ their delivery attempts.
   is a new row due after ``QUICKBG_WEBHOOK_RETRY_DELAYS[attempt - 1]`` seconds, scheduled in RQ.
   After the last delay the event is given up (the last row has no ``next_retry_at``). Staff can
   resend any delivery from the admin (``delivery_resend``).
+- **Every attempt counts, and there is a last one.** Whatever goes wrong once an attempt is
+  ``sending`` (the receiver, our own code, the job's timeout, the worker dying) ends that attempt
+  as ``failed`` and schedules the next one, up to ``len(QUICKBG_WEBHOOK_RETRY_DELAYS) + 1``
+  attempts in all; after the last, the event is given up.
 - **Recovery.** The database is the truth: ``delivery_recover`` (called by the reconciler) puts
-  a pending attempt that no job holds, or a ``sending`` one whose worker died, back on the queue.
+  a ``pending`` attempt that no job holds back on the queue (it was never sent), and fails a
+  ``sending`` one that no job holds (its worker died or its job timed out), which counts as an
+  attempt like any other failure.
 """
 
 from __future__ import annotations
@@ -208,6 +214,32 @@ def webhook_deliver(*, delivery_id) -> str:
             status=Status.SENDING, updated_at=now) != 1:
         return "skipped"
     delivery = WebhookDelivery.objects.get(pk=delivery_id)
+    started = time.monotonic()
+    status_code, excerpt, error = None, "", ""
+    try:
+        answer = _send(delivery)
+        status_code = answer.status_code
+        excerpt = answer.body.decode("utf-8", "replace")
+        if not 200 <= status_code < 300:
+            error = f"The receiver answered HTTP {status_code}"
+    except fetch.FetchRefused as exc:
+        error = exc.detail
+    except BaseException as exc:  # our side (or RQ's job timeout): still a counted attempt
+        logger.exception("webhook %s attempt %s: delivery failed", delivery.message_id,
+                         delivery.attempt)
+        error = f"The delivery failed on QuickBG's side ({type(exc).__name__})"
+        _record(delivery, status_code=None, excerpt="", error=error,
+                latency=round(time.monotonic() - started, 4))
+        if not isinstance(exc, Exception):
+            raise
+        return Status.FAILED
+    latency = round(time.monotonic() - started, 4)
+    return _record(delivery, status_code=status_code, excerpt=excerpt, error=error,
+                   latency=latency)
+
+
+def _send(delivery: WebhookDelivery) -> fetch.Response:
+    """Build, sign and POST one attempt (bounded by ``QUICKBG_WEBHOOK_TIMEOUT`` in all)."""
     body = _payload(delivery)
     sent_at = timezone.now()
     headers = {
@@ -218,26 +250,18 @@ def webhook_deliver(*, delivery_id) -> str:
         "webhook-signature": sign(secret=secret_get(owner=delivery.owner),
                                   message_id=delivery.message_id, timestamp=sent_at, body=body),
     }
-    started = time.monotonic()
-    status_code, excerpt, error = None, "", ""
-    try:
-        answer = fetch.post(delivery.url, content=body.encode(), headers=headers,
-                            excerpt_bytes=EXCERPT_BYTES, timeout=settings.QUICKBG_WEBHOOK_TIMEOUT)
-        status_code = answer.status_code
-        excerpt = answer.body.decode("utf-8", "replace")
-        if not 200 <= status_code < 300:
-            error = f"The receiver answered HTTP {status_code}"
-    except fetch.FetchRefused as exc:
-        error = exc.detail
-    latency = round(time.monotonic() - started, 4)
-    return _record(delivery, status_code=status_code, excerpt=excerpt, error=error,
-                   latency=latency)
+    return fetch.post(delivery.url, content=body.encode(), headers=headers,
+                      excerpt_bytes=EXCERPT_BYTES, timeout=settings.QUICKBG_WEBHOOK_TIMEOUT)
 
 
 def _record(delivery: WebhookDelivery, *, status_code, excerpt: str, error: str,
-            latency: float) -> str:
+            latency: float, expected_updated_at=None) -> str:
+    """End a ``sending`` attempt (guarded); on failure schedule the next one if any is left.
+    Returns the status written, or ``"skipped"`` when the attempt had moved on already."""
     now = timezone.now()
     sending = WebhookDelivery.objects.filter(pk=delivery.pk, status=Status.SENDING)
+    if expected_updated_at is not None:
+        sending = sending.filter(updated_at=expected_updated_at)
     fields = dict(status_code=status_code, latency=latency, response_excerpt=excerpt,
                   error=error[:2000], updated_at=now)
     if not error:
@@ -246,7 +270,9 @@ def _record(delivery: WebhookDelivery, *, status_code, excerpt: str, error: str,
     delay = retry_delay(delivery.attempt)
     next_at = now + timedelta(seconds=delay) if delay is not None else None
     with transaction.atomic():
-        if sending.update(status=Status.FAILED, next_retry_at=next_at, **fields) == 1 and next_at:
+        if sending.update(status=Status.FAILED, next_retry_at=next_at, **fields) != 1:
+            return "skipped"
+        if next_at:
             retry = WebhookDelivery.objects.create(
                 owner_id=delivery.owner_id, task_id=delivery.task_id,
                 message_id=delivery.message_id, event_type=delivery.event_type,
@@ -275,12 +301,24 @@ def delivery_resend(*, delivery: WebhookDelivery) -> WebhookDelivery:
     return resend
 
 
+INTERRUPTED = ("The attempt did not finish (its worker stopped or the job ran past its time "
+               "limit)")
+
+
 def delivery_recover(*, delivery_id, status: str, updated_at) -> bool:
-    """Put an attempt no job holds back on the queue (the reconciler calls this).
+    """Recover an attempt no job holds (the reconciler calls this): a ``pending`` one goes back
+    on the queue; a ``sending`` one failed (``INTERRUPTED``), and its next attempt, if any is
+    left, is scheduled like after any failure (receivers deduplicate by ``webhook-id``).
 
     Guarded on the status and ``updated_at`` the caller saw, so an attempt that moved on since
-    is left alone. A ``sending`` attempt whose worker died is sent again (receivers deduplicate
-    by ``webhook-id``)."""
+    is left alone."""
+    if status == Status.SENDING:
+        delivery = WebhookDelivery.objects.filter(pk=delivery_id, status=status,
+                                                  updated_at=updated_at).first()
+        if delivery is None:
+            return False
+        return _record(delivery, status_code=None, excerpt="", error=INTERRUPTED,
+                       latency=0.0, expected_updated_at=updated_at) == Status.FAILED
     with transaction.atomic():
         moved = WebhookDelivery.objects.filter(
             pk=delivery_id, status=status, updated_at=updated_at

@@ -137,3 +137,81 @@ def test_safe_member_name(raw, expected):
 def test_not_a_zip_is_invalid_input():
     with pytest.raises(InvalidInput, match="The archive is not a valid zip file"):
         read_all(b"PK\x03\x04 truncated")
+
+
+def _declare_size(data: bytes, declared: int) -> bytes:
+    """The zip with its (single) member's uncompressed size rewritten in both headers."""
+    patched = bytearray(data)
+    struct.pack_into("<I", patched, patched.find(b"PK\x03\x04") + 22, declared)
+    struct.pack_into("<I", patched, patched.find(b"PK\x01\x02") + 24, declared)
+    return bytes(patched)
+
+
+@pytest.mark.parametrize("method, name", [(zipfile.ZIP_BZIP2, "bzip2"),
+                                          (zipfile.ZIP_LZMA, "LZMA")])
+def test_bzip2_and_lzma_members_are_refused_unread_within_a_memory_bound(method, name):
+    """zipfile inflates a bzip2/LZMA read with no output cap: 64 MB from a few hundred bytes,
+    declared within the ratio check. Refused before any inflating; peak memory stays small."""
+    import tracemalloc
+
+    inflated = 64 * 1024 * 1024
+    packed = zip_bytes({"photo.png": b"\0" * inflated}, method)
+    compressed = zipfile.ZipFile(io.BytesIO(packed)).infolist()[0].compress_size
+    hostile = _declare_size(packed, compressed * 50)  # "honest" ratio 50:1, under the 100 cap
+    limits = ZipLimits(max_members=10, max_total_bytes=5 * 1024 * 1024,
+                       max_member_bytes=2 * 1024 * 1024, max_ratio=100)
+    tracemalloc.start()
+    try:
+        [member] = read_all(hostile, limits)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert member.data is None
+    assert member.error == (f"Compressed with {name}; only stored and deflate members are "
+                            "accepted (zip it again with your tool's default compression)")
+    assert peak < 2 * 1024 * 1024, f"peak {peak} bytes"
+
+
+def test_a_deflate_member_is_read_within_the_stated_memory_bound():
+    """The README's bound: twice the member limit (joined bytes), plus a chunk."""
+    import tracemalloc
+
+    content = b"\x89PNG" + os.urandom(1024 * 1024) + b"\0" * (900 * 1024)
+    data = zip_bytes({"big.png": content})
+    tracemalloc.start()
+    try:
+        [member] = read_all(data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert member.data == content
+    assert peak < 2 * LIMITS.max_member_bytes + 2 * archive_mod.CHUNK + 512 * 1024
+
+
+def _count_index_parses(monkeypatch) -> list:
+    parsed = []
+    real = zipfile.ZipFile._RealGetContents
+    monkeypatch.setattr(zipfile.ZipFile, "_RealGetContents",
+                        lambda self: parsed.append(1) or real(self))
+    return parsed
+
+
+def test_an_index_with_too_many_entries_is_refused_before_it_is_parsed(monkeypatch):
+    data = zip_bytes({f"{n}.png": b"x" for n in range(21)}, zipfile.ZIP_STORED)
+    parsed = _count_index_parses(monkeypatch)
+    with pytest.raises(InvalidInput, match=r"The archive holds 21 entries \(maximum 10 files "
+                                           r"per batch\); refused before reading its index"):
+        read_all(data)
+    assert parsed == []
+
+
+def test_an_end_record_that_understates_its_entries_is_caught_by_the_index_size(monkeypatch):
+    data = bytearray(zip_bytes({f"{n:04d}" + "x" * 2000 + ".png": b"x" for n in range(15)},
+                               zipfile.ZIP_STORED))
+    end = data.rfind(b"PK\x05\x06")
+    struct.pack_into("<HH", data, end + 8, 1, 1)  # "one entry", over an index of fifteen
+    parsed = _count_index_parses(monkeypatch)
+    with pytest.raises(InvalidInput, match=r"The archive's index takes [\d,]+ bytes, too "
+                                           r"large for 10 files"):
+        read_all(bytes(data))
+    assert parsed == []

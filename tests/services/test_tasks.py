@@ -110,3 +110,54 @@ def test_a_stale_worker_cannot_finish_a_newer_claim_after_a_retry(user):
     task.refresh_from_db()
     assert (task.status, task.result_key, task.lifetime_attempts) == (
         Status.COMPLETED, "results/fresh.png", 2)
+
+
+# --- one lock order: a retry and retention of the same upload ---------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_retry_and_retention_of_the_same_upload_never_interleave(user, empty_queue):
+    """Retention locks the upload, finds nothing in flight, and expires the task a moment later.
+    A retry arriving in between waits for the upload's lock and is then refused, instead of
+    queueing a task that retention expires under it (an accepted, charged, never-run retry)."""
+    import threading
+
+    from django.db import connection, transaction
+    from django.utils import timezone
+
+    from removal.models import Upload
+
+    task = make_task(owner=user, status=Status.FAILED)
+    busy_checked, retried = threading.Event(), threading.Event()
+
+    def retention():  # what services.retention._expire_chunk does, paused at its window
+        try:
+            with transaction.atomic():
+                list(Upload.objects.select_for_update(skip_locked=True)
+                     .filter(pk=task.upload_id).values_list("pk"))
+                assert not Task.objects.filter(upload_id=task.upload_id,
+                                               status__in=[Status.QUEUED, Status.PROCESSING]
+                                               ).exists()
+                busy_checked.set()
+                retried.wait(1.5)  # the retry runs now (or blocks on our lock)
+                Task.objects.filter(upload_id=task.upload_id).exclude(
+                    status=Status.EXPIRED).update(status=Status.EXPIRED, result_key="")
+                Upload.objects.filter(pk=task.upload_id).update(expired_at=timezone.now())
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=retention)
+    thread.start()
+    assert busy_checked.wait(10)
+    outcome = None
+    try:
+        task_retry(task=task)
+        outcome = "retried"
+    except Conflict as exc:
+        outcome = exc.detail
+    retried.set()
+    thread.join(10)
+    task.refresh_from_db()
+    assert task.status == Status.EXPIRED
+    assert outcome == "This task expired: its original image was deleted; upload it again"
+    assert empty_queue.count == 0  # nothing was queued for an expired task
