@@ -54,7 +54,51 @@ def redis_url(url_file: Path) -> str:
     return "redis://127.0.0.1:6379/0"
 
 
-def rq_queues(*, url: str, name: str, job_timeout: int) -> dict:
+def model_queue(name: str, model: str) -> str:
+    """The queue of one model's tasks: ``<name>:<model>`` (``removal.queue.task_queue_name``
+    is the public way to get it; it lives here because settings build ``RQ_QUEUES`` from it)."""
+    return f"{name}:{model}"
+
+
+def ort_providers_setting() -> list[str]:
+    """``QUICKBG_ORT_PROVIDERS`` (removal/pipeline/providers.py has the rule): an unknown name
+    stops start-up; an unavailable one is dropped (the worker logs a warning) and the rest is
+    used; none left stops start-up. onnxruntime is only imported when the variable is set."""
+    from removal.pipeline import providers as ort_providers
+
+    if not env_str(ort_providers.ENV_VAR).strip():
+        return list(ort_providers.DEFAULT)
+    try:
+        return ort_providers.from_environment()[0]
+    except ort_providers.ProviderError as exc:
+        raise ImproperlyConfigured(f"{ort_providers.ENV_VAR}: {exc}") from None
+
+
+def register_extra_models(path: str) -> str:
+    """``QUICKBG_EXTRA_MODELS``: add the JSON file's entries to the catalogue
+    (``modelextra.load_extra`` documents them); a bad file stops start-up."""
+    from removal import modelextra, modelstore
+
+    path = path.strip()
+    if path:
+        try:
+            modelstore.register(modelextra.load_extra(path))
+        except modelstore.ModelError as exc:
+            raise ImproperlyConfigured(f"QUICKBG_EXTRA_MODELS: {exc}") from None
+    return path
+
+
+def type_models(raw: str) -> dict[str, str]:
+    """``QUICKBG_TYPE_MODELS``: remove.bg's ``type`` -> model (``modelstore.parse_type_models``)."""
+    from removal import modelstore
+
+    try:
+        return modelstore.parse_type_models(raw)
+    except modelstore.ModelError as exc:
+        raise ImproperlyConfigured(f"QUICKBG_TYPE_MODELS: {exc}") from None
+
+
+def rq_queues(*, url: str, name: str, job_timeout: int, models: list[str] | None = None) -> dict:
     """django-rq's ``RQ_QUEUES``: the task queue, its batch queue below it, and webhooks.
 
     Batch members run on ``<name>-batch``, which workers take only when the interactive queue is
@@ -63,11 +107,20 @@ def rq_queues(*, url: str, name: str, job_timeout: int) -> dict:
     after the task queues (`run_worker --webhooks-only` runs a worker for it alone).
     """
     tasks = {"URL": url, "DEFAULT_TIMEOUT": job_timeout, "SERIALIZER": RQ_SERIALIZER}
-    return {
+    queues = {
         name: tasks,
         f"{name}-webhooks": {**tasks, "DEFAULT_TIMEOUT": 60},
         f"{name}-batch": dict(tasks),
     }
+    # One interactive and one batch queue per model (default: the whole catalogue).
+    if models is None:
+        from removal import modelstore
+
+        models = list(modelstore.MODELS)
+    for model in models:
+        queues[model_queue(name, model)] = dict(tasks)
+        queues[model_queue(f"{name}-batch", model)] = dict(tasks)
+    return queues
 
 
 def env_tls_verify(name: str) -> bool | str | None:

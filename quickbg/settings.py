@@ -29,7 +29,6 @@ from quickbg.env import (
     env_url,
 )
 from removal import modelstore
-from removal.pipeline import providers as ort_providers
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -154,6 +153,9 @@ except OSError:  # a read-only image: collectstatic made it at build time
     pass
 STATICFILES_DIRS = [BASE_DIR / "static"] if (BASE_DIR / "static").is_dir() else []
 
+# --- Models (removal/modelstore.py): QUICKBG_EXTRA_MODELS's entries join first (a queue each) --
+QUICKBG_EXTRA_MODELS = backends.register_extra_models(env_str("QUICKBG_EXTRA_MODELS"))
+
 # --- Redis and the queue ------------------------------------------------------------------------
 # Empty REDIS_URL: the URL `make run` wrote to STATE_DIR/redis-url, if any (quickbg/backends.py).
 REDIS_URL_FILE = STATE_DIR / "redis-url"
@@ -200,21 +202,15 @@ STORAGES = {
 }
 
 # --- Model and pipeline ---------------------------------------------------------------------------
-QUICKBG_MODELS_DIR = Path(
-    env_str("QUICKBG_MODELS_DIR", str(Path.home() / ".cache" / "quickbg" / "models"))
-)
+QUICKBG_MODELS_DIR = Path(env_str("QUICKBG_MODELS_DIR", str(Path.home() / ".cache/quickbg/models")))
 QUICKBG_MODEL = env_choice("QUICKBG_MODEL", modelstore.DEFAULT_MODEL, list(modelstore.MODELS))
+QUICKBG_MAX_LOADED_MODELS = env_int("QUICKBG_MAX_LOADED_MODELS", 2, minimum=1)  # LRU, per worker
+# bria-rmbg is non-commercial: refused unless true. remove.bg's type -> model ("person=NAME,...").
+QUICKBG_ALLOW_NONCOMMERCIAL_MODELS = env_bool("QUICKBG_ALLOW_NONCOMMERCIAL_MODELS", False)
+QUICKBG_TYPE_MODELS = backends.type_models(env_str("QUICKBG_TYPE_MODELS"))
 QUICKBG_ORT_THREADS = env_int("QUICKBG_ORT_THREADS", 0, minimum=0)  # 0 = one per core
-# ONNX Runtime execution providers in order of preference (removal/pipeline/providers.py has the
-# rule): an unknown name stops start-up; an unavailable one is dropped (the worker logs a warning)
-# and the rest is used; none left stops start-up. onnxruntime is only imported when it is set.
-if env_str(ort_providers.ENV_VAR).strip():
-    try:
-        QUICKBG_ORT_PROVIDERS, _ = ort_providers.from_environment()
-    except ort_providers.ProviderError as exc:
-        raise ImproperlyConfigured(f"{ort_providers.ENV_VAR}: {exc}") from None
-else:
-    QUICKBG_ORT_PROVIDERS = list(ort_providers.DEFAULT)
+# ONNX Runtime execution providers in order of preference (the rule: quickbg/backends.py).
+QUICKBG_ORT_PROVIDERS = backends.ort_providers_setting()
 
 # --- Validation and task limits -------------------------------------------------------------------
 QUICKBG_MAX_UPLOAD_MB = env_float("QUICKBG_MAX_UPLOAD_MB", 10, minimum=0.001)

@@ -54,3 +54,8 @@ class Gone(QuickBGError):
 
 class TaskGone(QuickBGError):
     """The task was deleted (its upload or its owner's account) while a worker was running it."""
+
+
+class ModelUnavailable(QuickBGError):
+    """The model is known but cannot run now: no live worker serves it, or its weights are
+    missing on the worker. ``detail`` names the command that fixes it."""

@@ -24,7 +24,7 @@ from rq import get_current_job
 from rq.timeouts import JobTimeoutException
 
 from removal import queue, runner
-from removal.errors import InvalidInput, TaskGone
+from removal.errors import InvalidInput, ModelUnavailable, TaskGone
 from removal.pipeline.errors import InferenceTimeout, InvalidOption
 from removal.services import batches, tasks, webhooks
 
@@ -118,7 +118,7 @@ def _process(task_id: str) -> str:
         return "cancelled"
     except InvalidOption as exc:
         return _fail(claim, f"Invalid option {exc}")
-    except InvalidInput as exc:
+    except (InvalidInput, ModelUnavailable) as exc:
         return _fail(claim, str(exc))
     except FileNotFoundError:
         return _fail(claim, "The original image is missing from storage")

@@ -26,9 +26,12 @@ Exported families:
   ``rate()``). A scrape never reads every completed task.
 - ``quickbg_task_failures_last_24h``: tasks that ended failed in the last 24 hours (gauge).
 - ``quickbg_oldest_queued_task_age_seconds``: age of the oldest queued task, 0 when none.
-- ``quickbg_queue_jobs{queue,state}``: RQ jobs waiting (``queued``), running (``started``),
-  ``failed`` and ``scheduled``; ``quickbg_queue_workers{queue}``; ``quickbg_redis_up``.
-- ``quickbg_model_present{model}``: 1 when the configured weights file is in place.
+- ``quickbg_queue_jobs{queue,model,state}``: RQ jobs waiting (``queued``), running
+  (``started``), ``failed`` and ``scheduled``, for every model's interactive and batch queue;
+  ``quickbg_queue_workers{queue,model}``; ``quickbg_redis_up``.
+- ``quickbg_model_tasks{model,status}``: queued and processing tasks per model, and those of the
+  last 24 hours that completed or failed; ``quickbg_model_workers{model}``: live workers
+  serving it; ``quickbg_model_present{model}``: 1 when its file is in place.
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ from rest_framework.throttling import SimpleRateThrottle
 
 from removal import modelstore, stats
 from removal.api.throttling import SettingsRate
-from removal.queue import get_queue
+from removal.queue import get_queue, served_models, task_queue_name
 
 logger = logging.getLogger(__name__)
 
@@ -123,32 +126,58 @@ class QuickBGCollector:
             value=1 if queue.available else 0,
         )
         if queue.available:
-            # The interactive queue and the batch queue below it.
-            states = [queue, stats.queue_state(settings.QUICKBG_BATCH_QUEUE)]
+            # Every model's interactive queue and the batch queue below it.
             jobs = GaugeMetricFamily(
                 "quickbg_queue_jobs", "RQ jobs by state (queued = queue depth).",
-                labels=["queue", "state"],
+                labels=["queue", "model", "state"],
             )
             workers = GaugeMetricFamily(
-                "quickbg_queue_workers", "RQ workers listening on the queue.", labels=["queue"]
+                "quickbg_queue_workers", "RQ workers listening on the queue.",
+                labels=["queue", "model"],
             )
-            for each in states:
-                if not each.available:
-                    continue
-                for state in ("queued", "started", "failed", "scheduled"):
-                    jobs.add_metric([each.name, state], getattr(each, state))
-                workers.add_metric([each.name], each.workers)
+            for model in sorted(modelstore.MODELS):
+                for batch in (False, True):
+                    each = stats.queue_state(task_queue_name(model, batch=batch))
+                    if not each.available:
+                        continue
+                    for state in ("queued", "started", "failed", "scheduled"):
+                        jobs.add_metric([each.name, model, state], getattr(each, state))
+                    workers.add_metric([each.name, model], each.workers)
             yield jobs
             yield workers
+            yield from self._served()
 
-        present = GaugeMetricFamily(
-            "quickbg_model_present", "1 when the configured model file is in place.",
+        yield from self._models(since)
+
+    def _served(self):
+        served = GaugeMetricFamily(
+            "quickbg_model_workers", "Live workers serving the model (run_worker --models).",
             labels=["model"],
         )
-        present.add_metric(
-            [settings.QUICKBG_MODEL],
-            1 if modelstore.is_present(settings.QUICKBG_MODELS_DIR, settings.QUICKBG_MODEL) else 0,
+        try:
+            counts = served_models()
+        except Exception:  # noqa: BLE001 - Redis went away mid-scrape
+            return
+        for model in sorted(modelstore.MODELS):
+            served.add_metric([model], counts.get(model, 0))
+        yield served
+
+    def _models(self, since):
+        tasks = GaugeMetricFamily(
+            "quickbg_model_tasks", "Tasks by model and status: every queued and processing "
+            "one, and those that completed or failed in the last 24 hours.",
+            labels=["model", "status"],
         )
+        for (model, status), count in sorted(stats.model_task_counts(since=since).items()):
+            tasks.add_metric([model, status], count)
+        yield tasks
+        present = GaugeMetricFamily(
+            "quickbg_model_present", "1 when the model's file is in this process's models "
+            "folder.", labels=["model"],
+        )
+        for model in sorted(modelstore.MODELS):
+            present.add_metric(
+                [model], 1 if modelstore.is_present(settings.QUICKBG_MODELS_DIR, model) else 0)
         yield present
 
 

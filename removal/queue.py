@@ -1,11 +1,14 @@
 """Everything about the RQ queue, in one place: access, enqueueing, the retry policy, the
 serializer, the job timeout, and the worker liveness protocol.
 
-- **Access**: ``get_queue()``, the interactive queue named by ``QUICKBG_QUEUE``, and
-  ``get_batch_queue()``, ``QUICKBG_BATCH_QUEUE`` (``{QUICKBG_QUEUE}-batch``) for batch members;
-  ``worker_queue_names()`` lists them in the order workers take them, so a batch job starts
-  only when the interactive queue is empty. ``queue_for_task`` says which one a task uses. Their
-  class is
+- **Access, one queue per model**: a task's job goes on its model's queue,
+  ``task_queue_name(model)`` = ``{QUICKBG_QUEUE}:{model}``, or for a batch member
+  ``task_queue_name(model, batch=True)`` = ``{QUICKBG_QUEUE}-batch:{model}``
+  (``queue_name_for`` picks for a task; ``get_queue()`` is the default model's interactive
+  queue). ``worker_queue_names(models)`` lists a worker's queues in the order it takes them:
+  every interactive queue of its models, webhooks, then their batch queues, so a batch job
+  starts only when no interactive job of those models waits. ``all_task_queue_names()`` lists
+  every model's queues (for deployment manifests and autoscalers). Their class is
   ``ResilientQueue`` (``RQ["QUEUE_CLASS"]``) and its serializer is JSON
   (``RQ_SERIALIZER`` in quickbg/backends.py, the one place it is named); code that needs the
   serializer takes ``queue.serializer``.
@@ -28,6 +31,9 @@ serializer, the job timeout, and the worker liveness protocol.
 - **Liveness**: every worker sets ``alive_key(name)`` every ``ALIVE_INTERVAL`` s with a TTL of
   ``ALIVE_TTL`` s (``removal.worker``); the reconciler (``removal.reconcile``) reads it to tell a
   dead worker's job from a slow one. ``RECONCILE_LOCK`` elects the one worker that reconciles.
+  Beside it, ``serves_key(name)`` holds the models the worker serves (same TTL);
+  ``served_models()`` is the union over live workers (``GET /api/v1/models``, and the check
+  that refuses a model no worker serves).
 """
 
 from __future__ import annotations
@@ -41,6 +47,9 @@ from django.conf import settings
 from django.db import transaction
 from django_rq.queues import DjangoRQ
 from rq import Retry, get_current_job
+
+from quickbg.backends import model_queue
+from removal import modelstore
 
 logger = logging.getLogger(__name__)
 
@@ -95,26 +104,45 @@ class ResilientQueue(DjangoRQ):
             return None
 
 
+def task_queue_name(model: str | None = None, *, batch: bool = False) -> str:
+    """The queue of ``model``'s tasks (default: ``QUICKBG_MODEL``): ``{QUICKBG_QUEUE}:{model}``,
+    or ``{QUICKBG_QUEUE}-batch:{model}`` for batch members."""
+    base = settings.QUICKBG_BATCH_QUEUE if batch else settings.QUICKBG_QUEUE
+    return model_queue(base, model or settings.QUICKBG_MODEL)
+
+
 def get_queue(name: str | None = None) -> ResilientQueue:
-    return django_rq.get_queue(name or settings.QUICKBG_QUEUE)
+    """The queue ``name``; default: the default model's interactive queue."""
+    return django_rq.get_queue(name or task_queue_name())
 
 
-def get_batch_queue() -> ResilientQueue:
-    return django_rq.get_queue(settings.QUICKBG_BATCH_QUEUE)
+def get_batch_queue(model: str | None = None) -> ResilientQueue:
+    return django_rq.get_queue(task_queue_name(model, batch=True))
 
 
-def queue_name_for(*, batch_id) -> str:
-    """The queue a task's job goes on: the batch queue for batch members."""
-    return settings.QUICKBG_BATCH_QUEUE if batch_id else settings.QUICKBG_QUEUE
+def queue_name_for(*, batch_id, model: str | None = None) -> str:
+    """The queue a task's job goes on: its model's, the batch one for batch members. A model no
+    longer in the catalogue goes on the default model's queue, where its job fails the task
+    with a readable message instead of sitting on a queue nobody takes."""
+    if model not in modelstore.MODELS:
+        model = None
+    return task_queue_name(model, batch=bool(batch_id))
 
 
-def worker_queue_names() -> list[str]:
-    """The queues a worker listens to, highest priority first (RQ takes them in this order)."""
-    names = [settings.QUICKBG_QUEUE]
-    webhooks = f"{settings.QUICKBG_QUEUE}-webhooks"
-    if webhooks in settings.RQ_QUEUES:
-        names.append(webhooks)
-    names.append(settings.QUICKBG_BATCH_QUEUE)
+def all_task_queue_names() -> list[str]:
+    """Every model's interactive and batch queue (what a worker serving everything takes)."""
+    return worker_queue_names(sorted(modelstore.MODELS), webhooks=False)
+
+
+def worker_queue_names(models: list[str] | None = None, *, webhooks: bool = True) -> list[str]:
+    """The queues a worker serving ``models`` (default: the default model) listens to, highest
+    priority first (RQ takes them in this order): the models' interactive queues, webhooks,
+    then the models' batch queues."""
+    models = models or [settings.QUICKBG_MODEL]
+    names = [task_queue_name(model) for model in models]
+    if webhooks and webhooks_queue_name() in settings.RQ_QUEUES:
+        names.append(webhooks_queue_name())
+    names += [task_queue_name(model, batch=True) for model in models]
     return names
 
 
@@ -160,6 +188,28 @@ def job_timeout() -> int:
 
 def alive_key(worker_name: str) -> str:
     return f"{ALIVE_PREFIX}{worker_name}"
+
+
+SERVES_PREFIX = "quickbg:serves:"
+
+
+def serves_key(worker_name: str) -> str:
+    """Models a live worker serves (comma-separated), kept beside its liveness key."""
+    return f"{SERVES_PREFIX}{settings.QUICKBG_QUEUE}:{worker_name}"
+
+
+def served_models() -> dict[str, int]:
+    """``{model: number of live workers serving it}`` for this deployment (``QUICKBG_QUEUE``).
+    Raises ``redis.exceptions.RedisError`` when Redis is unreachable."""
+    connection = get_queue().connection
+    counts: dict[str, int] = {}
+    keys = list(connection.scan_iter(match=f"{SERVES_PREFIX}{settings.QUICKBG_QUEUE}:*",
+                                     count=500))
+    for value in connection.mget(keys) if keys else []:
+        for model in (value or b"").decode().split(","):
+            if model:
+                counts[model] = counts.get(model, 0) + 1
+    return counts
 
 
 def done_key(task_id) -> str:

@@ -34,7 +34,6 @@ import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from django.conf import settings
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 from rq.exceptions import NoSuchJobError
@@ -137,18 +136,20 @@ def _is_held(task: Task | WebhookDelivery, queue, queued_ids: set[str], grace_se
 def reconcile(*, grace_seconds: int = 30, dry_run: bool = False) -> Report:
     """Recover every stale queued/processing task. Safe to run from many processes at once:
     every change is a guarded update."""
-    # Each task's job is on the queue ``queue_name_for`` picks (the batch queue for members).
-    queues = {name: get_queue(name) for name in
-              (settings.QUICKBG_QUEUE, settings.QUICKBG_BATCH_QUEUE)}
-    queued_ids = {name: set(q.get_job_ids()) for name, q in queues.items()}
+    # Each task's job is on the queue ``queue_name_for`` picks (its model's; the batch one for
+    # members), each queue's job ids read once, when a task of it first comes up.
+    queues, queued_ids = {}, {}
     cutoff = timezone.now() - timedelta(seconds=grace_seconds)
     report = Report()
     candidates = Task.objects.filter(
         status__in=[Task.Status.QUEUED, Task.Status.PROCESSING], updated_at__lt=cutoff
-    ).only("id", "status", "attempts", "rq_job_id", "updated_at", "batch_id")
+    ).only("id", "status", "attempts", "rq_job_id", "updated_at", "batch_id", "model")
     for task in candidates.iterator():
         report.checked += 1
-        name = queue_name_for(batch_id=task.batch_id)
+        name = queue_name_for(batch_id=task.batch_id, model=task.model)
+        if name not in queues:
+            queues[name] = get_queue(name)
+            queued_ids[name] = set(queues[name].get_job_ids())
         queue = queues[name]
         state = hold(task, queue, queued_ids[name], grace_seconds=grace_seconds)
         if state == HELD:

@@ -16,13 +16,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from django.conf import settings
+from rq import get_current_job
 
 from removal import modelstore, queue, selectors, storage
-from removal.errors import InvalidInput, TaskGone
+from removal.errors import InvalidInput, ModelUnavailable, TaskGone
 from removal.pipeline import segment
 from removal.pipeline.cutout import cut_out
 from removal.pipeline.memory import PeakMemory
 from removal.pipeline.options import Options
+from removal.pipeline.sessions import LoadedModels, new_model
 from removal.services.tasks import Claim, task_set_progress
 from removal.services.uploads import validation_limits
 
@@ -48,9 +50,27 @@ def model_file(name: str | None = None):
     return modelstore.model_path(settings.QUICKBG_MODELS_DIR, name)
 
 
-def get_segmenter(name: str | None = None) -> segment.Segmenter:
-    """The worker process's ONNX Runtime session for the model, created on first use."""
-    return segment.get_segmenter(model_file(name), settings.QUICKBG_ORT_THREADS)
+# This process's model sessions (a worker's, the removebg command's): lazily made, LRU-bounded.
+loaded_models = LoadedModels()
+
+
+def load_model(name: str) -> segment.TensorModel:
+    """A new session for ``name`` on this process's ORT settings, after checking its licence
+    gate and its file (checksum): the ISNet serving graph, or rembg's session."""
+    try:
+        modelstore.check_licence(
+            name, allow_noncommercial=settings.QUICKBG_ALLOW_NONCOMMERCIAL_MODELS)
+        return new_model(name, settings.QUICKBG_MODELS_DIR, settings.QUICKBG_ORT_THREADS)
+    except modelstore.ModelError as exc:
+        raise ModelUnavailable(str(exc)) from None
+
+
+def get_segmenter(name: str | None = None) -> segment.TensorModel:
+    """The process's session for the model (default ``QUICKBG_MODEL``), made on first use; at
+    most ``QUICKBG_MAX_LOADED_MODELS`` are kept, the least recently used dropped first."""
+    name = name or settings.QUICKBG_MODEL
+    model_file(name)  # an unknown name is bad input
+    return loaded_models.get(name, lambda: load_model(name), settings.QUICKBG_MAX_LOADED_MODELS)
 
 
 def compression_ratio(original_size: int, processed_size: int) -> float | None:
@@ -109,10 +129,12 @@ def _run(claim: Claim, started: float, timings: dict, peak: PeakMemory) -> Outco
         storage.delete_quietly(key)
         raise TaskGone(f"Task {task.pk} was deleted while it ran")
 
+    job = get_current_job()
     metrics = {
         **result.metrics,
         "stage_timings": timings,
         "model": task.model,
+        "worker": getattr(job, "worker_name", None) or None,
         # The weights' pinned sha256 (verified when loaded): result reuse matches on it.
         "model_sha256": modelstore.MODELS[task.model or settings.QUICKBG_MODEL].sha256,
         "options": options.to_dict(),

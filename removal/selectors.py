@@ -261,7 +261,7 @@ def tasks_matching(*, statuses: Iterable[str] | None = None, since: datetime | N
 
 
 def reprocess_plan(tasks: QuerySet[Task], *, newest_first: bool = False, chunk_size: int = 1000,
-                   ) -> Iterator[tuple[Task, str | None]]:
+                   model: str | None = None) -> Iterator[tuple[Task, str | None]]:
     """For each selected task, oldest first (the command) or ``newest_first`` (the admin's
     changelist order), why reprocessing skips it, or ``None`` when a new task would be queued.
 
@@ -274,16 +274,16 @@ def reprocess_plan(tasks: QuerySet[Task], *, newest_first: bool = False, chunk_s
        finished task of the same upload comes before it in the walk;
     4. a task whose upload already has a task queued or processing is skipped
        (``SKIP_UPLOAD_BUSY``), so running the same reprocess twice queues nothing new;
-    5. a task already reprocessed with the current model (a task whose ``reprocess_of`` is it)
-       is skipped (``SKIP_DONE``), so an interrupted run, run again, resumes where it stopped
-       even after the new tasks finished.
+    5. a task already reprocessed with the target model (``model``, default: the current
+       default; a task whose ``reprocess_of`` is it) is skipped (``SKIP_DONE``), so an
+       interrupted run, run again, resumes where it stopped even after the new tasks finished.
 
     Walks the selection in ``(created_at, id)`` chunks, each one query with the rules evaluated
     by PostgreSQL (``EXISTS`` probes on indexes), so memory stays flat at any size. Tasks created
     after the walk started (the new ones) are not part of it.
     """
-    rows = (planned(tasks, newest_first=newest_first).filter(created_at__lte=timezone.now())
-            .select_related("upload__owner"))
+    rows = (planned(tasks, newest_first=newest_first, model=model)
+            .filter(created_at__lte=timezone.now()).select_related("upload__owner"))
     order = ("-created_at", "-id") if newest_first else ("created_at", "id")
     after = None
     while True:
@@ -298,7 +298,8 @@ def reprocess_plan(tasks: QuerySet[Task], *, newest_first: bool = False, chunk_s
         after = batch[-1]
 
 
-def reprocess_counts(tasks: QuerySet[Task]) -> dict[str | None, int]:
+def reprocess_counts(tasks: QuerySet[Task], *, model: str | None = None,
+                     ) -> dict[str | None, int]:
     """``reprocess_plan``'s outcome counted by PostgreSQL in one query: ``{skip: n}``.
 
     The same rules as ``planned``, with "same upload" as a window (``row_number()`` per upload
@@ -309,7 +310,7 @@ def reprocess_counts(tasks: QuerySet[Task]) -> dict[str | None, int]:
         p_flying=ExpressionWrapper(Q(status__in=IN_FLIGHT), output_field=BooleanField()),
         p_expired=ExpressionWrapper(Q(status=Status.EXPIRED), output_field=BooleanField()),
         p_busy=Exists(_busy()),
-        p_done=Exists(_reprocessed()),
+        p_done=Exists(_reprocessed(model)),
     ).values("upload_id", "created_at", "id", "p_flying", "p_expired", "p_busy", "p_done")
     sql, params = selected.query.sql_with_params()
     rules = [SKIP_IN_FLIGHT, SKIP_EXPIRED, SKIP_SAME_UPLOAD, SKIP_UPLOAD_BUSY, SKIP_DONE]
@@ -336,9 +337,9 @@ def _busy() -> QuerySet[Task]:
     return Task.objects.filter(upload_id=OuterRef("upload_id"), status__in=IN_FLIGHT)
 
 
-def _reprocessed() -> QuerySet[Task]:
+def _reprocessed(model: str | None = None) -> QuerySet[Task]:
     return Task.objects.filter(reprocess_of=OuterRef("pk"), reprocess_of__isnull=False,
-                               model=settings.QUICKBG_MODEL)
+                               model=model or settings.QUICKBG_MODEL)
 
 
 def _walked_past(created_at, pk, newest_first: bool) -> Q:
@@ -350,7 +351,8 @@ def _walked_past(created_at, pk, newest_first: bool) -> Q:
     return Q(created_at__gte=created_at) & (Q(created_at__gt=created_at) | Q(id__gt=pk))
 
 
-def planned(tasks: QuerySet[Task], *, newest_first: bool = False) -> QuerySet[Task]:
+def planned(tasks: QuerySet[Task], *, newest_first: bool = False,
+            model: str | None = None) -> QuerySet[Task]:
     """``tasks`` annotated with ``skip``: ``reprocess_plan``'s rules as one SQL expression."""
     before = (Q(created_at__gt=OuterRef("created_at"))
               | Q(created_at=OuterRef("created_at"), id__gt=OuterRef("id"))) if newest_first \
@@ -364,7 +366,7 @@ def planned(tasks: QuerySet[Task], *, newest_first: bool = False) -> QuerySet[Ta
         When(status=Status.EXPIRED, then=Value(SKIP_EXPIRED)),
         When(Exists(finished_earlier), then=Value(SKIP_SAME_UPLOAD)),
         When(Exists(_busy()), then=Value(SKIP_UPLOAD_BUSY)),
-        When(Exists(_reprocessed()), then=Value(SKIP_DONE)),
+        When(Exists(_reprocessed(model)), then=Value(SKIP_DONE)),
         default=Value(None), output_field=CharField(null=True),
     ))
 

@@ -14,7 +14,6 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.conf import settings
 from django.db import connection
 from django.db.models import Count, Max, Min, Q, Sum
 from django.db.models.functions import Substr, TruncHour
@@ -23,7 +22,7 @@ from rq import Worker
 
 from removal import selectors
 from removal.models import Batch, Task
-from removal.queue import get_queue
+from removal.queue import get_queue, task_queue_name
 
 logger = logging.getLogger(__name__)
 
@@ -215,10 +214,23 @@ class QueueState:
     extra: dict = field(default_factory=dict)
 
 
+def model_task_counts(*, since: datetime) -> dict[tuple[str, str], int]:
+    """``{(model, status): n}``: every queued and processing task, and the tasks created since
+    ``since`` (last changed) that completed or failed (one grouped query each, indexed)."""
+    counts: dict[tuple[str, str], int] = {}
+    in_flight = Task.objects.filter(status__in=[Status.QUEUED, Status.PROCESSING])
+    finished = Task.objects.filter(status__in=[Status.COMPLETED, Status.FAILED],
+                                   updated_at__gte=since)
+    for qs in (in_flight, finished):
+        for row in qs.order_by().values("model", "status").annotate(n=Count("id")):
+            counts[(row["model"], row["status"])] = row["n"]
+    return counts
+
+
 def queue_state(name: str | None = None) -> QueueState:
-    """Depth of an RQ queue (default: the interactive one) and its registries;
+    """Depth of an RQ queue (default: the default model's interactive one) and its registries;
     ``available=False`` when Redis is down."""
-    name = name or settings.QUICKBG_QUEUE
+    name = name or task_queue_name()
     try:
         queue = get_queue(name)
         return QueueState(
@@ -249,7 +261,7 @@ def overview(*, hours: int = 24) -> dict:
         "median": median,
         "p95": p95,
         "queue": queue_state(),
-        "batch_queue": queue_state(settings.QUICKBG_BATCH_QUEUE),
+        "batch_queue": queue_state(task_queue_name(batch=True)),
         "batch_counts": batch_status_counts(since=since),
         "oldest_queued_age": oldest_queued_age(),
         "failures": top_failures(since=since),

@@ -4,7 +4,9 @@ Why not RQ's default forking ``Worker``: it forks a work horse per job, and an O
 session must not be created before a fork (its thread pools do not survive it), so every job
 would load the model again in a fresh horse (``bench/worker_class.py`` measures it).
 ``SimpleWorker`` runs jobs in its own process, where ``removal.runner.get_segmenter`` creates
-the session once and reuses it. The costs, and what covers them:
+a model's session on its first job and reuses it (at most ``QUICKBG_MAX_LOADED_MODELS``
+sessions, the least recently used dropped: ``pipeline.sessions.LoadedModels``). The costs,
+and what covers them:
 
 - nothing kills a stuck job from outside: RQ's SIGALRM timeout still fires in this process, and
   the model run itself is bounded (see ``removal.pipeline.segment``);
@@ -22,9 +24,10 @@ a slot: they serve nothing else.
 Daemon threads run beside the jobs:
 
 - *liveness*: every ``queue.ALIVE_INTERVAL`` s it sets ``queue.alive_key(<worker name>)`` with a
-  short TTL. A SIGKILLed worker's key expires within ``queue.ALIVE_TTL`` s, which is how the
-  reconciler tells a dead worker's task from a slow one (RQ's own abandoned-job detection
-  waits minutes);
+  short TTL, and ``queue.serves_key(<worker name>)`` to the models it serves (``run_worker
+  --models``), which the API reads to refuse a model no live worker serves. A SIGKILLed
+  worker's keys expire within ``queue.ALIVE_TTL`` s, which is how the reconciler tells a
+  dead worker's task from a slow one (RQ's own abandoned-job detection waits minutes);
 - *reconcile*: every ``QUICKBG_RECONCILE_INTERVAL`` s one worker (``queue.RECONCILE_LOCK`` elects
   it) runs ``removal.reconcile.reconcile`` to re-enqueue tasks that no live job holds, and
   deletes ``Idempotency-Key`` records past their 24 h window;
@@ -53,6 +56,7 @@ from removal.queue import (
     RETENTION_LOCK,
     RETENTION_PERIOD,
     alive_key,
+    serves_key,
     webhook_slot_acquire,
     webhook_slot_release,
     webhooks_queue_name,
@@ -75,6 +79,10 @@ def ensure_usable_connection() -> None:
 
 
 class QuickBGWorker(SimpleWorker):
+    # Set by ``run_worker``: the models whose queues this worker takes, advertised under
+    # ``queue.serves_key`` beside the liveness key (``queue.served_models`` reads them).
+    served_models: list[str] = []
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._stop_threads = threading.Event()
@@ -151,7 +159,7 @@ class QuickBGWorker(SimpleWorker):
         finally:
             self._stop_threads.set()
             try:
-                self.connection.delete(self._alive_key())
+                self.connection.delete(self._alive_key(), serves_key(self.name))
             except Exception:  # noqa: BLE001 - Redis may be gone; the key expires anyway
                 pass
 
@@ -161,7 +169,10 @@ class QuickBGWorker(SimpleWorker):
     def _alive_loop(self) -> None:
         while not self._stop_threads.is_set():
             try:
-                self.connection.set(self._alive_key(), "1", ex=ALIVE_TTL)
+                with self.connection.pipeline() as pipe:
+                    pipe.set(self._alive_key(), "1", ex=ALIVE_TTL)
+                    pipe.set(serves_key(self.name), ",".join(self.served_models), ex=ALIVE_TTL)
+                    pipe.execute()
             except Exception as exc:  # noqa: BLE001 - keep beating through a Redis outage
                 logger.warning("liveness update failed: %s", exc)
             self._stop_threads.wait(ALIVE_INTERVAL)

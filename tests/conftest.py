@@ -14,14 +14,16 @@ from tests.process_guard import pytest_configure, pytest_sessionfinish  # noqa: 
 
 @pytest.fixture(autouse=True)
 def empty_queue():
-    """Each test starts and ends with empty RQ queues of its own (interactive and batch)."""
-    queue = django_rq.get_queue(django_settings.QUICKBG_QUEUE)
-    batch_queue = django_rq.get_queue(django_settings.QUICKBG_BATCH_QUEUE)
-    queue.empty()
-    batch_queue.empty()
-    yield queue
-    queue.empty()
-    batch_queue.empty()
+    """Each test starts and ends with empty RQ queues of its own (every model's interactive
+    and batch queue); yields the default model's interactive queue."""
+    from removal import queue as queue_module
+
+    queues = [django_rq.get_queue(name) for name in queue_module.all_task_queue_names()]
+    for each in queues:
+        each.empty()
+    yield queue_module.get_queue()
+    for each in queues:
+        each.empty()
 
 
 @pytest.fixture

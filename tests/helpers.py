@@ -20,7 +20,7 @@ from django.core.management import call_command
 from rest_framework.test import APIClient
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from removal.pipeline.segment import INPUT_SIZE
+from removal.pipeline.segment import INPUT_SIZE, TensorModel
 from tests.factories import PASSWORD
 from tests.process_guard import TEST_RUN_VAR, reap
 
@@ -124,7 +124,7 @@ class RedisServer:
         self.start()
 
 
-class DiscModel:
+class DiscModel(TensorModel):
     """Stands in for ISNet where a test is about the code around the model: its raw output is a
     disc (value 1.0) on 0.0, centred at ``centre`` (fractions of the frame), radius ``radius``;
     with ``edge``, its rim fades from 1 to 0 over that width (fractional alpha to work on)."""

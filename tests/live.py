@@ -35,12 +35,13 @@ def run_reaped(command: list[str], *, timeout: float, **kwargs) -> subprocess.Co
 
 
 @contextlib.contextmanager
-def worker_process(name: str):
-    """A real QuickBG worker (``manage.py run_worker``, the real model) on the test's queue."""
+def worker_process(name: str, *args: str, env: dict | None = None):
+    """A real QuickBG worker (``manage.py run_worker``, the real model) on the test's queue;
+    ``args`` go to ``run_worker`` (e.g. ``--models``), ``env`` on top of the test's."""
     proc = subprocess.Popen(
-        [sys.executable, "manage.py", "run_worker", "--name", f"{name}-{os.getpid()}"],
-        cwd=ROOT, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True,
+        [sys.executable, "manage.py", "run_worker", "--name", f"{name}-{os.getpid()}", *args],
+        cwd=ROOT, env={**subprocess_env(), **(env or {})}, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True,
     )
     try:
         yield proc

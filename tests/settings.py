@@ -15,8 +15,18 @@ os.environ.setdefault(
                  "test-metrics.log"),
 )
 
+# The tests' tiny models (tests/tiny_models.py) join the catalogue through the same setting an
+# operator uses for their own files; built once per test run, inherited by subprocesses.
+if not os.environ.get("QUICKBG_EXTRA_MODELS"):
+    from tests.tiny_models import build_catalogue
+
+    os.environ["QUICKBG_EXTRA_MODELS"] = str(
+        build_catalogue(tempfile.mkdtemp(prefix="quickbg-test-tiny-models-")))
+
+from quickbg import backends  # noqa: E402
 from quickbg.settings import *  # noqa: E402, F403
 from quickbg.settings import DATABASES, RQ_QUEUES  # noqa: E402
+from removal import modelstore  # noqa: E402
 
 if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
     raise RuntimeError(
@@ -28,9 +38,10 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 QUICKBG_QUEUE = f"quickbg-test-{os.getpid()}"
 QUICKBG_BATCH_QUEUE = f"{QUICKBG_QUEUE}-batch"
-RQ_QUEUES = {QUICKBG_QUEUE: next(iter(RQ_QUEUES.values()))}
-RQ_QUEUES[f"{QUICKBG_QUEUE}-webhooks"] = {**RQ_QUEUES[QUICKBG_QUEUE], "DEFAULT_TIMEOUT": 60}
-RQ_QUEUES[QUICKBG_BATCH_QUEUE] = dict(RQ_QUEUES[QUICKBG_QUEUE])
+_tasks = next(iter(RQ_QUEUES.values()))
+RQ_QUEUES = backends.rq_queues(url=_tasks["URL"], name=QUICKBG_QUEUE,
+                               job_timeout=_tasks["DEFAULT_TIMEOUT"],
+                               models=list(modelstore.MODELS))
 MEDIA_ROOT = tempfile.mkdtemp(prefix="quickbg-test-media-")
 STORAGES = {
     "default": {

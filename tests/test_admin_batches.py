@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from removal import queue
 from removal.models import Batch, Task
 from removal.services import batches as batch_services
 from tests.factories import make_task, make_upload, make_user
@@ -175,7 +176,7 @@ def test_metrics_and_overview_count_batches(staff_client, client, user, settings
     by_status = {s.labels["status"]: s.value for s in families["quickbg_batches"].samples}
     assert by_status == {"queued": 1, "processing": 0, "completed": 1, "partial": 1, "failed": 0}
     queues = {s.labels["queue"] for s in families["quickbg_queue_jobs"].samples}
-    assert queues == {settings.QUICKBG_QUEUE, settings.QUICKBG_BATCH_QUEUE}
+    assert queues == set(queue.all_task_queue_names())  # every model's, interactive and batch
     html = staff_client.get(TASKS + "overview/").content.decode()
     table = html.split('id="batch-counts"')[1].split("</table>")[0]
     cells = re.findall(r"\?status=(\w+)\">(\d+)</a>", table)

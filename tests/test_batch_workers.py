@@ -10,13 +10,11 @@ import sys
 import time
 from pathlib import Path
 
-import django_rq
 import pytest
-from django.conf import settings as django_settings
 from django.core.management import call_command
 from PIL import Image
 
-from removal import storage
+from removal import queue, storage
 from removal.models import Batch, Task
 from removal.services import batches as batch_services
 from tests.helpers import deliver_all, named, subprocess_env
@@ -114,7 +112,7 @@ def test_last_member_fires_one_signed_batch_completed(user, client_for, run_work
     assert batch.webhook_url == receiver.url()
     for task in Task.objects.filter(batch=batch).select_related("upload"):
         storage.delete_quietly(task.upload.original_key)  # each member fails fast, no model
-    assert django_rq.get_queue(django_settings.QUICKBG_BATCH_QUEUE).count == 3
+    assert queue.get_batch_queue().count == 3
     run_worker()  # the members, then (same worker, lower queue) the webhook delivery
     deliver_all()
     assert set(Task.objects.filter(batch=batch).values_list("status", flat=True)) == {"failed"}
@@ -145,8 +143,8 @@ def test_lost_batch_job_is_recovered_onto_the_batch_queue(user, client_for):
         "/api/v1/batches", {"files": [named(make_image("JPEG", (60, 60)), "a.jpg")]},
         format="multipart")
     task = Task.objects.get(pk=response.json()["task_ids"][0])
-    batch_queue = django_rq.get_queue(django_settings.QUICKBG_BATCH_QUEUE)
-    interactive = django_rq.get_queue(django_settings.QUICKBG_QUEUE)
+    batch_queue = queue.get_batch_queue()
+    interactive = queue.get_queue()
     assert batch_queue.job_ids == [task.rq_job_id]
     call_command("reconcile_tasks", "--grace", "0")  # held: nothing to do
     assert batch_queue.job_ids == [task.rq_job_id]
@@ -174,7 +172,7 @@ def test_deleting_the_last_unfinished_members_upload_finishes_and_announces_the_
     batch = _batch_of(user, client_for, 2, receiver)
     first, last = Task.objects.filter(batch=batch).select_related("upload").order_by("pk")
     storage.delete_quietly(first.upload.original_key)  # fails fast, without the model
-    django_rq.get_queue(django_settings.QUICKBG_BATCH_QUEUE).remove(last.rq_job_id)
+    queue.get_batch_queue().remove(last.rq_job_id)
     run_worker()  # only the first member: the batch still has one queued
     assert Batch.objects.get(pk=batch.pk).completed_event_at is None
 
@@ -199,7 +197,7 @@ def test_the_reconciler_finishes_a_batch_whose_members_ended_without_finishing_i
 
     receiver = receiver_for(user)
     batch = _batch_of(user, client_for, 2, receiver)
-    django_rq.get_queue(django_settings.QUICKBG_BATCH_QUEUE).empty()
+    queue.get_batch_queue().empty()
     Task.objects.filter(batch=batch).update(status=Task.Status.FAILED, error_message="cancelled")
     Batch.objects.filter(pk=batch.pk).update(created_at=timezone.now() - timedelta(minutes=5))
 

@@ -7,12 +7,10 @@ import json
 import os
 import zipfile
 
-import django_rq
 import pytest
-from django.conf import settings as django_settings
 from PIL import Image
 
-from removal import storage
+from removal import queue, storage
 from removal.models import Batch, Task, Upload
 from removal.services import batches as batch_services
 from tests.factories import make_task
@@ -23,7 +21,7 @@ pytestmark = pytest.mark.django_db
 
 
 def batch_queue():
-    return django_rq.get_queue(django_settings.QUICKBG_BATCH_QUEUE)
+    return queue.get_batch_queue()
 
 
 def post_files(client, files: list[tuple[bytes, str]], **extra):

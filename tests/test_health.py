@@ -67,9 +67,8 @@ def test_health_reports_queue_depth_and_a_missing_model_to_staff(
 
 
 def test_health_is_503_when_redis_is_down(api, settings):
-    name = settings.QUICKBG_QUEUE
-    settings.RQ_QUEUES = {name: {**settings.RQ_QUEUES[name],
-                                 "URL": f"redis://127.0.0.1:{free_port()}/0"}}
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    settings.RQ_QUEUES = {name: {**conf, "URL": dead} for name, conf in settings.RQ_QUEUES.items()}
     response = api.get("/api/v1/health")
     assert response.status_code == 503
     body = response.json()

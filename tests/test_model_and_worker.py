@@ -42,13 +42,14 @@ def test_corrupt_weights_are_detected(tmp_path):
     spec = modelstore.MODELS[modelstore.DEFAULT_MODEL]
     path = tmp_path / spec.filename
     path.write_bytes(b"\0" * 10)
-    with pytest.raises(modelstore.ModelError, match="fail their sha256 check"):
+    with pytest.raises(modelstore.ModelError, match="fails its sha256 check"):
         modelstore.verify(tmp_path)
 
 
 def test_worker_without_model_refuses_to_start(settings, tmp_path):
     settings.QUICKBG_MODELS_DIR = tmp_path
-    with pytest.raises(CommandError, match="Run `python manage.py fetch_model` first"):
+    with pytest.raises(CommandError, match="No model is installed in .* Run `python manage.py "
+                       "fetch_model`"):
         call_command("run_worker", "--burst")
 
 

@@ -96,16 +96,23 @@ def test_decontaminate_is_accepted_and_changes_only_the_stored_edge_pixels(
 def test_the_model_is_chosen_by_name_and_an_unknown_one_is_400(user, client_for):
     client = client_for(user)
     response = client.post("/api/v1/uploads", {"file": named(make_image()),
-                                               "model": "isnet-general-use-quant"},
+                                               "model": "isnet-general-use"},
                            format="multipart")
     assert response.status_code == 202, response.content
     task = client.get(f"/api/v1/tasks/{response.json()['task_id']}").json()
-    assert task["model"] == "isnet-general-use-quant"
+    assert task["model"] == "isnet-general-use"
 
     response = client.post("/api/v1/uploads", {"file": named(make_image()),
                                                "model": "isnet-tiny"}, format="multipart")
     assert response.status_code == 400
-    assert response.json()["detail"] == 'model: "isnet-tiny" is not a valid choice.'
+    assert response.json()["detail"] == ('model: Unknown model "isnet-tiny"; GET /api/v1/models '
+                                         'lists the models')
+    # Known, but no live worker serves it (tests/test_models.py runs the served case).
+    response = client.post("/api/v1/uploads", {"file": named(make_image()),
+                                               "model": "isnet-general-use-quant"},
+                           format="multipart")
+    assert response.status_code == 503
+    assert "run_worker --models isnet-general-use-quant" in response.json()["detail"]
     assert Task.objects.filter(upload__owner=user).count() == 1
 
 

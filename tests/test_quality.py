@@ -18,6 +18,7 @@ from PIL import Image
 
 from removal.pipeline.cutout import cut_out
 from removal.pipeline.options import Options
+from removal.pipeline.segment import TensorModel
 from removal.pipeline.validate import Limits
 from tests.images import FIXTURES
 
@@ -26,7 +27,7 @@ PHOTOS = sorted(p.name for p in FIXTURES.glob("*") if p.suffix.lower() in (".jpg
 pytestmark = pytest.mark.model
 
 
-class SameInference:
+class SameInference(TensorModel):
     """The real segmenter, remembering its raw output per input tensor: the refined and raw
     variants of a photo share one inference (the model is deterministic), halving test time."""
 

@@ -41,7 +41,7 @@ def manage_check(**env) -> subprocess.CompletedProcess:
         ("QUICKBG_AUTH_RATE", "0/min", "QUICKBG_AUTH_RATE must allow at least 1 request"),
         # choices name the allowed values
         ("QUICKBG_MODEL", "foo",
-         "QUICKBG_MODEL must be one of isnet-general-use, isnet-general-use-quant; got 'foo'"),
+         "QUICKBG_MODEL must be one of isnet-general-use, isnet-general-use-quant, u2net, "),
         ("LOG_LEVEL", "LOUD",
          "LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL; got 'LOUD'"),
         ("LOG_FORMAT", "xml", "LOG_FORMAT must be one of plain, json; got 'xml'"),

@@ -10,6 +10,7 @@ from django.utils.http import urlencode
 
 from removal import selectors
 from removal.admin.common import (
+    ModelFilter,
     OwnerFilter,
     ReadOnlyAdmin,
     _as_uuid,
@@ -43,9 +44,10 @@ class BatchOwnerFilter(OwnerFilter):
 
 @admin.register(Batch)
 class BatchAdmin(ReadOnlyAdmin):
-    list_display = ["short_id", "owner", "size", "status_badge", "progress_bar", "created_at"]
+    list_display = ["short_id", "owner", "size", "status_badge", "model", "progress_bar",
+                    "created_at"]
     list_display_links = ["short_id"]
-    list_filter = [BatchStatusFilter, "created_at", BatchOwnerFilter]
+    list_filter = [BatchStatusFilter, ModelFilter, "created_at", BatchOwnerFilter]
     list_select_related = ["owner"]
     search_fields = ["owner__email"]
     actions = ["retry_failed_members", "reprocess_batch"]

@@ -102,7 +102,7 @@ class UploadFilter(admin.SimpleListFilter):
 
 @admin.register(Task)
 class TaskAdmin(ReadOnlyAdmin):
-    list_display = ["thumbnail", "short_id", "owner", "file_name", "status_badge",
+    list_display = ["thumbnail", "short_id", "owner", "file_name", "status_badge", "model",
                     "processing_seconds", "memory_mb", "created"]
     list_display_links = ["short_id"]
     list_filter = ["status", ModelFilter, "created_at", OwnerFilter, UploadFilter, BatchFilter]

@@ -24,6 +24,7 @@ from removal.errors import (
     Conflict,
     Gone,
     InvalidInput,
+    ModelUnavailable,
     NotFound,
     OutOfCredits,
     QuickBGError,
@@ -51,6 +52,7 @@ STATUS: tuple[tuple[type[QuickBGError], int], ...] = (
     (TimedOut, status.HTTP_504_GATEWAY_TIMEOUT),
     (IdempotencyMismatch, status.HTTP_422_UNPROCESSABLE_ENTITY),
     (BodyTooLarge, status.HTTP_413_REQUEST_ENTITY_TOO_LARGE),
+    (ModelUnavailable, status.HTTP_503_SERVICE_UNAVAILABLE),
     (InvalidInput, status.HTTP_400_BAD_REQUEST),
 )
 

@@ -36,7 +36,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.authentication import APIKeyAuthentication
-from removal import selectors, storage
+from removal import selectors, serving, storage
 from removal.api.throttling import MegapixelRateThrottle
 from removal.errors import InvalidInput
 from removal.pipeline import trim
@@ -157,10 +157,10 @@ def x_type(kind: str, level: str) -> str | None:
     return (LEVEL_1 if level == "1" else LEVEL_2).get(kind, kind)
 
 
-def model_for_type(kind: str) -> str | None:
-    """The model that runs for remove.bg's ``type``; ``None``: the server's default
-    (``QUICKBG_MODEL``). One model serves every type for now (the models issue maps them)."""
-    return None
+def model_for_type(kind: str) -> str:
+    """The model that runs for remove.bg's ``type``: the one ``QUICKBG_TYPE_MODELS`` maps it to
+    (``transportation`` counts as ``car``), else the server's default (``QUICKBG_MODEL``)."""
+    return serving.model_for_removebg_type("car" if kind == "transportation" else kind)
 
 
 def megapixel_weight(width: int, height: int, size: str) -> int:
@@ -197,7 +197,9 @@ class RemoveBgRequestSerializer(serializers.Serializer):
     size = serializers.CharField(required=False, help_text="preview (default), small, regular "
                                  "(0.25 MP), medium (1.5 MP), hd (4 MP), full, 4k, auto.")
     type = serializers.CharField(required=False, help_text="auto (default), person, product, "
-                                 "car, animal, graphic, transportation; echoed in X-Type.")
+                                 "car, animal, graphic, transportation; runs the model "
+                                 "QUICKBG_TYPE_MODELS maps it to (the default model otherwise); "
+                                 "echoed in X-Type.")
     type_level = serializers.CharField(required=False, help_text="1 (default), 2, latest, or "
                                        "none (no X-Type header).")
     format = serializers.CharField(required=False, help_text="auto (default), png, jpg, webp, "

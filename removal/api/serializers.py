@@ -53,7 +53,10 @@ class OptionsMixin(serializers.Serializer):
 
     model = serializers.ChoiceField(
         choices=sorted(modelstore.MODELS), required=False,
-        help_text="The model to run (default: the server's QUICKBG_MODEL).",
+        help_text="The model to run (default: the server's QUICKBG_MODEL); GET /api/v1/models "
+                  "lists them and which are served. One no running worker serves is a 503.",
+        error_messages={"invalid_choice": "Unknown model \"{input}\"; GET /api/v1/models lists "
+                                          "the models"},
     )
 
     def get_fields(self):
@@ -95,6 +98,43 @@ class UploadCreateSerializer(OptionsMixin):
             raise serializers.ValidationError(
                 "Send exactly one of 'file', 's3_key' or 'image_url'.")
         return super().validate(attrs)
+
+
+class RetrySerializer(serializers.Serializer):
+    model = serializers.ChoiceField(
+        choices=sorted(modelstore.MODELS), required=False,
+        help_text="Run the retry on this model instead of the task's own (GET /api/v1/models).",
+        error_messages=OptionsMixin._declared_fields["model"].error_messages,
+    )
+
+
+class ModelSerializer(serializers.Serializer):
+    """One catalogue entry (``serving.model_listing``)."""
+
+    name = serializers.CharField()
+    purpose = serializers.CharField()
+    licence = serializers.CharField()
+    commercial_use = serializers.BooleanField()
+    allowed = serializers.BooleanField(help_text="False: refused by this server's licence "
+                                       "setting (QUICKBG_ALLOW_NONCOMMERCIAL_MODELS).")
+    engine = serializers.CharField()
+    input_size = serializers.IntegerField()
+    memory_mb = serializers.IntegerField(help_text="Estimated worker memory with it loaded.")
+    checksum = serializers.CharField()
+    size = serializers.IntegerField(allow_null=True)
+    approx_mb = serializers.FloatField(allow_null=True)
+    installed = serializers.BooleanField()
+    served = serializers.BooleanField(allow_null=True, help_text="A live worker serves it "
+                                      "(null: Redis unreachable).")
+    workers = serializers.IntegerField(allow_null=True)
+    default = serializers.BooleanField()
+
+
+class ModelListSerializer(serializers.Serializer):
+    default_model = serializers.CharField()
+    models = ModelSerializer(many=True)
+    not_listed = serializers.DictField(child=serializers.CharField(),
+                                       help_text="rembg sessions not offered, and why.")
 
 
 class AccountDeleteSerializer(serializers.Serializer):

@@ -19,6 +19,7 @@ urlpatterns = [
     path("auth/", include("accounts.urls")),
     path("health", health_view, name="health"),
     path("account", views.account, name="account"),
+    path("models", views.models, name="models"),
     path("files/<str:token>", views.file_download, name="file-download"),
     # Any other link under files/ (cut short, extra slashes) gets the same JSON 404.
     re_path(r"^files/(?P<token>.*)$", views.file_download),

@@ -13,7 +13,7 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 
 from accounts.authentication import SignedIn
-from removal import selectors, storage
+from removal import selectors, serving, storage
 from removal.api import idempotency
 from removal.api.pagination import BatchMemberPagination
 from removal.api.serializers import (
@@ -22,8 +22,10 @@ from removal.api.serializers import (
     BatchCreateSerializer,
     BatchSerializer,
     BatchTaskSerializer,
+    ModelListSerializer,
     PresignRequestSerializer,
     PresignResponseSerializer,
+    RetrySerializer,
     TaskSerializer,
     UploadAcceptedSerializer,
     UploadCreateSerializer,
@@ -132,10 +134,12 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
             return [UploadRateThrottle()]
         return super().get_throttles()
 
-    @extend_schema(request=None, responses={202: TaskSerializer})
+    @extend_schema(request=RetrySerializer, responses={202: TaskSerializer})
     @action(detail=True, methods=["post"])
     def retry(self, request, pk=None):
-        task = tasks.task_retry(task=self.get_object())
+        form = RetrySerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        task = tasks.task_retry(task=self.get_object(), model=form.validated_data.get("model"))
         return Response(self.get_serializer(task).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(request=None, responses={302: None})
@@ -223,6 +227,18 @@ class BatchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
                         status=status.HTTP_202_ACCEPTED)
 
 
+
+
+@extend_schema(
+    responses={200: ModelListSerializer},
+    summary="Every model: purpose, licence, installed, served by a live worker",
+    description="`model=` on uploads, batches and retries takes a `name`. An unknown name is a "
+                "400; a model no live worker serves (other than the default) is a 503 naming "
+                "the command that starts one.",
+)
+@api_view(["GET"])
+def models(request):
+    return Response(serving.model_listing())
 
 
 @extend_schema(

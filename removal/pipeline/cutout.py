@@ -69,13 +69,10 @@ def confidence(alpha: np.ndarray) -> float:
 
 def _mask(decoded, segmenter, options: Options, clock: _Clock, timeout) -> np.ndarray:
     """Full-resolution alpha: model, clean-up at model resolution, input alpha, matting."""
-    tensor = segment.preprocess(decoded.rgb)
-    clock.lap("preprocess")
-    prediction = segmenter.run(tensor, timeout=timeout)
+    # Any model (``segment.TensorModel``): the ISNet serving graph or a rembg session; both
+    # give a uint8 mask, at the model's resolution or the image's.
+    small = segmenter.mask(decoded.rgb, timeout=timeout, lap=clock.lap)
     clock.lap("inference")
-    if not segment.has_foreground(prediction):
-        raise trim.NoForeground()
-    small = segment.postprocess(prediction)
     if options.refine:
         small = refine.refine(small)
     clock.lap("refine")
@@ -108,7 +105,7 @@ def foreground(alpha: np.ndarray) -> dict:
 def cut_out(
     data: bytes,
     *,
-    segmenter: segment.Segmenter,
+    segmenter: segment.TensorModel,
     options: Options,
     limits: Limits,
     on_progress: Callable[[int], None] | None = None,

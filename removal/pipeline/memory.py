@@ -85,3 +85,19 @@ def return_large_blocks_to_the_os() -> bool:
         return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
     except (OSError, AttributeError):
         return False  # not glibc (e.g. musl): nothing to tune
+
+
+def release_freed_memory() -> None:
+    """After a model session is dropped: collect it now and ask glibc to hand free heap pages
+    back (``malloc_trim``), so an evicted model's memory leaves the worker's resident set."""
+    import gc
+
+    gc.collect()
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass

@@ -20,6 +20,7 @@ thread pools do not survive ``fork()``, so it must be created in the process tha
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -30,11 +31,10 @@ import numpy as np
 
 from removal.pipeline import providers as ort_providers
 from removal.pipeline.errors import InferenceTimeout
+from removal.pipeline.trim import NoForeground
 
 INPUT_SIZE = 1024
 logger = logging.getLogger(__name__)
-
-
 
 
 def session_options(threads: int, *, mem_arena: bool = True, mem_pattern: bool = False):
@@ -67,7 +67,57 @@ def session_options(threads: int, *, mem_arena: bool = True, mem_pattern: bool =
     return opts
 
 
-class Segmenter:
+@contextlib.contextmanager
+def time_limit(timeout: float | None):
+    """``RunOptions`` for ``session.run`` that stop the run after ``timeout`` seconds (a timer
+    sets ``terminate``), raising ``InferenceTimeout``; ``None`` options without a timeout.
+
+    A signal-based job timeout (RQ's SIGALRM) cannot interrupt a thread that is inside
+    ``session.run``, so the worker passes the time its job has left.
+    """
+    if not timeout:
+        yield None
+        return
+    import onnxruntime as ort
+
+    run_options = ort.RunOptions()
+    timer = threading.Timer(timeout, setattr, (run_options, "terminate", True))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield run_options
+    except Exception as exc:
+        if run_options.terminate:
+            raise InferenceTimeout(f"Model inference exceeded {timeout:.0f} s") from exc
+        raise
+    finally:
+        timer.cancel()
+
+
+class TensorModel:
+    """What the pipeline asks of every model: ``mask(rgb)``, a uint8 mask (2-D; at the model's
+    resolution or the image's: the pipeline refines it and scales it to the image).
+
+    This base is the ISNet arithmetic around a bare ``run(tensor)`` (1x3x1024x1024 in,
+    1x1x1024x1024 out): ``Segmenter`` below, and test doubles. rembg-engine models
+    (``pipeline/sessions.py``) implement ``mask`` with rembg's own ``predict``.
+    """
+
+    def run(self, tensor: np.ndarray, timeout: float | None = None) -> np.ndarray:
+        raise NotImplementedError
+
+    def mask(self, rgb: np.ndarray, *, timeout: float | None = None, lap=None) -> np.ndarray:
+        lap = lap or (lambda name: None)
+        tensor = preprocess(rgb)
+        lap("preprocess")
+        prediction = self.run(tensor, timeout=timeout)
+        lap("inference")
+        if not has_foreground(prediction):  # before the stretch makes noise a "subject"
+            raise NoForeground()
+        return postprocess(prediction)
+
+
+class Segmenter(TensorModel):
     """An ISNet ONNX Runtime session plus the arithmetic around it. ``run`` is thread-safe.
 
     The session runs the serving graph derived from ``model_path`` (``graph.py``: the same
@@ -136,23 +186,8 @@ class Segmenter:
         interrupt a thread that is inside ``session.run``, so the worker passes the time its
         job has left.
         """
-        feed = {self.input_name: tensor}
-        if not timeout:
-            return self.inner.run(None, feed)[0]
-        import onnxruntime as ort
-
-        run_options = ort.RunOptions()
-        timer = threading.Timer(timeout, setattr, (run_options, "terminate", True))
-        timer.daemon = True
-        timer.start()
-        try:
-            return self.inner.run(None, feed, run_options)[0]
-        except Exception as exc:
-            if run_options.terminate:
-                raise InferenceTimeout(f"Model inference exceeded {timeout:.0f} s") from exc
-            raise
-        finally:
-            timer.cancel()
+        with time_limit(timeout) as run_options:
+            return self.inner.run(None, {self.input_name: tensor}, run_options)[0]
 
 
 def preprocess(rgb: np.ndarray) -> np.ndarray:

@@ -38,6 +38,7 @@ from removal.services.tasks import (
     task_retry,
 )
 from removal.services.uploads import check_webhook_url, validation_limits
+from removal.serving import model_require
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +92,7 @@ def batch_create_from_files(*, owner, files: list, options: dict | None = None,
                             model: str | None = None, webhook_url: str = "") -> BatchCreated:
     """A batch of uploaded files (repeated ``files`` parts). Declared sizes are checked first,
     so nothing is read when the request is over its limits."""
+    model = model_require(model)
     if not files:
         raise InvalidInput("Send at least one image (repeated 'files' parts) or one 'archive'")
     _check_count(len(files))
@@ -117,6 +119,7 @@ def batch_create_from_files(*, owner, files: list, options: dict | None = None,
 def batch_create_from_archive(*, owner, archive, options: dict | None = None,
                               model: str | None = None, webhook_url: str = "") -> BatchCreated:
     """A batch from one zip: see ``removal.pipeline.archive`` for what a hostile zip meets."""
+    model = model_require(model)
     if archive.size is not None and archive.size > max_batch_bytes():
         raise InvalidInput(f"The archive ({_mb(archive.size)}MB) exceeds the maximum total size "
                            f"({_mb(max_batch_bytes())}MB)")

@@ -25,6 +25,7 @@ from django.utils import timezone
 from removal import queue, selectors
 from removal.errors import Conflict, OutOfCredits, TimedOut, TooManyTasks
 from removal.models import Task, Upload
+from removal.serving import model_require
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +77,9 @@ def task_wait(*, task: Task, timeout: float) -> Task:
 def task_enqueue(*, task: Task, at_front: bool = False) -> str:
     """Record a new job id on the task and queue the job once the transaction commits.
 
-    A batch member goes on the batch queue (``queue.queue_name_for``), so a retry, a recovery
-    or a reprocess of it stays below the interactive queue.
+    The job goes on the task's model's queue, a batch member's on the model's batch queue
+    (``queue.queue_name_for``), so a retry, a recovery or a reprocess of it stays below the
+    interactive queue and reaches a worker that serves the model.
 
     The job id is generated here (inside a transaction django-rq's ``enqueue`` returns ``None``).
     """
@@ -85,12 +87,14 @@ def task_enqueue(*, task: Task, at_front: bool = False) -> str:
     Task.objects.filter(pk=task.pk).update(rq_job_id=job_id, updated_at=timezone.now())
     task.rq_job_id = job_id
     queue.enqueue_task(task_id=task.id, job_id=job_id, at_front=at_front,
-                       queue_name=queue.queue_name_for(batch_id=task.batch_id))
+                       queue_name=queue.queue_name_for(batch_id=task.batch_id,
+                                                       model=task.model))
     return job_id
 
 
-def task_retry(*, task: Task) -> Task:
-    """Put a failed task back on the queue (owner via the API, staff via the admin).
+def task_retry(*, task: Task, model: str | None = None) -> Task:
+    """Put a failed task back on the queue (owner via the API, staff via the admin); with
+    ``model``, on that model (``serving.model_require`` checks it is served).
 
     A retry counts against the owner's unfinished-task cap, checked under the same lock on the
     owner's row that uploads take, and is refused (``Conflict``) once the task has been claimed
@@ -98,6 +102,7 @@ def task_retry(*, task: Task) -> Task:
     retry budget for transient errors); ``lifetime_attempts`` never does.
     """
     limit = settings.QUICKBG_MAX_TASK_ATTEMPTS
+    changes = {"model": model_require(model)} if model else {}
     with transaction.atomic():
         owner = lock_owner(owner_id=Task.objects.values_list("upload__owner_id", flat=True)
                            .get(pk=task.pk))
@@ -115,7 +120,7 @@ def task_retry(*, task: Task) -> Task:
         check_monthly_credits(owner=owner, charge=selectors.credit_cost(current.options))
         moved = Task.objects.filter(pk=task.pk, status=Status.FAILED).update(
             status=Status.QUEUED, progress=0, attempts=0, error_message="", started_at=None,
-            finished_at=None, claim_token=None, updated_at=timezone.now(),
+            finished_at=None, claim_token=None, updated_at=timezone.now(), **changes,
         )
         if moved != 1:
             raise Conflict(f"Only failed tasks can be retried; this one is {task.status}")
@@ -147,8 +152,9 @@ def lock_upload(*, upload_id) -> Upload:
     return upload
 
 
-def task_reprocess(*, task: Task) -> Task:
-    """Queue a NEW task on the task's upload with the current default model.
+def task_reprocess(*, task: Task, model: str | None = None) -> Task:
+    """Queue a NEW task on the task's upload with ``model`` (default: the current default
+    model; ``serving.model_require`` checks it).
 
     The old task is left as it was (its result stays downloadable); the new task keeps the old
     one's output options. A task that is still queued or processing, or whose upload already has
@@ -160,12 +166,13 @@ def task_reprocess(*, task: Task) -> Task:
         raise Conflict(f"Task {task.pk} expired: its original image was deleted")
     if selectors.upload_has_task_in_flight(upload_id=task.upload_id):
         raise Conflict(f"Upload {task.upload_id} already has a task queued or processing")
+    model = model_require(model)
     with transaction.atomic():
         lock_upload(upload_id=task.upload_id)
         if selectors.upload_has_task_in_flight(upload_id=task.upload_id):
             raise Conflict(f"Upload {task.upload_id} already has a task queued or processing")
         new_task = Task.objects.create(
-            upload_id=task.upload_id, model=settings.QUICKBG_MODEL, options=task.options,
+            upload_id=task.upload_id, model=model, options=task.options,
             reprocess_of_id=task.pk,
         )
         task_enqueue(task=new_task)

@@ -25,6 +25,7 @@ from removal.services.tasks import (
     lock_owner,
     task_enqueue,
 )
+from removal.serving import model_require
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ def upload_create_from_file(*, owner, file, options: dict | None = None,
     without loading it. ``options`` are already-parsed output options; ``model`` defaults to
     ``QUICKBG_MODEL``; ``webhook_url`` receives the task's event.
     """
+    model = model_require(model)
     check_size(file.size, validation_limits())
     check_webhook_url(webhook_url)
     check_task_quota(owner=owner)
@@ -60,6 +62,7 @@ def upload_create_from_url(*, owner, url: str, options: dict | None = None,
     not an image) is the caller's 400 with its reason, and a task only exists for an image we
     hold. ``removal.fetch`` applies the rules; the body is cut off at the upload size limit.
     """
+    model = model_require(model)
     check_webhook_url(webhook_url)
     check_task_quota(owner=owner)
     data = fetch.fetch_bytes(url, max_bytes=validation_limits().max_bytes)
@@ -86,6 +89,7 @@ def upload_create_from_bytes(*, owner, data: bytes, filename: str, options: dict
     stored next to the original). ``at_front``: queue ahead of everything waiting (the
     synchronous remove.bg endpoint). ``webhook_url`` receives the task's event.
     """
+    model = model_require(model)
     check_size(len(data), validation_limits())
     check_task_quota(owner=owner)
     info = inspect(data, validation_limits())
@@ -124,6 +128,7 @@ def upload_create_from_key(*, owner, key: str, options: dict | None = None,
     (never a prefix test: storage backends normalise ``..``), and each key is used once. Another
     user's key is indistinguishable from an unknown one: both are ``NotFound``.
     """
+    model = model_require(model)
     _check_key_syntax(key)
     check_webhook_url(webhook_url)
     check_task_quota(owner=owner)

@@ -85,6 +85,9 @@ class Command(BaseCommand):
                             help="Select the members of this batch.")
         parser.add_argument("--model", choices=sorted(modelstore.MODELS),
                             help="Select tasks that ran (or were to run) with this model.")
+        parser.add_argument("--to-model", choices=sorted(modelstore.MODELS), default=None,
+                            help="Run the new tasks on this model (default: QUICKBG_MODEL); "
+                                 "a live worker must serve it.")
         parser.add_argument("--ids", nargs="+", default=[], metavar="TASK_ID",
                             help="Select these task ids (space- or comma-separated).")
         parser.add_argument("--all", action="store_true",
@@ -158,13 +161,14 @@ class Command(BaseCommand):
         verb = "would queue" if dry_run else "queued"
         self.listing = total <= LIST_LIMIT or options["verbosity"] >= 2
         if dry_run and limit is None and not self.listing:
-            for skip, n in selectors.reprocess_counts(queryset).items():
+            for skip, n in selectors.reprocess_counts(queryset,
+                                                      model=options["to_model"]).items():
                 counts[verb if skip is None else SKIP_LABELS[skip][0]] += n
             return created, counts
         bar = tqdm(total=total, unit="task", desc="reprocess", file=self.stderr._out,
                    disable=options["no_progress"] or total == 0, leave=False)
         with bar:
-            for task, skip in selectors.reprocess_plan(queryset):
+            for task, skip in selectors.reprocess_plan(queryset, model=options["to_model"]):
                 bar.update(1)
                 if limit is not None and counts[verb] >= limit:
                     counts["over --limit"] += 1
@@ -180,7 +184,7 @@ class Command(BaseCommand):
                     counts[verb] += 1
                     continue
                 try:
-                    new_task = task_reprocess(task=task)
+                    new_task = task_reprocess(task=task, model=options["to_model"])
                 except QuickBGError as exc:
                     self.line(bar, self.style.WARNING(f"{label}: skipped, {exc.detail}"))
                     counts["skipped (in flight)"] += 1
