@@ -400,16 +400,21 @@ args = json.loads(sys.argv[1])
 listened = None
 if args is not None:
     options = vars(Command().create_parser("manage.py", "run_worker").parse_args(args))
-    known = {"burst", "max_jobs", "name", "no_warmup", "webhooks_only", "verbosity", "settings",
+    known = {"burst", "max_jobs", "name", "no_warmup", "webhooks_only", "models", "verbosity",
+             "settings",
              "pythonpath", "traceback", "no_color", "force_color", "skip_checks"}
     if set(options) - known:
         sys.exit("run_worker has options this test does not map to queues: "
                  f"{sorted(set(options) - known)}; teach tests/test_kubernetes.py which queues "
                  "they select, and update the ScaledObjects")
+    models = [name for name in options["models"].split(",") if name]
+    if not options["webhooks_only"] and not models:
+        sys.exit("a manifest's run_worker must name its --models (the default, every installed "
+                 "model, is not known before the pod starts, so no ScaledObject could match it)")
     listened = ([queue.webhooks_queue_name()] if options["webhooks_only"]
-                else queue.worker_queue_names())
-enqueued = {queue.queue_name_for(batch_id=None), queue.queue_name_for(batch_id=uuid.uuid4()),
-            queue.webhooks_queue_name()}
+                else queue.worker_queue_names(models))
+enqueued = set(queue.all_task_queue_names()) | {queue.webhooks_queue_name()}
+assert queue.queue_name_for(batch_id=uuid.uuid4()) in enqueued
 key = lambda name: queue.get_queue(name).key
 print(json.dumps({
     "enqueued": sorted(key(n) for n in enqueued),
@@ -455,10 +460,15 @@ def test_every_queue_a_scaledobject_watches_is_one_the_code_uses():
         assert watched <= enqueued, f"{name} watches lists no code enqueues to"
         assert watched <= set(code["listened"]), f"{name} scales workers on queues they skip"
         watched_anywhere |= watched
-    # Every queue the code enqueues to makes some worker Deployment grow.
-    assert watched_anywhere == enqueued
-    # RQ's key: rq:queue:<name>, today's names from QUICKBG_QUEUE (default quickbg).
-    assert "rq:queue:quickbg" in enqueued
+    # Every queue some worker Deployment listens to makes it grow (a model no Deployment
+    # serves is refused by the API with a 503, never left queued).
+    listened_anywhere = set()
+    for scaled in objects("ScaledObject").values():
+        container = worker_container(scaled["spec"]["scaleTargetRef"]["name"])
+        listened_anywhere |= set(worker_settings(container)["listened"])
+    assert watched_anywhere == listened_anywhere
+    # RQ's key: rq:queue:<name>, the names from QUICKBG_QUEUE (default quickbg) and the model.
+    assert "rq:queue:quickbg:isnet-general-use" in enqueued
 
 
 def test_cpu_workers_scale_on_every_queue_they_listen_to():
