@@ -125,9 +125,9 @@ class QuickBGWorker(SimpleWorker):
             if self._webhook_slot is None:
                 self._ordered_queues = images
                 wait = None if timeout is None else min(timeout, SLOT_RECHECK)
-            else:  # after a delivery, an image job first
+            else:  # the usual order (interactive, webhooks, batch); after a delivery, images first
                 self._ordered_queues = (images + webhooks if self._last_was_webhook
-                                        else images[:1] + webhooks + images[1:])
+                                        else self.queues[:])
                 wait = timeout
             try:
                 result = super().dequeue_job_and_maintain_ttl(
