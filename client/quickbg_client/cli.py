@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import threading
 import time
@@ -227,7 +228,7 @@ def _remove(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
           f"; manifest {output / '.quickbg-manifest.sqlite3'}", file=sys.stderr)
     if failures:
         print("quickbg: failed:\n" + "\n".join(failures), file=sys.stderr)
-    if interrupted and not args.watch:  # Ctrl-C is how a --watch run ends: not an error
+    if interrupted and not args.watch:  # Ctrl-C (or SIGTERM) ends a --watch run: no error
         return 130
     return EXIT_FAILED if counts["failed"] else EXIT_OK
 
@@ -239,7 +240,19 @@ def _show(args: argparse.Namespace, value, text: str) -> None:
 COMMON_DEFAULTS = {"url": None, "api_key": None, "retries": 8, "json": False}
 
 
+def _stop_on_sigterm() -> None:
+    """SIGTERM (``kill``, systemd, a container stop) ends a run like Ctrl-C: results so far
+    are recorded and a rerun resumes."""
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop)
+
+
 def main(argv: list[str] | None = None) -> int:
+    _stop_on_sigterm()
     parser = _parser()
     args = parser.parse_args(argv)
     for name, default in COMMON_DEFAULTS.items():

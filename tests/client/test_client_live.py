@@ -179,10 +179,13 @@ def test_watch_processes_a_file_dropped_in_later(worker, live_server, user, api_
     watched = tmp_path / "inbox"
     (watched / "sub").mkdir(parents=True)
     out = tmp_path / "out"
+    # SIGINT as a terminal sends it, even when this test runs where SIGINT is ignored (a
+    # background job): the child starts with the default disposition.
     proc = subprocess.Popen(
         quickbg_command("remove", str(watched), "-o", str(out), "--watch", "--json"),
         env=client_env(live_server.url, api_key), stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, start_new_session=True)
+        stderr=subprocess.PIPE, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     stderr_lines: list[bytes] = []
     reader = threading.Thread(target=lambda: stderr_lines.extend(proc.stderr), daemon=True)
     reader.start()
