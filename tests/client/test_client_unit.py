@@ -147,10 +147,14 @@ def test_exit_status_2_for_a_missing_or_refused_key_and_a_bad_option(live_server
 
 
 @pytest.mark.django_db(transaction=True)
-def test_models_without_a_models_endpoint_come_from_the_schema(live_server, api_key):
+def test_models_come_from_the_servers_catalogue(live_server, api_key):
+    """The real server's GET /api/v1/models: every model of the catalogue, none left out."""
+    from removal import modelstore
+
     with Client(live_server.url, api_key) as client:
         names = [m["name"] for m in client.models()]
-    assert names == ["isnet-general-use", "isnet-general-use-quant"]
+    assert set(names) == set(modelstore.MODELS)
+    assert {"isnet-general-use", "isnet-general-use-quant", "u2netp", "bria-rmbg"} <= set(names)
 
 
 def test_models_from_the_models_endpoint_when_the_server_has_it():
