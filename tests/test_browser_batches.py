@@ -173,7 +173,7 @@ def test_task_changelist_is_readable_at_1280_px(browser, live_server, tmp_path):
         " memoryRight: cell('memory_mb').getBoundingClientRect().right};"
     )
     assert [h.lower() for h in layout["headers"][1:]] == [
-        "", "id", "owner", "file name", "status", "time (s)", "memory (mb)", "created"]
+        "", "id", "owner", "file name", "status", "model", "time (s)", "memory (mb)", "created"]
     assert layout["page"] <= layout["view"], layout  # no horizontal scrolling of the page...
     assert layout["scroll"] <= layout["box"], layout  # ...nor of the table in its box
     assert layout["memoryRight"] <= layout["boxRight"], layout  # memory is not cut off
