@@ -30,6 +30,7 @@ from removal.admin.common import (
     _small_thumbnail,
     _table,
     _thumbnail,
+    id_filter,
 )
 from removal.errors import QuickBGError
 from removal.models import Task, Upload
@@ -70,34 +71,8 @@ class UploadAdmin(ReadOnlyAdmin):
                        owner_path="owner", upload_path="pk"), False
 
 
-class BatchFilter(admin.SimpleListFilter):
-    """``?batch=<uuid>``: the members of one batch (linked from the batch page)."""
-
-    title = "batch"
-    parameter_name = "batch"
-    template = "admin/removal/hidden_filter.html"
-
-    def lookups(self, request, model_admin):
-        return [("", "")]
-
-    def queryset(self, request, queryset):
-        found = _as_uuid(self.value() or "")
-        return queryset.filter(batch_id=found) if found else queryset
-
-
-class UploadFilter(admin.SimpleListFilter):
-    """``?upload=<uuid>``: the tasks of one upload (linked from the upload list)."""
-
-    title = "upload"
-    parameter_name = "upload"
-    template = "admin/removal/hidden_filter.html"
-
-    def lookups(self, request, model_admin):
-        return [("", "")]
-
-    def queryset(self, request, queryset):
-        found = _as_uuid(self.value() or "")
-        return queryset.filter(upload_id=found) if found else queryset
+BatchFilter = id_filter("batch", doc="the members of one batch (linked from the batch page)")
+UploadFilter = id_filter("upload", doc="the tasks of one upload (linked from the upload list)")
 
 
 @admin.register(Task)
@@ -234,10 +209,8 @@ class TaskAdmin(ReadOnlyAdmin):
             return _expired_note(obj.upload)
         if not obj.result_key:
             return "—"
-        url = storage.download_url(
-            obj.result_key, request=None,
-            content_type=storage.content_type_for(obj.result_key.rsplit(".", 1)[-1]),
-        )
+        url = storage.download_url(obj.result_key, request=None,
+                                   content_type=storage.content_type_of(obj.result_key))
         return _thumbnail(url, checkerboard=True)
 
     @admin.display(description="foreground (result px)")

@@ -311,16 +311,12 @@ class RemoveBgView(APIView):
                     **{f"foreground_{k}": box.get(k, 0)
                        for k in ("top", "left", "width", "height")}}
             return Response({"data": data}, headers=headers)
-        extension = task.result_key.rsplit(".", 1)[-1]
-        response = HttpResponse(body, content_type=_CONTENT_TYPES.get(extension,
-                                                                      "application/octet-stream"))
+        response = HttpResponse(body, content_type=storage.content_type_of(task.result_key))
         for name, value in headers.items():
             response[name] = value
         return response
 
 
-_CONTENT_TYPES = {"png": "image/png", "webp": "image/webp", "jpg": "image/jpeg",
-                  "zip": "application/zip"}
 
 
 def _wants_json(accept: str) -> bool:

@@ -226,11 +226,10 @@ class TaskSerializer(serializers.ModelSerializer):
         if not self._done(task):
             return None
         stem = (task.upload.original_filename or "image").rsplit(".", 1)[0]
-        extension = task.result_key.rsplit(".", 1)[-1]
         return storage.download_url(
             task.result_key, request=self.context.get("request"),
-            content_type=storage.content_type_for(extension),
-            filename=f"{storage.safe_filename(stem)}-nobg.{extension}",
+            content_type=storage.content_type_of(task.result_key),
+            filename=f"{storage.safe_filename(stem)}-nobg.{storage.extension_of(task.result_key)}",
         )
 
 

@@ -4,7 +4,6 @@ import logging
 
 from django.conf import settings
 from django.core import signing
-from django.core.files.storage import default_storage
 from django.http import FileResponse, HttpResponseRedirect, JsonResponse, StreamingHttpResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
@@ -307,12 +306,12 @@ def file_download(request, token: str):
         return JsonResponse({"detail": "This download link has expired"}, status=404)
     except signing.BadSignature:
         return JsonResponse({"detail": "Invalid download link"}, status=404)
-    if not default_storage.exists(key):
+    if not storage.exists(key):
         # The link was valid, so the file existed: deleted by retention or by its owner.
         return JsonResponse({"detail": "This file was deleted (by retention or by its owner)"},
                             status=410)
     response = FileResponse(
-        default_storage.open(key, "rb"), as_attachment=True, filename=filename,
+        storage.open_stream(key), as_attachment=True, filename=filename,
         content_type=content_type,
     )
     response["X-Content-Type-Options"] = "nosniff"

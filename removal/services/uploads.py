@@ -99,7 +99,8 @@ def upload_create_from_bytes(*, owner, data: bytes, filename: str, options: dict
     upload_id = uuid.uuid4()
     # The stored names are ours (detected format); the client's name is kept only in the row.
     key = storage.original_key(owner_id=owner.pk, upload_id=upload_id, fmt=info.format)
-    background_key = f"{key.rsplit('/', 1)[0]}/background" if background is not None else ""
+    background_key = (storage.background_key(owner_id=owner.pk, upload_id=upload_id)
+                      if background is not None else "")
     storage.write(key, data, content_type=storage.content_type_for(info.format))
     if background_key:
         storage.write(background_key, background,
@@ -246,9 +247,9 @@ def _reuse_result(*, upload: Upload, model: str, options: dict, webhook_url: str
                        source.result_key, exc_info=True)
         return None
     task_id = uuid.uuid4()
-    extension = source.result_key.rsplit(".", 1)[-1]
-    key = storage.write(storage.result_key(task_id=task_id, extension=extension), data,
-                        content_type=storage.content_type_for(extension))
+    key = storage.write(
+        storage.result_key(task_id=task_id, extension=storage.extension_of(source.result_key)),
+        data, content_type=storage.content_type_of(source.result_key))
     now = timezone.now()
     try:
         task = Task.objects.create(
