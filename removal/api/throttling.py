@@ -37,15 +37,27 @@ class UploadRateThrottle(SettingsRate, UserRateThrottle):
     rate_setting = "QUICKBG_UPLOAD_RATE"
 
 
-class AuthRateThrottle(SettingsRate, SimpleRateThrottle):
-    """``QUICKBG_AUTH_RATE`` token requests per client address (password guessing). Behind
-    proxies, ``NUM_PROXIES`` makes DRF take the address from X-Forwarded-For."""
+class AddressRateThrottle(SettingsRate, SimpleRateThrottle):
+    """Requests per client address, signed in or not. Behind proxies, ``NUM_PROXIES`` makes DRF
+    take the address from X-Forwarded-For."""
+
+    def get_cache_key(self, request, view):
+        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+
+
+class AuthRateThrottle(AddressRateThrottle):
+    """``QUICKBG_AUTH_RATE`` token requests per client address (password guessing)."""
 
     scope = "auth"
     rate_setting = "QUICKBG_AUTH_RATE"
 
-    def get_cache_key(self, request, view):
-        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+
+class HealthRateThrottle(AddressRateThrottle):
+    """``QUICKBG_HEALTH_RATE`` health requests per client address (generous: load balancers
+    poll it)."""
+
+    scope = "health"
+    rate_setting = "QUICKBG_HEALTH_RATE"
 
 
 class MegapixelRateThrottle:

@@ -7,7 +7,7 @@ from drf_spectacular.views import (
 from rest_framework.routers import SimpleRouter
 
 from removal.api import views
-from removal.monitoring import health_view
+from removal.api.health import health_view
 
 router = SimpleRouter(trailing_slash=False)
 router.register("uploads", views.UploadViewSet, basename="upload")
