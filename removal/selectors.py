@@ -102,12 +102,17 @@ def unfinished_batch_task_count(*, owner) -> int:
 
 # --- Batches -----------------------------------------------------------------------------------
 
-BATCH_QUEUED = "queued"
-BATCH_PROCESSING = "processing"
-BATCH_COMPLETED = "completed"
-BATCH_PARTIAL = "partial"
-BATCH_FAILED = "failed"
-BATCH_STATUSES = (BATCH_QUEUED, BATCH_PROCESSING, BATCH_COMPLETED, BATCH_PARTIAL, BATCH_FAILED)
+# How a batch's status derives from its members' counts per task status (``n_<status>`` of
+# ``batches_with_counts``), written once: the first rule that holds wins. The database reads it
+# as one CASE (``batch_status_expression``), Python over counts (``batch_status``).
+BATCH_STATUS_RULES: tuple[tuple[str, Q], ...] = (
+    ("queued", Q(n_queued__gt=0, n_processing=0, n_completed=0, n_failed=0)),
+    ("processing", Q(n_queued__gt=0) | Q(n_processing__gt=0)),
+    ("completed", Q(n_failed=0)),
+    ("partial", Q(n_completed__gt=0)),
+    ("failed", Q()),
+)
+BATCH_STATUSES = tuple(status for status, _rule in BATCH_STATUS_RULES)
 
 
 def batches_with_counts(queryset: QuerySet[Batch] | None = None) -> QuerySet[Batch]:
@@ -131,18 +136,6 @@ def batch_counts(batch: Batch) -> dict[str, int]:
     return {value: getattr(batch, f"n_{value}") for value in Status.values}
 
 
-# How a batch's status derives from its members' counts per task status (``n_<status>`` of
-# ``batches_with_counts``), written once: the first rule that holds wins. The database reads it
-# as one CASE (``batch_status_expression``), Python over counts (``batch_status``).
-BATCH_STATUS_RULES: tuple[tuple[str, Q], ...] = (
-    (BATCH_QUEUED, Q(n_queued__gt=0, n_processing=0, n_completed=0, n_failed=0)),
-    (BATCH_PROCESSING, Q(n_queued__gt=0) | Q(n_processing__gt=0)),
-    (BATCH_COMPLETED, Q(n_failed=0)),
-    (BATCH_FAILED, Q(n_completed=0)),
-    (BATCH_PARTIAL, Q()),
-)
-
-
 def batch_status_expression() -> Case:
     """The derived status as SQL, over ``batches_with_counts`` rows."""
     *rules, (last, _) = BATCH_STATUS_RULES
@@ -151,17 +144,14 @@ def batch_status_expression() -> Case:
 
 
 def _holds(rule: Q, counts: dict[str, int]) -> bool:
-    """``rule`` (``n_<status>`` equal to or ``__gt`` a number) evaluated over ``counts``."""
-    results = []
-    for child in rule.children:
+    """``rule`` (``n_<status>`` equal to, or ``__gt``, a number) evaluated over ``counts``."""
+    def one(child) -> bool:
         if isinstance(child, Q):
-            results.append(_holds(child, counts))
-            continue
-        lookup, value = child
-        field, _, operator = lookup.partition("__")
+            return _holds(child, counts)
+        (field, _, operator), value = child[0].partition("__"), child[1]
         count = counts[field.removeprefix("n_")]
-        results.append(count > value if operator == "gt" else count == value)
-    held = all(results) if rule.connector == Q.AND else any(results)
+        return count > value if operator == "gt" else count == value
+    held = (all if rule.connector == Q.AND else any)(map(one, rule.children))
     return held != rule.negated
 
 

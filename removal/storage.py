@@ -87,6 +87,21 @@ def content_type_of(key: str) -> str:
     return content_type_for(extension_of(key))
 
 
+def is_well_formed_key(key: str) -> bool:
+    """A key a client may name (the ``s3_key`` upload variant): relative, at most 512
+    characters, no empty, ``.`` or ``..`` part, no backslash, percent or control character."""
+    return not (
+        not key
+        or len(key) > 512
+        or key.startswith("/")
+        or "\\" in key
+        or "\x00" in key
+        or "%" in key
+        or any(ord(ch) < 32 for ch in key)
+        or any(part in ("", ".", "..") for part in key.split("/"))
+    )
+
+
 def incoming_prefix(owner_id: int) -> str:
     """Where a user's own objects may be placed for the ``s3_key`` upload variant."""
     return f"incoming/{owner_id}/"

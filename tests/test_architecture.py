@@ -49,3 +49,42 @@ def test_no_module_outside_the_tests_is_over_400_lines():
     long = {name: n for name in files if not name.startswith("tests/")
             and (n := len((ROOT / name).read_text().splitlines())) > 400}
     assert not long, long
+
+
+STORAGE_PREFIXES = ("originals/", "results/", "incoming/", "health/")
+
+
+def storage_knowledge(path: Path) -> list[str]:
+    """What in ``path`` only ``removal/storage.py`` may do: reach Django's storage, take a
+    stored key apart (its suffix is the result's format) or spell a key's prefix."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                "django.core.files.storage"):
+            found.append(f"line {node.lineno}: imports {node.module}")
+        elif isinstance(node, ast.Attribute) and node.attr in {"rsplit", "split", "partition",
+                                                               "rpartition", "suffix"}:
+            target = node.value
+            name = getattr(target, "attr", None) or getattr(target, "id", "")
+            if name.endswith("key"):
+                found.append(f"line {node.lineno}: {name}.{node.attr}")
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) \
+                and node.value.startswith(STORAGE_PREFIXES):
+            found.append(f"line {node.lineno}: the key prefix {node.value!r}")
+    return found
+
+
+@pytest.mark.parametrize(
+    "path", sorted(p for p in (ROOT / "removal").rglob("*.py")
+                   if p.name != "storage.py" and "migrations" not in p.parts),
+    ids=lambda p: str(p.relative_to(ROOT / "removal")))
+def test_only_storage_builds_keys_reads_their_suffix_or_touches_default_storage(path):
+    assert not storage_knowledge(path), f"{path.relative_to(ROOT)}: {storage_knowledge(path)}"
+
+
+def test_the_storage_rule_catches_what_it_names(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text("from django.core.files.storage import default_storage\n"
+                     "ext = task.result_key.rsplit('.', 1)[-1]\n"
+                     "key = f'results/{task_id}.png'\n")
+    assert len(storage_knowledge(probe)) == 3

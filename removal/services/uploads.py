@@ -157,17 +157,7 @@ def upload_create_from_key(*, owner, key: str, options: dict | None = None,
 
 
 def _check_key_syntax(key: str) -> None:
-    bad = (
-        not key
-        or len(key) > 512
-        or key.startswith("/")
-        or "\\" in key
-        or "\x00" in key
-        or "%" in key
-        or any(ord(ch) < 32 for ch in key)
-        or any(part in ("", ".", "..") for part in key.split("/"))
-    )
-    if bad:
+    if not storage.is_well_formed_key(key):
         raise InvalidInput(
             "Invalid s3_key: use the key returned by POST /api/v1/uploads/presign, unchanged"
         )
