@@ -18,9 +18,10 @@ runs. Such a job is treated as lost; when it has used its attempts the task fail
 "Processing timed out after N s". If the stuck worker ever wakes up, its claim token is stale and
 it records nothing.
 
-Batches get a sweep too: every batch not yet announced whose members have all ended (the last
-one finished on a path that did not finish the batch: its upload deleted, its job cancelled, an
-error swallowed after the outcome was recorded) is finished and announced
+A task this pass fails ends through ``task_recover``, which runs ``services.tasks.task_finished``
+(waiters, the webhook event, the batch) like every other end. Batches get a sweep too: every
+batch not yet announced whose members have all ended (its last member's follow-up failed after
+the outcome was committed, or its process died in between) is finished and announced
 (``services.batches.batch_member_finished``; a guarded update, so never twice).
 
 Webhook deliveries get the same pass on their own queue: a ``pending`` or ``sending`` attempt
@@ -167,11 +168,8 @@ def reconcile(*, grace_seconds: int = 30, dry_run: bool = False) -> Report:
                                timed_out_after=timed_out_after)
         if outcome == "requeued":
             report.requeued.append(str(task.pk))
-        elif outcome == "failed":
+        elif outcome == "failed":  # task_recover ran services.tasks.task_finished
             report.failed.append(str(task.pk))
-            webhooks.task_event_emit(task_id=task.pk)
-            if task.batch_id:
-                batch_member_finished(batch_id=task.batch_id)
     _reconcile_deliveries(report, grace_seconds=grace_seconds, dry_run=dry_run)
     _finish_batches(report, cutoff=cutoff, dry_run=dry_run)
     if report.batches_finished:
