@@ -62,29 +62,34 @@ class Report:
     batches_finished: list[str] = field(default_factory=list)
 
 
-def is_held(task: Task | WebhookDelivery, queue, queued_ids: set[str], *,
-            grace_seconds: int = 30) -> bool:
-    """``queued_ids``: the job ids the queue lists right now (read once per pass). Works for
-    anything with an ``rq_job_id`` on ``queue``: tasks, and webhook deliveries."""
-    return hold(task, queue, queued_ids, grace_seconds=grace_seconds) == HELD
-
-
 HELD, LOST, HUNG = "held", "lost", "hung"
 
 
-def hold(task: Task, queue, queued_ids: set[str], *, grace_seconds: int = 30) -> str:
+def is_held(item: Task | WebhookDelivery, queue, queued_ids: set[str], *,
+            grace_seconds: int = 30) -> bool:
+    """``queued_ids``: the job ids the queue lists right now (read once per pass). Works for
+    anything with an ``rq_job_id`` on ``queue``: tasks, and webhook deliveries."""
+    return hold(item, queue, queued_ids, grace_seconds=grace_seconds)[0] == HELD
+
+
+def hold(item: Task | WebhookDelivery, queue, queued_ids: set[str], *,
+         grace_seconds: int = 30) -> tuple[str, Job | None]:
     """``HELD`` by a live job, ``HUNG`` (started by a live worker longer ago than the job's
-    timeout plus ``grace_seconds``), or ``LOST``."""
-    return HELD if _is_held(task, queue, queued_ids, grace_seconds) else (
-        HUNG if _hung_job_timeout(task, queue, grace_seconds) is not None else LOST)
-
-
-def _started_job(task: Task, queue) -> Job | None:
+    timeout plus ``grace_seconds``), or ``LOST``; with the job, fetched from Redis at most once
+    (``None`` when it was not needed or is gone)."""
+    if not item.rq_job_id:
+        return LOST, None
+    if item.rq_job_id in queued_ids:
+        return HELD, None
     try:
-        job = Job.fetch(task.rq_job_id, connection=queue.connection, serializer=queue.serializer)
+        job = Job.fetch(item.rq_job_id, connection=queue.connection, serializer=queue.serializer)
     except NoSuchJobError:
-        return None
-    return job if job.get_status(refresh=False) == JobStatus.STARTED else None
+        return LOST, None
+    if _is_held(job, queue, grace_seconds):
+        return HELD, job
+    if job.get_status(refresh=False) == JobStatus.STARTED and _overdue(job, grace_seconds):
+        return HUNG, job
+    return LOST, job
 
 
 def _overdue(job: Job, grace_seconds: int) -> bool:
@@ -94,26 +99,8 @@ def _overdue(job: Job, grace_seconds: int) -> bool:
     return timezone.now() > limit
 
 
-def _hung_job_timeout(task: Task, queue, grace_seconds: int) -> int | None:
-    """The job's timeout when ``task``'s job is started and overdue, else ``None``."""
-    if not task.rq_job_id:
-        return None
-    job = _started_job(task, queue)
-    if job is None or not _overdue(job, grace_seconds):
-        return None
-    return int(job.timeout)
-
-
-def _is_held(task: Task | WebhookDelivery, queue, queued_ids: set[str], grace_seconds: int) -> bool:
-    if not task.rq_job_id:
-        return False
-    if task.rq_job_id in queued_ids:
-        return True
+def _is_held(job: Job, queue, grace_seconds: int) -> bool:
     connection = queue.connection
-    try:
-        job = Job.fetch(task.rq_job_id, connection=connection, serializer=queue.serializer)
-    except NoSuchJobError:
-        return False
     status = job.get_status(refresh=False)
     if status in WAITING:
         # Marked queued but not in the snapshot: either moved there since (a scheduled retry
@@ -152,15 +139,14 @@ def reconcile(*, grace_seconds: int = 30, dry_run: bool = False) -> Report:
             queues[name] = get_queue(name)
             queued_ids[name] = set(queues[name].get_job_ids())
         queue = queues[name]
-        state = hold(task, queue, queued_ids[name], grace_seconds=grace_seconds)
+        state, job = hold(task, queue, queued_ids[name], grace_seconds=grace_seconds)
         if state == HELD:
             report.held += 1
             continue
         if dry_run:
             report.requeued.append(str(task.pk))
             continue
-        timed_out_after = (_hung_job_timeout(task, queue, grace_seconds)
-                           if state == HUNG else None)
+        timed_out_after = int(job.timeout) if state == HUNG else None
         if timed_out_after is not None:
             logger.error("reconcile: task %s job %s is past its %s s timeout on a live worker "
                          "(hung); recovering it", task.pk, task.rq_job_id, timed_out_after)
