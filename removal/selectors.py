@@ -1,7 +1,6 @@
 """Reads shared by the API, the admin and the management commands, each written once.
 
 - ``owner_match``: find a user's rows by user id, username or email (admin filters, ``--user``).
-- ``unfinished_task_count``: what the per-user task cap counts.
 - ``task_foreground``, ``task_confidence``: the facts every task reports (API and admin).
 - ``credit_cost``, ``credits_used``: remove.bg-style credits (the account endpoint, the monthly
   limit).
@@ -15,7 +14,8 @@
   SQL, for the admin action and the command alike.
 - ``expirable_uploads``: what retention expires; ``task_gone``: the worker's check after storing.
 
-The numbers for the staff overview and ``/metrics`` are in ``removal.stats``.
+The numbers for the staff overview and ``/metrics`` are in ``removal.stats``; the task as
+``GET /api/v1/tasks/{id}`` shows it (a webhook event's ``data``) is ``removal.representation``.
 """
 
 from __future__ import annotations

@@ -26,7 +26,8 @@ def imported_modules(path: Path) -> set[str]:
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "removal" / "services").glob("*.py"))
-                         + [ROOT / "removal" / "selectors.py"], ids=lambda p: p.name)
+                         + [ROOT / "removal" / "selectors.py",
+                            ROOT / "removal" / "representation.py"], ids=lambda p: p.name)
 def test_services_and_selectors_import_nothing_from_the_http_layer(path):
     found = {name for name in imported_modules(path) if name.startswith(HTTP_LAYER)}
     assert not found, f"{path.relative_to(ROOT)} imports {sorted(found)}"

@@ -6,11 +6,11 @@ joins instead of per-row queries (``list_select_related``), no second full ``COU
 (``show_full_result_count = False``), an estimated count for the unfiltered list, filters that
 need no query to render, and indexes for the filters (migration ``0003_admin_indexes``).
 
-One module per entity: ``common`` (the read-only base, filters, thumbnails, search), ``tasks``
-(uploads and tasks), ``batches`` and ``webhooks``. Importing them registers their admins.
+One module per entity: ``common`` (the read-only base, filters, thumbnails, search),
+``uploads``, ``tasks``, ``batches`` and ``webhooks``. Importing them registers their admins.
 """
 
-from removal.admin import batches, common, tasks, webhooks  # noqa: F401 - registers the admins
+from removal.admin import batches, common, tasks, uploads, webhooks  # noqa: F401 - registers the admins
 from removal.admin.common import EstimatedCountPaginator
 
 __all__ = ["EstimatedCountPaginator"]

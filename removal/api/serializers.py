@@ -3,7 +3,7 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from removal import modelstore, selectors, storage
+from removal import modelstore, representation, selectors
 from removal.models import Batch, Task, Upload, WebhookEndpoint
 from removal.pipeline.options import InvalidOption, Options
 
@@ -206,29 +206,15 @@ class TaskSerializer(serializers.ModelSerializer):
         """Share of decisive mask pixels (alpha < 0.05 or > 0.95); low means: take a look."""
         return selectors.task_confidence(task)
 
-    def _done(self, task: Task) -> bool:
-        return task.status == Task.Status.COMPLETED and bool(task.result_key)
-
     @extend_schema_field(serializers.URLField(allow_null=True))
     def get_result_url(self, task: Task) -> str | None:
         """Stable API URL (JWT) that redirects to a fresh download URL."""
-        if not self._done(task):
-            return None
-        request = self.context.get("request")
-        path = f"/api/v1/tasks/{task.id}/result"
-        return request.build_absolute_uri(path) if request else path
+        return representation.task_result_url(task, request=self.context.get("request"))
 
     @extend_schema_field(serializers.URLField(allow_null=True))
     def get_presigned_url(self, task: Task) -> str | None:
         """Time-limited URL to the PNG itself; needs no token."""
-        if not self._done(task):
-            return None
-        stem = (task.upload.original_filename or "image").rsplit(".", 1)[0]
-        return storage.download_url(
-            task.result_key, request=self.context.get("request"),
-            content_type=storage.content_type_of(task.result_key),
-            filename=f"{storage.safe_filename(stem)}-nobg.{storage.extension_of(task.result_key)}",
-        )
+        return representation.task_presigned_url(task, request=self.context.get("request"))
 
 
 class WebhookEndpointSerializer(serializers.ModelSerializer):

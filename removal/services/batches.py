@@ -244,15 +244,10 @@ def batch_reprocess(*, batch: Batch) -> Batch:
     return new
 
 
-def batch_task_finished(*, task_id) -> bool:
-    """After a task's outcome is recorded: ``batch_member_finished`` for its batch, if any."""
-    batch_id = Task.objects.filter(pk=task_id).values_list("batch_id", flat=True).first()
-    return bool(batch_id) and batch_member_finished(batch_id=batch_id)
-
-
 def batch_member_finished(*, batch_id) -> bool:
-    """After a member's outcome is recorded: if it was the last one, mark the batch finished
-    (once: a guarded update) and emit ``batch.completed``. Returns whether it fired."""
+    """After a member's end (``services.tasks.task_finished``; the reconciler's sweep too): if
+    no member is left in flight, mark the batch finished (once: a guarded update) and emit
+    ``batch.completed``. Returns whether it fired."""
     batch = selectors.batches_with_counts(Batch.objects.filter(pk=batch_id)).first()
     if batch is None:
         return False

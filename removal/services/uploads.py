@@ -14,16 +14,16 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from removal import fetch, modelstore, queue, selectors, storage
+from removal import fetch, modelstore, selectors, storage
 from removal.errors import Conflict, InvalidInput, NotFound, TooManyTasks
 from removal.models import DirectUpload, Task, Upload
 from removal.pipeline.validate import Limits, check_size, inspect
-from removal.services import webhooks
 from removal.services.tasks import (
     check_monthly_credits,
     check_task_quota,
     lock_owner,
     task_enqueue,
+    task_finished,
 )
 from removal.serving import model_require
 
@@ -251,8 +251,7 @@ def _reuse_result(*, upload: Upload, model: str, options: dict, webhook_url: str
     except Exception:
         storage.delete_quietly(key)
         raise
-    transaction.on_commit(lambda: queue.announce_task_done(task_id))  # synchronous waiters
-    transaction.on_commit(lambda: webhooks.task_event_emit(task_id=task_id))
+    task_finished(tasks=[task])  # its waiters and its event, after commit
     return task
 
 
@@ -277,10 +276,9 @@ def upload_delete(*, upload: Upload) -> list[str]:
 def uploads_delete(*, queryset: QuerySet[Upload]) -> list[str]:
     """``upload_delete`` for many uploads, ``DELETE_CHUNK`` at a time (rows, then objects).
 
-    A batch that loses its last unfinished member this way is finished and announced
-    (``batch.completed``) like one whose last member a worker finished."""
-    from removal.services.batches import batch_member_finished  # batches builds on uploads
-
+    The deleted tasks end through ``task_finished``: a batch that loses its last unfinished
+    member this way is finished and announced (``batch.completed``) like one whose last member
+    a worker finished."""
     failed: list[str] = []
     while True:
         ids = list(queryset.order_by().values_list("pk", flat=True)[:DELETE_CHUNK])
@@ -289,14 +287,11 @@ def uploads_delete(*, queryset: QuerySet[Upload]) -> list[str]:
         with transaction.atomic():
             list(Upload.objects.select_for_update().filter(pk__in=ids).values_list("pk"))
             keys = stored_keys(upload_ids=ids)
-            batch_ids = set(Task.objects.filter(upload_id__in=ids).exclude(batch_id=None)
-                            .values_list("batch_id", flat=True))
+            task_finished(tasks=Task.objects.filter(upload_id__in=ids).only("id", "batch_id"))
             Task.objects.filter(upload_id__in=ids).delete()
             Upload.objects.filter(pk__in=ids).delete()
         # After the commit: a failure here leaves objects without rows, never the reverse.
         failed += storage.delete_many(keys)
-        for batch_id in batch_ids:
-            batch_member_finished(batch_id=batch_id)
 
 
 def stored_keys(*, upload_ids: list) -> list[str]:
