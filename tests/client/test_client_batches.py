@@ -1,0 +1,89 @@
+"""``quickbg remove`` sending small files through ``POST /api/v1/batches`` (``--batch-size``),
+against a live server, a real worker and the real model: killed mid-run (SIGKILL) and run
+again, every file is done exactly once, and no batch is sent twice."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+
+import pytest
+
+from removal.models import Batch, IdempotencyKey, Task
+from tests.client.tools import (
+    assert_cutout_png,
+    client_env,
+    fixture_names,
+    json_lines,
+    quickbg,
+    quickbg_command,
+    small_jpeg,
+)
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.model]
+
+
+def test_small_files_go_in_batches_and_a_killed_run_resumes_each_file_once(
+        worker, live_server, user, api_key, tmp_path):
+    photos = tmp_path / "photos"
+    (photos / "sub").mkdir(parents=True)
+    names = []
+    for i, name in enumerate(fixture_names() + fixture_names()[:2]):
+        rel = f"{'sub/' if i % 2 else ''}{i}-{name}"
+        (photos / rel).write_bytes(small_jpeg(name, size=(160 + i, 120)))
+        names.append(rel)
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        quickbg_command("remove", str(photos), "-o", str(out), "-j", "2", "--batch-size", "4",
+                        "--json"),
+        env=client_env(live_server.url, api_key), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not Batch.objects.filter(owner=user).exists() and time.monotonic() < deadline \
+                and proc.poll() is None:
+            time.sleep(0.02)
+        assert proc.poll() is None, "the client finished before it could be killed"
+        os.killpg(proc.pid, signal.SIGKILL)  # the first batch accepted, the run not done
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+    assert 1 <= Task.objects.filter(upload__owner=user).count() <= len(names)
+
+    again = quickbg(live_server.url, api_key, "remove", str(photos), "-o", str(out),
+                    "-j", "2", "--batch-size", "4", "--json")
+    assert again.returncode == 0, again.stderr.decode()[-3000:]
+    lines = json_lines(again.stdout)
+    assert sorted(line["status"] for line in lines) == ["done"] * len(names)
+    for rel in names:
+        assert_cutout_png(out / f"{rel.rsplit('.', 1)[0]}.png")
+
+    # Every file exactly once: one task each, all of them members of batches; each request
+    # that made something (a batch, or a file that went alone) has one key.
+    tasks = Task.objects.filter(upload__owner=user)
+    assert tasks.count() == len(names)
+    assert sorted(tasks.values_list("upload__original_filename", flat=True)) == sorted(
+        rel.rsplit("/", 1)[-1] for rel in names)
+    in_batches = tasks.exclude(batch=None).count()
+    assert in_batches >= 4
+    batches = Batch.objects.filter(owner=user)
+    assert all(batch.size <= 4 for batch in batches)
+    assert IdempotencyKey.objects.filter(owner=user).count() == \
+        batches.count() + tasks.filter(batch=None).count()
+    # The manifest has each file's own task id, and the batches it was sent in.
+    manifest = sqlite3.connect(out / ".quickbg-manifest.sqlite3")
+    rows = dict(manifest.execute("SELECT input, task_id FROM files WHERE status = 'done'"))
+    assert sorted(rows) == sorted(names)
+    assert set(rows.values()) == {str(pk) for pk in tasks.values_list("pk", flat=True)}
+    assert manifest.execute("SELECT count(*) FROM batches").fetchone()[0] >= batches.count()
+
+    third = quickbg(live_server.url, api_key, "remove", str(photos), "-o", str(out), "--json")
+    assert third.returncode == 0
+    assert [line["status"] for line in json_lines(third.stdout)] == ["skipped"] * len(names)
+    assert Task.objects.filter(upload__owner=user).count() == len(names)
