@@ -4,22 +4,17 @@ again, every file is done exactly once, and no batch is sent twice."""
 
 from __future__ import annotations
 
-import os
-import signal
 import sqlite3
-import subprocess
-import time
 
 import pytest
 
 from removal.models import Batch, IdempotencyKey, Task
 from tests.client.tools import (
     assert_cutout_png,
-    client_env,
     fixture_names,
     json_lines,
+    kill_mid_run,
     quickbg,
-    quickbg_command,
     small_jpeg,
 )
 
@@ -36,24 +31,10 @@ def test_small_files_go_in_batches_and_a_killed_run_resumes_each_file_once(
         (photos / rel).write_bytes(small_jpeg(name, size=(160 + i, 120)))
         names.append(rel)
     out = tmp_path / "out"
-    proc = subprocess.Popen(
-        quickbg_command("remove", str(photos), "-o", str(out), "-j", "2", "--batch-size", "4",
-                        "--json"),
-        env=client_env(live_server.url, api_key), stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not Batch.objects.filter(owner=user).exists() and time.monotonic() < deadline \
-                and proc.poll() is None:
-            time.sleep(0.02)
-        assert proc.poll() is None, "the client finished before it could be killed"
-        os.killpg(proc.pid, signal.SIGKILL)  # the first batch accepted, the run not done
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-    assert proc.returncode == -signal.SIGKILL
+    # Killed once the first batch is accepted, the run not done.
+    kill_mid_run(live_server.url, api_key, "remove", str(photos), "-o", str(out), "-j", "2",
+                 "--batch-size", "4", "--json",
+                 when=lambda: Batch.objects.filter(owner=user).exists())
     assert 1 <= Task.objects.filter(upload__owner=user).count() <= len(names)
 
     again = quickbg(live_server.url, api_key, "remove", str(photos), "-o", str(out),

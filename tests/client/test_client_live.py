@@ -22,6 +22,7 @@ from tests.client.tools import (
     client_env,
     fixture_names,
     json_lines,
+    kill_mid_run,
     quickbg,
     quickbg_command,
     small_jpeg,
@@ -94,23 +95,9 @@ def test_a_killed_run_resumes_and_each_file_is_done_once(worker, live_server, us
         (photos / f"{i}-{name}").write_bytes(small_jpeg(name, size=(200 + i, 150)))
         names.append(f"{i}-{name}")
     out = tmp_path / "out"
-    proc = subprocess.Popen(
-        quickbg_command("remove", str(photos), "-o", str(out), "-j", "2", "--batch-size", "1",
-                        "--json"),  # one by one (test_client_batches.py: in batches)
-        env=client_env(live_server.url, api_key), stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while tasks_of(user) == 0 and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.02)
-        assert proc.poll() is None, "the client finished before it could be killed"
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-    assert proc.returncode == -signal.SIGKILL
+    # One by one (test_client_batches.py: in batches); killed once the first task exists.
+    kill_mid_run(live_server.url, api_key, "remove", str(photos), "-o", str(out), "-j", "2",
+                 "--batch-size", "1", "--json", when=lambda: tasks_of(user) > 0)
     accepted_before = tasks_of(user)
     assert 1 <= accepted_before <= len(names)
 

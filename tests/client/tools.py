@@ -8,10 +8,12 @@ import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -46,6 +48,26 @@ def quickbg(url: str, key: str, *args: str, timeout: float = 300, stdin: bytes |
         return proc
     return run_reaped(quickbg_command(*args), timeout=timeout, env=client_env(url, key),
                       cwd=cwd)
+
+
+def kill_mid_run(url: str, key: str, *args: str, when: Callable[[], bool]) -> None:
+    """Start ``quickbg ARGS``, SIGKILL it (its whole process group) as soon as ``when()`` holds,
+    and check that it was killed, not finished."""
+    proc = subprocess.Popen(quickbg_command(*args), env=client_env(url, key),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not when() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.02)
+        assert proc.poll() is None, "the client finished before it could be killed"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
 
 
 def json_lines(stdout: bytes) -> list[dict]:
