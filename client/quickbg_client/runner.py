@@ -239,7 +239,8 @@ class FolderRun(Batching):
                                           "skipped", entry.task_id,
                                           seconds=time.monotonic() - started))
             return
-        if not same or (entry.status == "failed" and not entry.task_id):
+        fresh = not same or (entry.status == "failed" and not entry.task_id)
+        if fresh:
             # New, changed, or refused by the server last time (a refusal frees no key of a
             # batch that was accepted for its other members): a key of its own.
             entry = Entry(item.rel, sha, self.options_key,
@@ -258,7 +259,8 @@ class FolderRun(Batching):
             return
         if entry.idem_key.startswith(BATCH_KEY_PREFIX):  # killed while its batch was sent
             self._resume_group(work)
-        elif self._batchable(item):
+        elif fresh and self._batchable(item):
+            # Only a file never sent: one cut short alone goes again alone, with its key.
             self._add_to_group(work)
         else:
             self._upload_one(work)
