@@ -20,9 +20,14 @@ OPTIONS: dict[str, str] = {
     "roi": "region of interest 'x1 y1 x2 y2' in px or %%: only the subject inside is kept",
     "scale": "subject size on the canvas: original (default) or 10%%-100%%",
     "position": "subject position: original (default), center, or 'H%% V%%'",
+    "semitransparency": "keep semi-transparent areas such as glass and veils (default true)",
+    "add_shadow": "a soft contact shadow under the subject (default false)",
+    "decontaminate": "the subject's own colour at soft edges, no halo of the old background "
+                     "(default true)",
 }
 OPTION_NAMES = tuple(OPTIONS)
-BOOLEAN_OPTIONS = ("crop", "refine", "alpha_matting")
+BOOLEAN_OPTIONS = ("crop", "refine", "alpha_matting", "semitransparency", "add_shadow",
+                   "decontaminate")
 # Result extension by Content-Type of the download (format=auto decides on the server).
 EXTENSIONS = {"image/png": "png", "image/webp": "webp", "image/jpeg": "jpg",
               "application/zip": "zip"}
