@@ -49,3 +49,13 @@ def test_no_module_outside_the_tests_is_over_400_lines():
     long = {name: n for name in files if not name.startswith("tests/")
             and (n := len((ROOT / name).read_text().splitlines())) > 400}
     assert not long, long
+
+
+@pytest.mark.parametrize("path", sorted(p for p in (ROOT / "accounts").rglob("*.py")
+                                        if "migrations" not in p.parts),
+                         ids=lambda p: str(p.relative_to(ROOT / "accounts")))
+def test_accounts_imports_nothing_from_removal(path):
+    """accounts is the lower app (ARCHITECTURE.md, "The two apps")."""
+    found = {name for name in imported_modules(path) if name.split(".")[0] == "removal"}
+    assert not found, (f"{path.relative_to(ROOT)} imports {sorted(found)}: accounts is below "
+                       "removal; move what it needs into accounts and re-export it in removal")
