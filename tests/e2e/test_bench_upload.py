@@ -10,7 +10,7 @@ import pytest
 
 from tests.helpers import reap, subprocess_env
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.django_db(transaction=True)

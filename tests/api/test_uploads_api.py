@@ -75,7 +75,7 @@ def test_lists_are_scoped_and_paginated(user, other_user, client_for):
     theirs = make_task(owner=other_user)
     client = client_for(user)
     page = client.get("/api/v1/tasks?page_size=2").json()
-    assert "count" not in page  # cursor pagination: see tests/test_pagination.py
+    assert "count" not in page  # cursor pagination: see tests/api/test_pagination.py
     assert len(page["results"]) == 2 and page["next"]
     ids = {row["task_id"] for row in page["results"]} | {
         row["task_id"] for row in client.get(page["next"]).json()["results"]

@@ -15,7 +15,7 @@ from tests.factories import PASSWORD
 from tests.helpers import readme_block, reap, subprocess_env
 from tests.images import FIXTURES
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.model]
 
 

@@ -17,7 +17,7 @@ from removal.models import Task, Upload
 from tests.factories import PASSWORD, make_task, make_upload
 from tests.helpers import readme_block, subprocess_env, token_for
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.django_db(transaction=True)
 
 

@@ -19,7 +19,7 @@ from tests.factories import make_upload
 from tests.helpers import DiscModel, named, reap, subprocess_env
 from tests.images import fixture_bytes, make_image, soft_disc_photo
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 

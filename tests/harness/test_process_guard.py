@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tests.process_guard import leftover_processes, reap
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 LEAKY_TEST = """
 import subprocess

@@ -32,7 +32,7 @@ from removal.queue import get_queue
 from tests.helpers import reap, subprocess_env
 from tests.images import fixture_bytes
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 N_TASKS = int(os.environ.get("QUICKBG_FAULT_TASKS", "30"))
 N_WORKERS = 2
 KILLS = 3

@@ -19,7 +19,7 @@ from rest_framework.test import APIClient
 
 from tests.helpers import free_port, named, reap, subprocess_env, token_for
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MB = 1024 * 1024
 
 

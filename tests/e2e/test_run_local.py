@@ -28,7 +28,7 @@ from PIL import Image
 from tests.helpers import free_port, subprocess_env
 from tests.images import FIXTURES
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 METRICS_TOKEN = "run-local-test-metrics-token"  # health's details (worker count) need it
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.model]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from removal.models import WebhookEndpoint, WebhookSecret
-from tests.test_browser import CHROMIUM, browser, sign_in, wait_for  # noqa: F401 - fixture
+from tests.e2e.test_browser import CHROMIUM, browser, sign_in, wait_for  # noqa: F401 - fixture
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),

@@ -48,7 +48,7 @@ from removal.services.tasks import task_enqueue
 from tests.factories import make_task, make_upload
 from tests.helpers import readme_block, reap, subprocess_env
 from tests.images import fixture_bytes
-from tests.test_deploy_files import GUNICORN_VARS, dockerignored, settings_env_names
+from tests.e2e.test_deploy_files import GUNICORN_VARS, dockerignored, settings_env_names
 
 ROOT = Path(settings.BASE_DIR)
 K8S = ROOT / "deploy" / "kubernetes"
@@ -405,7 +405,7 @@ if args is not None:
              "pythonpath", "traceback", "no_color", "force_color", "skip_checks"}
     if set(options) - known:
         sys.exit("run_worker has options this test does not map to queues: "
-                 f"{sorted(set(options) - known)}; teach tests/test_kubernetes.py which queues "
+                 f"{sorted(set(options) - known)}; teach tests/e2e/test_kubernetes.py which queues "
                  "they select, and update the ScaledObjects")
     models = [name for name in options["models"].split(",") if name]
     if not options["webhooks_only"] and not models:

@@ -1,6 +1,6 @@
 """The batch flow of the web page in headless Chromium: several files or a zip make a batch.
 
-Same set-up as ``tests/test_browser.py`` (its fixtures and helpers are reused): the live server,
+Same set-up as ``tests/e2e/test_browser.py`` (its fixtures and helpers are reused): the live server,
 a real worker run in this process (``run_worker``), real photos from ``../shared/fixtures/``.
 """
 
@@ -14,7 +14,7 @@ import pytest
 
 from removal.models import Batch, Task
 from tests.images import FIXTURES, make_image
-from tests.test_browser import (  # noqa: F401 - fixtures
+from tests.e2e.test_browser import (  # noqa: F401 - fixtures
     CHROMIUM,
     browser,
     is_shown,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from rest_framework.test import APIClient
 
 from accounts.models import UserAPIKey
-from tests.test_browser import browser, pytestmark, sign_in, wait_for  # noqa: F401
+from tests.e2e.test_browser import browser, pytestmark, sign_in, wait_for  # noqa: F401
 
 assert pytestmark  # the same marks: transactional database, skipped without Chromium
 

@@ -12,7 +12,7 @@ from accounts.models import User
 from tests.factories import PASSWORD
 
 pytestmark = pytest.mark.django_db
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_no_token_is_401(api):

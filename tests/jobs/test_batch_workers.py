@@ -20,7 +20,7 @@ from removal.services import batches as batch_services
 from tests.helpers import deliver_all, named, subprocess_env
 from tests.images import fixture_bytes, make_image
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ("animal-2.jpg", "car-1.jpg", "cloth-1.jpg", "girl-1.jpg")
 
 
