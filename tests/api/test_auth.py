@@ -1,12 +1,18 @@
 from __future__ import annotations
 
+import base64
+import json
 import os
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
+import jwt
 import pytest
 from axes.models import AccessAttempt
+from rest_framework.test import APIClient
+from rest_framework_simplejwt.tokens import AccessToken
 
 from accounts.models import User
 from tests.factories import PASSWORD
@@ -218,3 +224,106 @@ def test_an_overlong_username_is_a_401_not_a_500(api):
                         format="json")
     assert response.status_code == 401
     assert AccessAttempt.objects.get().username == "x" * 255
+
+
+def bearer(token: str) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    return client
+
+
+def test_access_token_lives_five_minutes(user):
+    token = AccessToken.for_user(user)
+    assert token["exp"] - token["iat"] == 300
+
+
+def test_expired_token_is_401(user):
+    token = AccessToken.for_user(user)
+    token.set_exp(lifetime=-timedelta(seconds=1))
+    assert bearer(str(token)).get("/api/v1/tasks").status_code == 401
+
+
+def test_tampered_token_is_401(user, other_user):
+    header, payload, signature = str(AccessToken.for_user(user)).split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    claims["user_id"] = str(other_user.pk)
+    forged = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    assert bearer(f"{header}.{forged}.{signature}").get("/api/v1/tasks").status_code == 401
+
+
+def test_alg_none_token_is_401(user):
+    claims = dict(AccessToken.for_user(user).payload)
+    unsigned = jwt.encode(claims, key=None, algorithm="none")
+    assert bearer(unsigned).get("/api/v1/tasks").status_code == 401
+
+
+def test_inactive_users_token_is_401(user):
+    token = str(AccessToken.for_user(user))
+    user.is_active = False
+    user.save()
+    assert bearer(token).get("/api/v1/tasks").status_code == 401
+
+
+def test_a_separate_signing_key_can_be_configured(settings):
+    """JWT_SIGNING_KEY signs tokens instead of SECRET_KEY (so rotating one leaves the other)."""
+    script = (
+        "import django; django.setup()\n"
+        "from rest_framework_simplejwt.tokens import AccessToken\n"
+        "token = AccessToken(); token['user_id'] = '1'; print(token)\n"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "quickbg.settings",
+           "JWT_SIGNING_KEY": "a-separate-jwt-signing-key-0123456789abcdef"}
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    token = proc.stdout.strip().splitlines()[-1]
+    claims = jwt.decode(token, "a-separate-jwt-signing-key-0123456789abcdef",
+                        algorithms=["HS256"])
+    assert claims["user_id"] == "1"
+    with pytest.raises(jwt.InvalidSignatureError):
+        jwt.decode(token, settings.SECRET_KEY, algorithms=["HS256"])
+    assert bearer(token).get("/api/v1/tasks").status_code == 401  # this process: other key
+
+
+def test_token_requests_are_throttled_per_address(user, api, settings):
+    settings.QUICKBG_AUTH_RATE = "3/hour"
+    codes = [api.post("/api/v1/auth/token", {"username": user.username, "password": "guess"},
+                      format="json", REMOTE_ADDR="203.0.113.9").status_code for _ in range(4)]
+    assert codes == [401, 401, 401, 429]
+    elsewhere = api.post("/api/v1/auth/token", {"username": user.username, "password": "x"},
+                         format="json", REMOTE_ADDR="203.0.113.10")
+    assert elsewhere.status_code == 401
+
+
+def test_token_throttle_ignores_a_client_chosen_x_forwarded_for(user, api, settings):
+    """With NUM_PROXIES=0 (the default) the client's own X-Forwarded-For never names the client:
+    45 guesses, each with a new forged address (and a new username, so only the throttle can
+    stop them), run into the per-address limit."""
+    settings.QUICKBG_AUTH_RATE = "20/min"
+    codes = [
+        api.post("/api/v1/auth/token", {"username": f"guess-{n}", "password": "guess"},
+                 format="json", REMOTE_ADDR="198.51.100.45",
+                 HTTP_X_FORWARDED_FOR=f"10.9.{n // 250}.{n % 250}").status_code
+        for n in range(45)
+    ]
+    assert codes.count(401) <= 20 and codes[-1] == 429, codes
+    assert set(codes) == {401, 429}
+    assert settings.REST_FRAMEWORK["NUM_PROXIES"] == 0
+
+
+def test_num_proxies_takes_the_address_the_trusted_proxy_saw(user, api, settings):
+    """Behind one proxy (NUM_PROXIES=1) the last X-Forwarded-For entry is the client: forged
+    entries before it change nothing, and another real client is counted apart."""
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}
+    settings.QUICKBG_AUTH_RATE = "3/min"
+    codes = [
+        api.post("/api/v1/auth/token", {"username": f"g-{n}", "password": "guess"},
+                 format="json", REMOTE_ADDR="10.0.0.2",
+                 HTTP_X_FORWARDED_FOR=f"1.2.3.{n}, 203.0.113.77").status_code
+        for n in range(4)
+    ]
+    assert codes == [401, 401, 401, 429]
+    other = api.post("/api/v1/auth/token", {"username": "g", "password": "guess"},
+                     format="json", REMOTE_ADDR="10.0.0.2",
+                     HTTP_X_FORWARDED_FOR="203.0.113.78")
+    assert other.status_code == 401

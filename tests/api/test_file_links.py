@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import time
+from urllib.parse import urlparse
+
 import pytest
+from django.core import signing
 from rest_framework.test import APIClient
 
 from removal import storage
+from removal.models import Task
+from tests.factories import make_task
 
 pytestmark = pytest.mark.django_db
 
@@ -43,3 +49,20 @@ def test_expired_download_link_is_a_json_404(settings):
     response = APIClient().get(path)
     assert response.status_code == 404
     assert response.json() == {"detail": "This download link has expired"}
+
+
+def test_download_url_serves_its_one_object_and_expires(user, client_for, settings):
+    storage.write("results/a.png", b"first")
+    storage.write("results/b.png", b"second")
+    task = make_task(owner=user, status=Task.Status.COMPLETED, result_key="results/a.png")
+    url = client_for(user).get(f"/api/v1/tasks/{task.pk}").json()["presigned_url"]
+    path = urlparse(url).path
+    anonymous = APIClient()
+    assert b"".join(anonymous.get(path).streaming_content) == b"first"
+    # The token names its object; editing it to reach another object breaks the signature.
+    forged = signing.dumps({"k": "results/b.png", "f": ""}, salt="not-the-right-salt")
+    assert anonymous.get(f"/api/v1/files/{forged}").status_code == 404
+    settings.QUICKBG_URL_EXPIRY = 1
+    time.sleep(2.1)
+    expired = anonymous.get(path)
+    assert expired.status_code == 404

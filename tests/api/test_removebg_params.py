@@ -21,9 +21,9 @@ from PIL import Image
 
 from removal import runner
 from removal.models import Task
+from tests.api.test_removebg import job_thread, key, keyed, photo  # noqa: F401 - fixtures
 from tests.helpers import DiscModel, named
 from tests.images import make_image
-from tests.api.test_removebg import job_thread, key, keyed, photo  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -3,12 +3,11 @@ from __future__ import annotations
 import pytest
 
 from removal.models import Task, Upload
-from tests.factories import make_task
+from tests.factories import make_task, make_upload
 from tests.helpers import named
 from tests.images import make_image
 
 pytestmark = pytest.mark.django_db
-
 
 
 def post_file(client, data: bytes, name: str):
@@ -118,3 +117,84 @@ def test_owner_retries_failed_task(user, client_for, empty_queue,
     again = client.post(f"/api/v1/tasks/{task.pk}/retry")
     assert again.status_code == 409
     assert "Only failed tasks can be retried" in again.json()["detail"]
+
+
+def test_other_users_objects_are_404_everywhere(user, other_user, client_for):
+    theirs = make_task(owner=other_user, status=Task.Status.COMPLETED,
+                       result_key="results/theirs.png")
+    client = client_for(user)
+    for path in (f"/api/v1/tasks/{theirs.pk}", f"/api/v1/tasks/{theirs.pk}/result",
+                 f"/api/v1/uploads/{theirs.upload_id}"):
+        assert client.get(path).status_code == 404, path
+    assert client.post(f"/api/v1/tasks/{theirs.pk}/retry").status_code == 404
+    assert client.get("/api/v1/tasks").json()["results"] == []
+    assert client.get("/api/v1/uploads").json()["results"] == []
+    assert client.delete(f"/api/v1/uploads/{theirs.upload_id}").status_code == 404
+
+
+def test_upload_rate_is_throttled_with_retry_after(user, client_for, settings):
+    settings.QUICKBG_UPLOAD_RATE = "2/hour"
+    client = client_for(user)
+    codes = [client.post("/api/v1/uploads", {"file": named(make_image())},
+                         format="multipart").status_code for _ in range(3)]
+    assert codes == [202, 202, 429]
+    refused = client.post("/api/v1/uploads", {"file": named(make_image())}, format="multipart")
+    assert refused.status_code == 429 and int(refused["Retry-After"]) > 0
+    assert Task.objects.count() == 2
+
+
+def test_unfinished_task_cap_is_429_with_retry_after(user, client_for, settings):
+    settings.QUICKBG_MAX_QUEUED_TASKS = 2
+    for _ in range(2):
+        make_task(owner=user)
+    response = client_for(user).post("/api/v1/uploads", {"file": named(make_image())},
+                                     format="multipart")
+    assert response.status_code == 429
+    assert response["Retry-After"] == "30"
+    assert "unfinished tasks (limit 2)" in response.json()["detail"]
+    assert Upload.objects.count() == 2
+
+
+def test_more_than_one_file_is_400(user, client_for):
+    response = client_for(user).post(
+        "/api/v1/uploads", {"file": [named(make_image()), named(make_image())]},
+        format="multipart",
+    )
+    assert response.status_code == 400
+    assert response.json()["detail"] == "Send one image per request (field 'file')"
+    assert Task.objects.count() == 0
+
+
+def test_storage_keys_of_uploads_are_server_chosen(user, client_for):
+    response = client_for(user).post(
+        "/api/v1/uploads", {"file": named(make_image(), "../../etc/passwd.jpg")},
+        format="multipart",
+    )
+    assert response.status_code == 202
+    upload = Upload.objects.get(pk=response.json()["upload_id"])
+    assert upload.original_key.startswith(f"originals/{user.pk}/{upload.pk}/")
+    assert ".." not in upload.original_key
+    assert make_upload  # factories imported for other tests in this module
+
+
+@pytest.mark.django_db(transaction=True)
+def test_presign_is_capped_per_user(user, client_for, s3, settings):
+    settings.QUICKBG_MAX_QUEUED_TASKS = 2
+    client = client_for(user)
+    codes = [client.post("/api/v1/uploads/presign", {"filename": "a.jpg"},
+                         format="json").status_code for _ in range(3)]
+    assert codes == [201, 201, 429]
+
+
+def test_json_upload_options_accept_booleans(user, client_for):
+    from removal.models import DirectUpload
+
+    key = f"incoming/{user.pk}/abc/photo.jpg"
+    DirectUpload.objects.create(owner=user, key=key)
+    response = client_for(user).post(
+        "/api/v1/uploads", {"s3_key": key, "crop": False, "refine": True, "crop_margin": 4},
+        format="json",
+    )
+    # The key was issued but nothing was uploaded: the options themselves were accepted.
+    assert response.status_code == 404
+    assert response.json()["detail"] == "Nothing has been uploaded to this s3_key yet"

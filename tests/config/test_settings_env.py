@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -199,3 +200,15 @@ def test_local_sqlite_queues_concurrent_writers_instead_of_failing(tmp_path):
     assert "journal wal" in lines
     assert "users 4" in lines
     assert "errors []" in lines
+
+
+pytestmark = pytest.mark.django_db
+
+
+def test_check_deploy_passes_with_the_documented_production_environment():
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "quickbg.settings", "DEBUG": "false",
+           "SECRET_KEY": secrets.token_urlsafe(50), "ALLOWED_HOSTS": "quickbg.example.com"}
+    proc = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level",
+                           "WARNING"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -13,7 +13,6 @@ import zipfile
 import pytest
 
 from removal.models import Batch, Task
-from tests.images import FIXTURES, make_image
 from tests.e2e.test_browser import (  # noqa: F401 - fixtures
     CHROMIUM,
     browser,
@@ -23,6 +22,7 @@ from tests.e2e.test_browser import (  # noqa: F401 - fixtures
     text_of,
     wait_for,
 )
+from tests.images import FIXTURES, make_image
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),

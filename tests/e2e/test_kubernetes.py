@@ -45,10 +45,10 @@ from removal import storage
 from removal.models import Task
 from removal.queue import get_queue
 from removal.services.tasks import task_enqueue
+from tests.e2e.test_deploy_files import GUNICORN_VARS, dockerignored, settings_env_names
 from tests.factories import make_task, make_upload
 from tests.helpers import readme_block, reap, subprocess_env
 from tests.images import fixture_bytes
-from tests.e2e.test_deploy_files import GUNICORN_VARS, dockerignored, settings_env_names
 
 ROOT = Path(settings.BASE_DIR)
 K8S = ROOT / "deploy" / "kubernetes"

@@ -1,0 +1,26 @@
+"""removal.queue: how jobs are stored on the RQ queue."""
+
+from __future__ import annotations
+
+import json
+import zlib
+
+import pytest
+from rq.job import Job
+
+from removal.models import Task
+from removal.services.tasks import task_enqueue
+from tests.factories import make_task
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.mark.django_db(transaction=True)
+def test_queue_stores_jobs_as_json_not_pickle(user, empty_queue):
+    task = make_task(owner=user)
+    task_enqueue(task=task)
+    raw = empty_queue.connection.hget(Job.key_for(Task.objects.get(pk=task.pk).rq_job_id),
+                                      "data")
+    decoded = json.loads(zlib.decompress(raw))  # RQ compresses; JSON inside, not pickle
+    assert decoded[0] == "removal.jobs.process_task"
+    assert [str(task.pk)] in decoded
