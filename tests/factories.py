@@ -5,6 +5,7 @@ import itertools
 import uuid
 
 from accounts.models import User
+from removal import storage
 from removal.models import Task, Upload
 from removal.modelstore import DEFAULT_MODEL
 
@@ -34,3 +35,10 @@ def make_task(*, owner=None, upload=None, **fields) -> Task:
     upload = upload or make_upload(owner=owner or make_user())
     fields.setdefault("model", DEFAULT_MODEL)
     return Task.objects.create(upload=upload, **fields)
+
+
+def stored_task(owner, data: bytes, **task_fields) -> Task:
+    """A task whose upload's original (``data``) is in storage, ready for a worker."""
+    upload = make_upload(owner=owner)
+    storage.write(upload.original_key, data)
+    return make_task(upload=upload, **task_fields)

@@ -95,3 +95,13 @@ def test_the_admin_retry_action_keeps_the_lifetime_limit(client, settings, empty
         "Retried 1 failed task(s); skipped 1 that were not failed or could not be retried "
         "(attempt limit or the owner's task cap)."
     ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_retry_of_a_failed_task_gets_the_full_retry_budget(user, client_for):
+    task = make_task(owner=user, status=Task.Status.FAILED, attempts=4,
+                     error_message="Failed after 4 attempts: ...")
+    response = client_for(user).post(f"/api/v1/tasks/{task.pk}/retry")
+    assert response.status_code == 202
+    task.refresh_from_db()
+    assert (task.status, task.attempts) == (Task.Status.QUEUED, 0)

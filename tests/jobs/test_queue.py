@@ -7,6 +7,7 @@ import zlib
 
 import pytest
 from rq.job import Job
+from rq.serializers import JSONSerializer
 
 from removal.models import Task
 from removal.services.tasks import task_enqueue
@@ -24,3 +25,14 @@ def test_queue_stores_jobs_as_json_not_pickle(user, empty_queue):
     decoded = json.loads(zlib.decompress(raw))  # RQ compresses; JSON inside, not pickle
     assert decoded[0] == "removal.jobs.process_task"
     assert [str(task.pk)] in decoded
+
+
+@pytest.mark.django_db(transaction=True)
+def test_jobs_are_enqueued_with_exponential_retry_intervals(user, empty_queue):
+    task = make_task(owner=user)
+    task_enqueue(task=task)
+    job = Job.fetch(Task.objects.get(pk=task.pk).rq_job_id, connection=empty_queue.connection,
+                    serializer=JSONSerializer)
+    assert job.retries_left == 3
+    assert job.retry_intervals == [60, 120, 240]
+    assert job.timeout == 300
