@@ -202,9 +202,6 @@ def test_local_sqlite_queues_concurrent_writers_instead_of_failing(tmp_path):
     assert "errors []" in lines
 
 
-pytestmark = pytest.mark.django_db
-
-
 def test_check_deploy_passes_with_the_documented_production_environment():
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "quickbg.settings", "DEBUG": "false",
            "SECRET_KEY": secrets.token_urlsafe(50), "ALLOWED_HOSTS": "quickbg.example.com"}

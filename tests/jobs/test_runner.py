@@ -12,13 +12,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from removal import runner, storage
+from removal import jobs, runner, storage
 from removal.errors import InvalidInput
+from removal.models import Task
 from removal.pipeline.errors import InvalidImage, InvalidOption
 from removal.pipeline.memory import PeakMemory
 from removal.services.tasks import task_claim
 from tests.factories import make_task, make_upload, make_user
 from tests.helpers import DiscModel
+from tests.lifecycle import assert_nothing_left_behind, stored
 
 
 def jpeg(width=400, height=300) -> bytes:
@@ -156,3 +158,41 @@ def test_peak_memory_is_per_task_not_process_lifetime():
     assert peak.per_task
     assert peak.mb >= resident - 2  # the kernel syncs its RSS counters lazily (~0.1 MB)
     assert peak.mb < spike_mb - 250  # the 400 MB spike before the task is not counted
+
+
+class DeletingModel(DiscModel):
+    """A stand-in model that deletes the task's upload through the API while it runs."""
+
+    def __init__(self, delete):
+        super().__init__()
+        self.delete = delete
+
+    def run(self, tensor, timeout=None):
+        assert self.delete().status_code == 204
+        return super().run(tensor, timeout)
+
+
+@pytest.mark.django_db
+def test_upload_deleted_while_processing_leaves_no_result(backend, user, client_for,
+                                                          monkeypatch):
+    from tests.images import make_image
+
+    data = make_image("JPEG", (300, 200))
+    upload = make_upload(owner=user, byte_size=len(data))
+    storage.write(upload.original_key, data)
+    task = make_task(upload=upload)
+    client = client_for(user)
+    model = DeletingModel(lambda: client.delete(f"/api/v1/uploads/{upload.pk}"))
+    monkeypatch.setattr(runner, "get_segmenter", lambda name=None: model)
+    written = []
+    real_write = storage.write
+    monkeypatch.setattr(storage, "write", lambda key, data, **kw: written.append(key)
+                        or real_write(key, data, **kw))
+
+    assert jobs.process_task(str(task.pk)) == "cancelled"
+
+    assert written == [storage.result_key(task_id=task.pk)]  # the worker did write it ...
+    assert not stored(written[0])  # ... and removed it when it saw the task was gone
+    assert not Task.objects.filter(pk=task.pk).exists()
+    assert not stored(upload.original_key)
+    assert_nothing_left_behind({upload.original_key, written[0]})

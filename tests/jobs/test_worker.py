@@ -18,6 +18,7 @@ from removal.services.tasks import task_enqueue
 from tests.factories import stored_task
 from tests.helpers import reap, subprocess_env
 from tests.images import fixture_bytes
+from tests.lifecycle import age, stored, stored_upload
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -82,3 +83,45 @@ def test_worker_killed_mid_inference_hands_its_task_to_another(user, tmp_path):
     task.refresh_from_db()
     assert task.attempts == 2
     assert storage.exists(f"results/{task.pk}.png")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_workers_run_retention_once_a_day_when_it_is_set(settings, empty_queue):
+    import threading
+    import time
+
+    from removal.queue import RETENTION_LOCK
+    from removal.worker import QuickBGWorker
+    from tests.factories import make_user
+
+    settings.QUICKBG_RETENTION_DAYS = 30
+    lock = f"{RETENTION_LOCK}:{settings.QUICKBG_QUEUE}"
+    redis = empty_queue.connection
+    redis.delete(lock)
+    owner = make_user()
+    first = stored_upload(owner)
+    age(first, 31)
+
+    def run_loop_once(worker) -> None:
+        thread = threading.Thread(target=worker._retention_loop)
+        thread.start()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and redis.get(lock) is None:
+            time.sleep(0.05)
+        worker._stop_threads.set()
+        thread.join(20)
+        assert not thread.is_alive()
+
+    try:
+        run_loop_once(QuickBGWorker([empty_queue], connection=redis))
+        first.refresh_from_db()
+        assert first.expired_at is not None and not stored(first.original_key)
+        assert redis.ttl(lock) > 23 * 3600  # taken for a day
+
+        second = stored_upload(owner)
+        age(second, 31)
+        run_loop_once(QuickBGWorker([empty_queue], connection=redis))  # same day: lock held
+        second.refresh_from_db()
+        assert second.expired_at is None and stored(second.original_key)
+    finally:
+        redis.delete(lock)
