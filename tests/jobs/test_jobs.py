@@ -12,7 +12,7 @@ from PIL import Image
 
 from removal.models import Task
 from removal.services.tasks import task_enqueue
-from tests.factories import stored_task
+from tests.factories import make_task, stored_task
 from tests.helpers import free_port
 from tests.images import fixture_bytes, make_image
 
@@ -148,3 +148,24 @@ def test_a_worker_that_lost_its_claim_records_nothing_and_announces_nothing(
     assert task.status == Task.Status.QUEUED and task.finished_at is None
     assert not queue.wait_task_done(task.pk, timeout=0.5)
     assert not WebhookDelivery.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_job_exception_marks_task_failed_with_readable_message(user, run_worker,
+                                                               django_capture_on_commit_callbacks):
+    task = make_task(owner=user)  # its original was never stored
+    task_enqueue(task=task)
+    run_worker()
+    task.refresh_from_db()
+    assert task.status == Task.Status.FAILED
+    assert task.error_message == "The original image is missing from storage"
+    assert task.attempts == 1 and task.finished_at is not None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_task_that_is_not_queued_is_not_processed_again(user, run_worker):
+    task = make_task(owner=user, status=Task.Status.COMPLETED, result_key="results/x.png")
+    task_enqueue(task=task)
+    run_worker()
+    task.refresh_from_db()
+    assert (task.status, task.attempts, task.result_key) == ("completed", 0, "results/x.png")
