@@ -107,7 +107,7 @@ def test_the_model_is_chosen_by_name_and_an_unknown_one_is_400(user, client_for)
     assert response.status_code == 400
     assert response.json()["detail"] == ('model: Unknown model "isnet-tiny"; GET /api/v1/models '
                                          'lists the models')
-    # Known, but no live worker serves it (tests/test_models.py runs the served case).
+    # Known, but no live worker serves it (tests/models/test_models.py runs the served case).
     response = client.post("/api/v1/uploads", {"file": named(make_image()),
                                                "model": "isnet-general-use-quant"},
                            format="multipart")
