@@ -193,6 +193,14 @@ def test_upload_and_user_admins_render(staff_client, user):
     assert [u.pk for u in users.context["cl"].result_list] == [user.pk]
 
 
+def test_user_list_links_to_each_users_uploads_and_tasks(staff_client, user):
+    """accounts' user admin, extended by removal (removal/admin/users.py: accounts knows
+    nothing of removal's pages)."""
+    page = staff_client.get(f"/admin/accounts/user/?q={user.email}").content.decode()
+    assert f'href="/admin/removal/upload/?owner={user.pk}"' in page
+    assert f'href="{TASKS}?owner={user.pk}"' in page
+
+
 # --- actions ----------------------------------------------------------------------------------
 
 
