@@ -1,3 +1,7 @@
+"""Signing in over the API: JWT pairs, refresh rotation and sign-out, the session's maximum age,
+password changes revoking sessions, what a forged, expired or unsigned token gets, and the token
+endpoints' throttle per client address."""
+
 from __future__ import annotations
 
 import base64

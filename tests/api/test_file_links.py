@@ -1,4 +1,5 @@
-"""A bad ``/api/v1/files/...`` link answers like the rest of the API: JSON ``{"detail": ...}``."""
+"""``/api/v1/files/...`` links: a download URL serves its one object and expires; a bad link
+answers like the rest of the API, JSON ``{"detail": ...}``."""
 
 from __future__ import annotations
 

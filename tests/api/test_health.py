@@ -1,3 +1,6 @@
+"""``/api/v1/health``: the public answer, the details for the metrics token and staff, 503 when
+Redis or storage is down, the probe's traces, its throttle; the API docs are served."""
+
 from __future__ import annotations
 
 import pytest

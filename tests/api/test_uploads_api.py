@@ -1,3 +1,7 @@
+"""POST /api/v1/uploads and the task and upload endpoints: validation, owner scoping (another
+user's objects are 404), the upload throttle and the unfinished-task cap, server-chosen
+storage keys, presign caps, retry."""
+
 from __future__ import annotations
 
 import pytest

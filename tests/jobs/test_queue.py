@@ -1,4 +1,5 @@
-"""removal.queue: how jobs are stored on the RQ queue."""
+"""removal.queue: how a task's job is put on the RQ queue (JSON, not pickle; retry intervals and
+timeout)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""removal.worker with the real model: SIGTERM lets the running job finish, a worker killed mid-
-inference hands its task to another."""
+"""removal.worker: SIGTERM lets the running job finish, a worker killed mid-inference hands its
+task to another (both with the real model), and the daily retention thread runs once a day."""
 
 from __future__ import annotations
 
