@@ -1,8 +1,8 @@
-"""The throttle base every QuickBG throttle builds on, and the sign-in rate.
+"""The throttle bases every QuickBG throttle builds on, and the sign-in rate.
 
 Here, in the lower app, because ``accounts`` throttles its own endpoints (tokens, refused API
-keys) and imports nothing of ``removal``; ``removal.api.throttling`` re-exports both and adds
-the upload and remove.bg rates.
+keys) and imports nothing of ``removal``; ``removal.api.throttling`` re-exports them and adds
+the upload, health and remove.bg rates.
 """
 
 from __future__ import annotations
@@ -35,12 +35,16 @@ class SettingsRate:
             return True
 
 
-class AuthRateThrottle(SettingsRate, SimpleRateThrottle):
-    """``QUICKBG_AUTH_RATE`` token requests per client address (password guessing). Behind
-    proxies, ``NUM_PROXIES`` makes DRF take the address from X-Forwarded-For."""
-
-    scope = "auth"
-    rate_setting = "QUICKBG_AUTH_RATE"
+class AddressRateThrottle(SettingsRate, SimpleRateThrottle):
+    """Requests per client address, signed in or not. Behind proxies, ``NUM_PROXIES`` makes DRF
+    take the address from X-Forwarded-For."""
 
     def get_cache_key(self, request, view):
         return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+
+
+class AuthRateThrottle(AddressRateThrottle):
+    """``QUICKBG_AUTH_RATE`` token requests per client address (password guessing)."""
+
+    scope = "auth"
+    rate_setting = "QUICKBG_AUTH_RATE"

@@ -1,8 +1,8 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from removal.api.health import metrics_view
 from removal.api.removebg import AccountView, RemoveBgView
-from removal.monitoring import metrics_view
 
 urlpatterns = [
     path("admin/rq/", include("django_rq.urls")),

@@ -17,10 +17,9 @@ import json
 import zipfile
 from collections.abc import Iterator
 
-from django.core.files.storage import default_storage
 from django.utils import timezone
 
-from removal import selectors
+from removal import selectors, storage
 from removal.models import Batch, Task
 from removal.pipeline.archive import safe_member_name
 
@@ -76,13 +75,13 @@ def batch_zip_chunks(batch: Batch) -> Iterator[bytes]:
             members.append(row)
             if task.status != Task.Status.COMPLETED or not task.result_key:
                 continue
-            extension = task.result_key.rsplit(".", 1)[-1]
             try:
-                source = default_storage.open(task.result_key, "rb")
+                source = storage.open_stream(task.result_key)
             except FileNotFoundError:
                 row["error"] = "The result is missing from storage"
                 continue
-            row["entry"] = entry_name(task.upload.original_filename, extension, taken, index)
+            row["entry"] = entry_name(task.upload.original_filename,
+                                      storage.extension_of(task.result_key), taken, index)
             info = zipfile.ZipInfo(row["entry"], date_time=_zip_time(task.finished_at))
             with source, archive.open(info, "w", force_zip64=True) as entry:
                 while chunk := source.read(CHUNK):

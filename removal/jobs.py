@@ -19,14 +19,14 @@ import logging
 
 import botocore.exceptions
 import redis.exceptions
-from django.db import InterfaceError, OperationalError, transaction
+from django.db import InterfaceError, OperationalError
 from rq import get_current_job
 from rq.timeouts import JobTimeoutException
 
 from removal import queue, runner
 from removal.errors import InvalidInput, ModelUnavailable, TaskGone
 from removal.pipeline.errors import InferenceTimeout, InvalidOption
-from removal.services import batches, tasks, webhooks
+from removal.services import tasks, webhooks
 
 logger = logging.getLogger(__name__)
 
@@ -73,39 +73,9 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def process_task(task_id: str) -> str:
-    """Process one task. The only argument is the task id (JSON-serialised by RQ)."""
-    outcome = _process(task_id)
-    if outcome in ("completed", "failed"):  # recorded (and committed): tell the waiters
-        transaction.on_commit(lambda: queue.announce_task_done(task_id))
-        _emit_task_event(task_id)
-        _finish_batch_member(task_id)  # a batch's last member fires batch.completed
-    return outcome
-
-
-def deliver_webhook(delivery_id: str) -> str:
-    """Send one webhook attempt (queue ``{QUICKBG_QUEUE}-webhooks``); it records its outcome
-    and schedules the next attempt itself (``services.webhooks``)."""
-    return webhooks.webhook_deliver(delivery_id=delivery_id)
-
-
-def _emit_task_event(task_id: str) -> None:
-    # Never fails the job: the outcome is already recorded, and RQ re-running a finished task
-    # would not bring the event back.
-    try:
-        webhooks.task_event_emit(task_id=task_id)
-    except Exception:  # noqa: BLE001
-        logger.exception("task %s: could not record its webhook event", task_id)
-
-
-def _finish_batch_member(task_id: str) -> None:
-    # Never fails the job: the task's outcome is already recorded.
-    try:
-        batches.batch_task_finished(task_id=task_id)
-    except Exception:  # noqa: BLE001
-        logger.exception("task %s: could not check its batch for completion", task_id)
-
-
-def _process(task_id: str) -> str:
+    """Process one task. The only argument is the task id (JSON-serialised by RQ). What follows
+    an outcome (waiters, the webhook event, the batch) is ``services.tasks.task_finished``'s,
+    run by ``task_complete`` and ``task_fail`` themselves."""
     job = get_current_job()
     claim = tasks.task_claim(task_id=task_id, job_id=job.id if job is not None else None)
     if claim is None:
@@ -114,6 +84,7 @@ def _process(task_id: str) -> str:
     try:
         outcome = runner.run_task(claim)
     except TaskGone:
+        # Its deletion ended it (``services.uploads.uploads_delete`` called ``task_finished``).
         logger.info("task %s was deleted while it ran; its result was removed", task_id)
         return "cancelled"
     except InvalidOption as exc:
@@ -133,6 +104,12 @@ def _process(task_id: str) -> str:
                                processing_time=outcome.processing_time, metrics=outcome.metrics):
         return "skipped"  # the claim was lost (recovered as hung): no waiter, no event from here
     return "completed"
+
+
+def deliver_webhook(delivery_id: str) -> str:
+    """Send one webhook attempt (queue ``{QUICKBG_QUEUE}-webhooks``); it records its outcome
+    and schedules the next attempt itself (``services.webhooks``)."""
+    return webhooks.webhook_deliver(delivery_id=delivery_id)
 
 
 def _fail(claim: tasks.Claim, message: str) -> str:

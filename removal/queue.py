@@ -16,9 +16,10 @@ serializer, the job timeout, and the worker liveness protocol.
   commits (django-rq 4's ``COMMIT_MODE``). The job's only argument is the task id. Recording the
   job id on the task row is the services' part (``services.tasks.task_enqueue``).
 - **Retries**: ``retry_policy()``: RQ's ``Retry`` with exponential backoff, for transient failures.
-- **Completion signal**: ``announce_task_done(task_id)`` (the job, once the outcome is committed)
-  pushes to a per-task Redis list that ``wait_task_done(task_id, timeout)`` BLPOPs: the
-  synchronous remove.bg endpoint waits on it instead of polling the database. A list, not
+- **Completion signal**: ``announce_task_done(task_id)`` (``services.tasks.task_finished``, once
+  the outcome is committed) pushes to a per-task Redis list that ``wait_task_done(task_id,
+  timeout)`` BLPOPs: the synchronous remove.bg endpoint waits on it instead of polling the
+  database. A list, not
   pub/sub, so an announcement made before the waiter starts listening is not lost; it expires
   after ``DONE_TTL`` s when nobody waits.
 - **Priority**: synchronous requests enqueue at the front of the interactive queue

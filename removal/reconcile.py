@@ -18,9 +18,10 @@ runs. Such a job is treated as lost; when it has used its attempts the task fail
 "Processing timed out after N s". If the stuck worker ever wakes up, its claim token is stale and
 it records nothing.
 
-Batches get a sweep too: every batch not yet announced whose members have all ended (the last
-one finished on a path that did not finish the batch: its upload deleted, its job cancelled, an
-error swallowed after the outcome was recorded) is finished and announced
+A task this pass fails ends through ``task_recover``, which runs ``services.tasks.task_finished``
+(waiters, the webhook event, the batch) like every other end. Batches get a sweep too: every
+batch not yet announced whose members have all ended (its last member's follow-up failed after
+the outcome was committed, or its process died in between) is finished and announced
 (``services.batches.batch_member_finished``; a guarded update, so never twice).
 
 Webhook deliveries get the same pass on their own queue: a ``pending`` or ``sending`` attempt
@@ -61,29 +62,34 @@ class Report:
     batches_finished: list[str] = field(default_factory=list)
 
 
-def is_held(task: Task | WebhookDelivery, queue, queued_ids: set[str], *,
-            grace_seconds: int = 30) -> bool:
-    """``queued_ids``: the job ids the queue lists right now (read once per pass). Works for
-    anything with an ``rq_job_id`` on ``queue``: tasks, and webhook deliveries."""
-    return hold(task, queue, queued_ids, grace_seconds=grace_seconds) == HELD
-
-
 HELD, LOST, HUNG = "held", "lost", "hung"
 
 
-def hold(task: Task, queue, queued_ids: set[str], *, grace_seconds: int = 30) -> str:
+def is_held(item: Task | WebhookDelivery, queue, queued_ids: set[str], *,
+            grace_seconds: int = 30) -> bool:
+    """``queued_ids``: the job ids the queue lists right now (read once per pass). Works for
+    anything with an ``rq_job_id`` on ``queue``: tasks, and webhook deliveries."""
+    return hold(item, queue, queued_ids, grace_seconds=grace_seconds)[0] == HELD
+
+
+def hold(item: Task | WebhookDelivery, queue, queued_ids: set[str], *,
+         grace_seconds: int = 30) -> tuple[str, Job | None]:
     """``HELD`` by a live job, ``HUNG`` (started by a live worker longer ago than the job's
-    timeout plus ``grace_seconds``), or ``LOST``."""
-    return HELD if _is_held(task, queue, queued_ids, grace_seconds) else (
-        HUNG if _hung_job_timeout(task, queue, grace_seconds) is not None else LOST)
-
-
-def _started_job(task: Task, queue) -> Job | None:
+    timeout plus ``grace_seconds``), or ``LOST``; with the job, fetched from Redis at most once
+    (``None`` when it was not needed or is gone)."""
+    if not item.rq_job_id:
+        return LOST, None
+    if item.rq_job_id in queued_ids:
+        return HELD, None
     try:
-        job = Job.fetch(task.rq_job_id, connection=queue.connection, serializer=queue.serializer)
+        job = Job.fetch(item.rq_job_id, connection=queue.connection, serializer=queue.serializer)
     except NoSuchJobError:
-        return None
-    return job if job.get_status(refresh=False) == JobStatus.STARTED else None
+        return LOST, None
+    if _is_held(job, queue, grace_seconds):
+        return HELD, job
+    if job.get_status(refresh=False) == JobStatus.STARTED and _overdue(job, grace_seconds):
+        return HUNG, job
+    return LOST, job
 
 
 def _overdue(job: Job, grace_seconds: int) -> bool:
@@ -93,26 +99,8 @@ def _overdue(job: Job, grace_seconds: int) -> bool:
     return timezone.now() > limit
 
 
-def _hung_job_timeout(task: Task, queue, grace_seconds: int) -> int | None:
-    """The job's timeout when ``task``'s job is started and overdue, else ``None``."""
-    if not task.rq_job_id:
-        return None
-    job = _started_job(task, queue)
-    if job is None or not _overdue(job, grace_seconds):
-        return None
-    return int(job.timeout)
-
-
-def _is_held(task: Task | WebhookDelivery, queue, queued_ids: set[str], grace_seconds: int) -> bool:
-    if not task.rq_job_id:
-        return False
-    if task.rq_job_id in queued_ids:
-        return True
+def _is_held(job: Job, queue, grace_seconds: int) -> bool:
     connection = queue.connection
-    try:
-        job = Job.fetch(task.rq_job_id, connection=connection, serializer=queue.serializer)
-    except NoSuchJobError:
-        return False
     status = job.get_status(refresh=False)
     if status in WAITING:
         # Marked queued but not in the snapshot: either moved there since (a scheduled retry
@@ -151,15 +139,14 @@ def reconcile(*, grace_seconds: int = 30, dry_run: bool = False) -> Report:
             queues[name] = get_queue(name)
             queued_ids[name] = set(queues[name].get_job_ids())
         queue = queues[name]
-        state = hold(task, queue, queued_ids[name], grace_seconds=grace_seconds)
+        state, job = hold(task, queue, queued_ids[name], grace_seconds=grace_seconds)
         if state == HELD:
             report.held += 1
             continue
         if dry_run:
             report.requeued.append(str(task.pk))
             continue
-        timed_out_after = (_hung_job_timeout(task, queue, grace_seconds)
-                           if state == HUNG else None)
+        timed_out_after = int(job.timeout) if state == HUNG else None
         if timed_out_after is not None:
             logger.error("reconcile: task %s job %s is past its %s s timeout on a live worker "
                          "(hung); recovering it", task.pk, task.rq_job_id, timed_out_after)
@@ -167,11 +154,8 @@ def reconcile(*, grace_seconds: int = 30, dry_run: bool = False) -> Report:
                                timed_out_after=timed_out_after)
         if outcome == "requeued":
             report.requeued.append(str(task.pk))
-        elif outcome == "failed":
+        elif outcome == "failed":  # task_recover ran services.tasks.task_finished
             report.failed.append(str(task.pk))
-            webhooks.task_event_emit(task_id=task.pk)
-            if task.batch_id:
-                batch_member_finished(batch_id=task.batch_id)
     _reconcile_deliveries(report, grace_seconds=grace_seconds, dry_run=dry_run)
     _finish_batches(report, cutoff=cutoff, dry_run=dry_run)
     if report.batches_finished:

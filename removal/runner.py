@@ -119,8 +119,8 @@ def _run(claim: Claim, started: float, timings: dict, peak: PeakMemory) -> Outco
     timings.update(result.metrics["stage_timings"])
 
     t = time.perf_counter()
-    key = storage.write(storage.result_key(task_id=task.pk, extension=result.extension),
-                        result.data, content_type=storage.content_type_for(result.extension))
+    key = storage.result_key(task_id=task.pk, extension=result.extension)
+    storage.write(key, result.data, content_type=storage.content_type_of(key))
     timings["store"] = round(time.perf_counter() - t, 4)
     # Checked after the write: a delete that committed before this check is seen here (and what
     # was written is removed); one that commits after it deletes the object itself. A task that

@@ -1,20 +1,21 @@
 """Reads shared by the API, the admin and the management commands, each written once.
 
 - ``owner_match``: find a user's rows by user id, username or email (admin filters, ``--user``).
-- ``unfinished_task_count``: what the per-user task cap counts.
 - ``task_foreground``, ``task_confidence``: the facts every task reports (API and admin).
 - ``credit_cost``, ``credits_used``: remove.bg-style credits (the account endpoint, the monthly
   limit).
 - ``unfinished_task_count``: what the per-user task cap counts (tasks outside batches);
   ``unfinished_batch_task_count``: what the per-user cap on batch members counts.
 - ``batches_with_counts``: batches annotated with their members' counts per status and their
-  progress (one aggregate query); ``batch_status`` derives the status from those counts.
+  progress (one aggregate query); ``BATCH_STATUS_RULES`` derive the status from those counts
+  (``batch_status`` in Python, ``batch_status_expression`` in SQL).
 - ``tasks_matching``: the task selection of ``reprocess`` (status, dates, user, model, ids).
 - ``reprocess_plan`` / ``reprocess_counts``: the skip rules of reprocessing, applied in order as
   SQL, for the admin action and the command alike.
 - ``expirable_uploads``: what retention expires; ``task_gone``: the worker's check after storing.
 
-The numbers for the staff overview and ``/metrics`` are in ``removal.stats``.
+The numbers for the staff overview and ``/metrics`` are in ``removal.stats``; the task as
+``GET /api/v1/tasks/{id}`` shows it (a webhook event's ``data``) is ``removal.representation``.
 """
 
 from __future__ import annotations
@@ -101,12 +102,17 @@ def unfinished_batch_task_count(*, owner) -> int:
 
 # --- Batches -----------------------------------------------------------------------------------
 
-BATCH_QUEUED = "queued"
-BATCH_PROCESSING = "processing"
-BATCH_COMPLETED = "completed"
-BATCH_PARTIAL = "partial"
-BATCH_FAILED = "failed"
-BATCH_STATUSES = (BATCH_QUEUED, BATCH_PROCESSING, BATCH_COMPLETED, BATCH_PARTIAL, BATCH_FAILED)
+# How a batch's status derives from its members' counts per task status (``n_<status>`` of
+# ``batches_with_counts``), written once: the first rule that holds wins. The database reads it
+# as one CASE (``batch_status_expression``), Python over counts (``batch_status``).
+BATCH_STATUS_RULES: tuple[tuple[str, Q], ...] = (
+    ("queued", Q(n_queued__gt=0, n_processing=0, n_completed=0, n_failed=0)),
+    ("processing", Q(n_queued__gt=0) | Q(n_processing__gt=0)),
+    ("completed", Q(n_failed=0)),
+    ("partial", Q(n_completed__gt=0)),
+    ("failed", Q()),
+)
+BATCH_STATUSES = tuple(status for status, _rule in BATCH_STATUS_RULES)
 
 
 def batches_with_counts(queryset: QuerySet[Batch] | None = None) -> QuerySet[Batch]:
@@ -121,7 +127,8 @@ def batches_with_counts(queryset: QuerySet[Batch] | None = None) -> QuerySet[Bat
         output_field=IntegerField(),
     )), 0)
     # Newest first, explicitly: Django ignores Meta.ordering in aggregate (GROUP BY) queries.
-    return qs.annotate(**counts, progress_sum=progress).order_by("-created_at", "-pk")
+    return (qs.annotate(**counts, progress_sum=progress)
+            .alias(derived_status=batch_status_expression()).order_by("-created_at", "-pk"))
 
 
 def batch_counts(batch: Batch) -> dict[str, int]:
@@ -129,16 +136,30 @@ def batch_counts(batch: Batch) -> dict[str, int]:
     return {value: getattr(batch, f"n_{value}") for value in Status.values}
 
 
+def batch_status_expression() -> Case:
+    """The derived status as SQL, over ``batches_with_counts`` rows."""
+    *rules, (last, _) = BATCH_STATUS_RULES
+    return Case(*(When(rule, then=Value(status)) for status, rule in rules),
+                default=Value(last), output_field=CharField())
+
+
+def _holds(rule: Q, counts: dict[str, int]) -> bool:
+    """``rule`` (``n_<status>`` equal to, or ``__gt``, a number) evaluated over ``counts``."""
+    def one(child) -> bool:
+        if isinstance(child, Q):
+            return _holds(child, counts)
+        (field, _, operator), value = child[0].partition("__"), child[1]
+        count = counts[field.removeprefix("n_")]
+        return count > value if operator == "gt" else count == value
+    held = (all if rule.connector == Q.AND else any)(map(one, rule.children))
+    return held != rule.negated
+
+
 def batch_status(counts: dict[str, int]) -> str:
     """``queued`` until a member starts; ``processing`` while any is unfinished; then
-    ``completed`` (none failed), ``failed`` (all failed) or ``partial``."""
-    unfinished = counts[Status.QUEUED] + counts[Status.PROCESSING]
-    finished = counts[Status.COMPLETED] + counts[Status.FAILED]
-    if unfinished:
-        return BATCH_QUEUED if not counts[Status.PROCESSING] and not finished else BATCH_PROCESSING
-    if not counts[Status.FAILED]:
-        return BATCH_COMPLETED
-    return BATCH_FAILED if not counts[Status.COMPLETED] else BATCH_PARTIAL
+    ``completed`` (none failed), ``failed`` (all failed) or ``partial`` (``BATCH_STATUS_RULES``
+    over member counts per task status)."""
+    return next(status for status, rule in BATCH_STATUS_RULES if _holds(rule, counts))
 
 
 def batch_progress(batch: Batch) -> int:
@@ -149,16 +170,7 @@ def batch_progress(batch: Batch) -> int:
 
 def batch_status_filter(status: str) -> Q:
     """A ``Q`` over ``batches_with_counts`` rows selecting one derived status (admin filter)."""
-    unfinished = Q(n_queued__gt=0) | Q(n_processing__gt=0)
-    done = Q(n_queued=0, n_processing=0)
-    return {
-        BATCH_QUEUED: Q(n_queued__gt=0, n_processing=0, n_completed=0, n_failed=0),
-        BATCH_PROCESSING: unfinished & (Q(n_processing__gt=0) | Q(n_completed__gt=0)
-                                        | Q(n_failed__gt=0)),
-        BATCH_COMPLETED: done & Q(n_failed=0),
-        BATCH_FAILED: done & Q(n_completed=0, n_failed__gt=0),
-        BATCH_PARTIAL: done & Q(n_completed__gt=0, n_failed__gt=0),
-    }[status]
+    return Q(derived_status=status)
 
 
 def batch_members(batch: Batch) -> QuerySet[Task]:

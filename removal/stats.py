@@ -85,14 +85,15 @@ def _status_statistics() -> tuple[float, dict[str, float]] | None:
 
 
 def batch_status_counts(*, since: datetime | None = None) -> dict[str, int]:
-    """Batches per derived status (``selectors.batch_status``), created since ``since``: one
-    grouped count per status, in the database."""
+    """Batches per derived status (``selectors.BATCH_STATUS_RULES``), created since ``since``:
+    one query, the batches' member counts grouped in a subquery and counted per status."""
     qs = Batch.objects.all()
     if since is not None:
         qs = qs.filter(created_at__gte=since)
     annotated = selectors.batches_with_counts(qs.order_by())
-    return {status: annotated.filter(selectors.batch_status_filter(status)).count()
-            for status in selectors.BATCH_STATUSES}
+    return annotated.aggregate(**{
+        status: Count("pk", filter=selectors.batch_status_filter(status))
+        for status in selectors.BATCH_STATUSES})
 
 
 def hourly_status_counts(*, since: datetime) -> list[dict]:

@@ -39,11 +39,16 @@ SAFE_CONTENT_TYPES = frozenset(IMAGE_TYPES.values())
 FALLBACK_CONTENT_TYPE = "application/octet-stream"
 
 
+# A result may also be remove.bg's ZIP (``format=zip``): its own type where the answer is the
+# bytes themselves (``POST /v1.0/removebg``), never announced by a download link.
+OTHER_TYPES = {"ZIP": "application/zip"}
+
+
 def content_type_for(fmt: str) -> str:
     """The MIME type of a detected format (``Upload.format``, or a result's extension)."""
     fmt = (fmt or "").upper()
     fmt = {"JPG": "JPEG"}.get(fmt, fmt)
-    return IMAGE_TYPES.get(fmt, FALLBACK_CONTENT_TYPE)
+    return IMAGE_TYPES.get(fmt) or OTHER_TYPES.get(fmt, FALLBACK_CONTENT_TYPE)
 
 
 def is_s3() -> bool:
@@ -61,9 +66,40 @@ def original_key(*, owner_id: int, upload_id: uuid.UUID, fmt: str) -> str:
     return f"originals/{owner_id}/{upload_id}/original.{EXTENSIONS[fmt]}"
 
 
+def background_key(*, owner_id: int, upload_id: uuid.UUID) -> str:
+    """The caller's own background image (``bg_image_file``), beside the upload's original."""
+    return f"originals/{owner_id}/{upload_id}/background"
+
+
 def result_key(*, task_id: uuid.UUID, extension: str = "png") -> str:
     """Fixed by the task id, so a task that runs twice overwrites rather than duplicates."""
     return f"results/{task_id}.{extension}"
+
+
+def extension_of(key: str) -> str:
+    """The format of a stored result, as its key names it (``png``, ``webp``, ``jpg``, ``zip``):
+    ``result_key`` wrote the encoded format's extension."""
+    return key.rsplit(".", 1)[-1]
+
+
+def content_type_of(key: str) -> str:
+    """The MIME type of a stored result, from its key (``content_type_for`` its extension)."""
+    return content_type_for(extension_of(key))
+
+
+def is_well_formed_key(key: str) -> bool:
+    """A key a client may name (the ``s3_key`` upload variant): relative, at most 512
+    characters, no empty, ``.`` or ``..`` part, no backslash, percent or control character."""
+    return not (
+        not key
+        or len(key) > 512
+        or key.startswith("/")
+        or "\\" in key
+        or "\x00" in key
+        or "%" in key
+        or any(ord(ch) < 32 for ch in key)
+        or any(part in ("", ".", "..") for part in key.split("/"))
+    )
 
 
 def incoming_prefix(owner_id: int) -> str:
@@ -90,6 +126,25 @@ def write(key: str, data: bytes, *, content_type: str = FALLBACK_CONTENT_TYPE) -
 def read(key: str) -> bytes:
     with default_storage.open(key, "rb") as fh:
         return fh.read()
+
+
+def open_stream(key: str):
+    """The object as a binary file to read in chunks (raises ``FileNotFoundError``, or the
+    backend's error, when it is missing); the caller closes it."""
+    return default_storage.open(key, "rb")
+
+
+def probe() -> None:
+    """Write a small object, read it back, delete it: storage is reachable, writable and
+    readable, or this raises (the health check's storage probe)."""
+    payload = f"quickbg health probe {uuid.uuid4().hex}".encode()
+    name = default_storage.save(f"health/{uuid.uuid4().hex}.txt", ContentFile(payload))
+    try:
+        with default_storage.open(name, "rb") as fh:
+            if fh.read() != payload:
+                raise OSError("storage returned other bytes than were written")
+    finally:
+        default_storage.delete(name)
 
 
 def exists(key: str) -> bool:

@@ -21,7 +21,7 @@ image job first if one waits. Each delivery is bounded by ``QUICKBG_WEBHOOK_TIME
 for the whole exchange, ``removal.fetch``). Workers started with ``--webhooks-only`` deliver without
 a slot: they serve nothing else.
 
-Daemon threads run beside the jobs:
+Two daemon threads run beside the jobs, three with retention:
 
 - *liveness*: every ``queue.ALIVE_INTERVAL`` s it sets ``queue.alive_key(<worker name>)`` with a
   short TTL, and ``queue.serves_key(<worker name>)`` to the models it serves (``run_worker

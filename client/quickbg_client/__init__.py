@@ -8,7 +8,14 @@
             print(result.status, result.input, result.output)
 """
 
-from quickbg_client.api import Accepted, Client, file_sha256, idempotency_key
+from quickbg_client.api import (
+    Accepted,
+    BatchAccepted,
+    Client,
+    batch_idempotency_key,
+    file_sha256,
+    idempotency_key,
+)
 from quickbg_client.errors import (
     APIError,
     AuthError,
@@ -21,6 +28,6 @@ from quickbg_client.results import FileResult
 from quickbg_client.retry import RetryPolicy
 
 __version__ = "0.1.0"
-__all__ = ["Accepted", "APIError", "AuthError", "Client", "ConfigError", "CreditsExhausted",
-           "FileResult", "QuickBGError", "RetryPolicy", "TaskFailed", "file_sha256",
-           "idempotency_key", "__version__"]
+__all__ = ["Accepted", "APIError", "AuthError", "BatchAccepted", "Client", "ConfigError",
+           "CreditsExhausted", "FileResult", "QuickBGError", "RetryPolicy", "TaskFailed",
+           "batch_idempotency_key", "file_sha256", "idempotency_key", "__version__"]

@@ -36,6 +36,16 @@ class Accepted:
     message: str
 
 
+@dataclass(frozen=True)
+class BatchAccepted:
+    """``POST /api/v1/batches``'s 202: the batch, its members' task ids in the order sent
+    (refused members left out) and the refused ones (``{"name", "detail"}``)."""
+
+    batch_id: str
+    task_ids: list[str]
+    rejected: list[dict]
+
+
 def file_sha256(path: str | os.PathLike) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as stream:
@@ -51,6 +61,16 @@ def idempotency_key(sha256: str, options: dict[str, object], nonce: str = "") ->
     canonical = json.dumps(form_fields(options), sort_keys=True)
     digest = hashlib.sha256(f"{sha256}\0{canonical}\0{nonce}".encode()).hexdigest()
     return f"quickbg-client-{digest}"
+
+
+def batch_idempotency_key(sha256s: list[str], options: dict[str, object],
+                          nonce: str = "") -> str:
+    """The ``Idempotency-Key`` of one batch: its members' content hashes in order plus the
+    options (and ``--force``'s nonce): a resent batch of the same files is replayed."""
+    canonical = json.dumps(form_fields(options), sort_keys=True)
+    members = ",".join(sha256s)
+    digest = hashlib.sha256(f"batch\0{members}\0{canonical}\0{nonce}".encode()).hexdigest()
+    return f"quickbg-client-batch-{digest}"
 
 
 class Client:
@@ -108,7 +128,9 @@ class Client:
             try:
                 return self.http.request(method, url, **kwargs, **extra)
             finally:
-                for part in (extra.get("files") or {}).values():
+                parts = extra.get("files") or {}
+                for part in (parts.values() if isinstance(parts, dict) else
+                             (value for _, value in parts)):
                     part[1].close()
 
         response = retry.send(attempt, self.retries, retry_on=retry_on, on_retry=self.on_retry)
@@ -148,6 +170,24 @@ class Client:
                             retry_on=in_progress)
         return Accepted(upload_id=answer["upload_id"], task_id=answer["task_id"],
                         status=answer["status"], message=answer.get("message", ""))
+
+    def batch(self, files: list[tuple[str | os.PathLike, str]], *,
+              idempotency_key: str | None = None, **options: object) -> BatchAccepted:
+        """``POST /api/v1/batches``: queue many images (``(path, name)`` pairs) in one request,
+        each a task of its own. With ``idempotency_key`` a repeat gets the first answer back
+        (a 409 "still in progress" is waited out), as ``upload`` has it."""
+        fields = form_fields(options)
+
+        def body() -> dict:
+            return {"files": [("files", (name, open(path, "rb"))) for path, name in files],
+                    "data": fields}
+
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        in_progress = (lambda r: r.status_code == 409) if idempotency_key else None
+        answer = self._json("POST", "/api/v1/batches", body=body, headers=headers,
+                            retry_on=in_progress)
+        return BatchAccepted(batch_id=answer["batch_id"], task_ids=list(answer["task_ids"]),
+                             rejected=list(answer.get("rejected") or []))
 
     def task(self, task_id: str) -> dict:
         """``GET /api/v1/tasks/{id}``."""
@@ -209,19 +249,25 @@ class Client:
                       glob: Iterable[str] | None = None, force: bool = False,
                       watch: bool = False, max_pending: int = 16,
                       on_watching: Callable[[], None] | None = None,
+                      batch_size: int | None = None, batch_max_bytes: int | None = None,
                       **options: object) -> Iterator[FileResult]:
         """Process every image under ``source`` (a folder, a file, or several) into the mirrored
         tree under ``output``, ``jobs`` uploads at a time, and yield one ``FileResult`` per
         file as it finishes. Resumable through the manifest in ``output`` (see the README);
         ``force`` redoes files already done; ``watch`` keeps going as files appear
-        (``on_watching()`` is called once the first pass is listed)."""
-        from quickbg_client.runner import FolderRun
+        (``on_watching()`` is called once the first pass is listed). Files of at most
+        ``batch_max_bytes`` go ``batch_size`` to a ``POST /api/v1/batches`` (1: every file on
+        its own); the defaults are ``runner.BATCH_SIZE`` and ``runner.BATCH_MAX_BYTES``."""
+        from quickbg_client.runner import BATCH_MAX_BYTES, BATCH_SIZE, FolderRun
 
         sources = [source] if isinstance(source, (str, os.PathLike)) else list(source)
         run = FolderRun(self, [Path(s) for s in sources], Path(output), jobs=jobs,
                         patterns=list(glob or ()), force=force, watch=watch,
                         max_pending=max_pending, options=dict(options),
-                        on_watching=on_watching)
+                        on_watching=on_watching,
+                        batch_size=BATCH_SIZE if batch_size is None else batch_size,
+                        batch_max_bytes=(BATCH_MAX_BYTES if batch_max_bytes is None
+                                         else batch_max_bytes))
         return run.results()
 
     def account(self) -> dict:

@@ -18,6 +18,7 @@ from quickbg_client import __version__, errors, listing
 from quickbg_client.api import Client
 from quickbg_client.options import BOOLEAN_OPTIONS, OPTIONS
 from quickbg_client.retry import RetryPolicy
+from quickbg_client.runner import BATCH_MAX_BYTES, BATCH_SIZE
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -66,6 +67,12 @@ def _parser() -> argparse.ArgumentParser:
     remove.add_argument("--max-pending", type=int, default=16, metavar="N",
                         help="tasks uploaded but not yet finished, at most (default 16; keep "
                              "it under the server's QUICKBG_MAX_QUEUED_TASKS)")
+    remove.add_argument("--batch-size", type=int, default=None, metavar="N",
+                        help="small files go N to one POST /api/v1/batches (default "
+                             f"{BATCH_SIZE}; 1 sends every file on its own)")
+    remove.add_argument("--batch-max-kb", type=int, default=None, metavar="KB",
+                        help="what a small file is, at most (default "
+                             f"{BATCH_MAX_BYTES // 1024} KB); larger ones go one by one")
     remove.add_argument("--no-progress", action="store_true", help="no progress bar")
     remove.add_argument("--model", help="the model (see `quickbg models`; default: the "
                                         "server's)")
@@ -182,8 +189,8 @@ def _remove(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return _remove_stdin(args)
     if not args.output:
         parser.error("-o OUT is required (the folder the results go to)")
-    if args.jobs < 1 or args.max_pending < 1:
-        parser.error("-j and --max-pending must be at least 1")
+    if args.jobs < 1 or args.max_pending < 1 or (args.batch_size or 1) < 1:
+        parser.error("-j, --max-pending and --batch-size must be at least 1")
     sources = [Path(p) for p in args.paths]
     missing = [str(p) for p in sources if not p.exists()]
     if missing:
@@ -204,7 +211,9 @@ def _remove(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         with _client(args, out.note) as client:
             results = client.remove_folder(
                 sources, output, jobs=args.jobs, glob=args.glob, force=args.force,
-                watch=args.watch, max_pending=args.max_pending,
+                watch=args.watch, max_pending=args.max_pending, batch_size=args.batch_size,
+                batch_max_bytes=(None if args.batch_max_kb is None
+                                 else args.batch_max_kb * 1024),
                 on_watching=lambda: out.note("first pass listed; watching for new files "
                                              "(Ctrl-C stops)"),
                 **_options(args))

@@ -5,7 +5,9 @@ the options it was sent with, its ``Idempotency-Key``, its task id, its state an
 
 - ``uploading``: the key is recorded *before* the upload is sent, so a run killed during the
   request sends the same key again and the server replays its answer (or says it is still in
-  progress) instead of making a second task;
+  progress) instead of making a second task. A small file sent in a batch has its batch's key
+  (``quickbg-client-batch-...``), and the ``batches`` table records that batch's members in the
+  order sent (path, place, sha256), so a later run re-sends exactly that batch;
 - ``uploaded``: the server accepted it (task id known): a later run polls that task, never
   uploads again;
 - ``done``: the result is written at ``output``;
@@ -18,6 +20,7 @@ instant leaves the last committed state.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -39,6 +42,14 @@ class Entry:
     error: str | None
 
 
+@dataclass(frozen=True)
+class BatchMember:
+    path: str  # the input file, as the run found it
+    input: str  # its entry's key (place in the output tree)
+    sha256: str
+    name: str  # the name it was sent under
+
+
 class Manifest:
     def __init__(self, folder: Path):
         folder.mkdir(parents=True, exist_ok=True)
@@ -52,6 +63,8 @@ class Manifest:
             "CREATE TABLE IF NOT EXISTS files (input TEXT PRIMARY KEY, sha256 TEXT NOT NULL,"
             " options TEXT NOT NULL, idem_key TEXT NOT NULL, task_id TEXT, status TEXT NOT NULL,"
             " output TEXT, error TEXT, updated_at REAL NOT NULL)")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS batches (idem_key TEXT PRIMARY KEY, members TEXT NOT NULL)")
 
     def get(self, input: str) -> Entry | None:
         with self._lock:
@@ -66,6 +79,30 @@ class Manifest:
                 "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (entry.input, entry.sha256, entry.options, entry.idem_key, entry.task_id,
                  entry.status, entry.output, entry.error, time.time()))
+
+    def put_batch(self, idem_key: str, members: list[BatchMember], entries: list[Entry]) -> None:
+        """Record a batch (its members in order) and its members' entries in one transaction,
+        before the batch is sent."""
+        rows = json.dumps([[m.path, m.input, m.sha256, m.name] for m in members])
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.execute("INSERT OR REPLACE INTO batches VALUES (?, ?)", (idem_key, rows))
+                for entry in entries:
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (entry.input, entry.sha256, entry.options, entry.idem_key,
+                         entry.task_id, entry.status, entry.output, entry.error, time.time()))
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def get_batch(self, idem_key: str) -> list[BatchMember] | None:
+        with self._lock:
+            row = self._db.execute("SELECT members FROM batches WHERE idem_key = ?",
+                                   (idem_key,)).fetchone()
+        return [BatchMember(*member) for member in json.loads(row[0])] if row else None
 
     def counts(self) -> dict[str, int]:
         with self._lock:

@@ -7,7 +7,12 @@ Threads, each with one job, joined by bounded queues so memory stays flat whatev
 - ``jobs`` **uploaders** hash a file, consult the manifest (skip, resume or upload) and send
   it with its ``Idempotency-Key``; at most ``max_pending`` tasks are in flight (uploaded, not
   yet downloaded), below the server's unfinished-task cap, so uploads run ahead of the workers
-  (they never wait idle for the client) without piling up a backlog;
+  (they never wait idle for the client) without piling up a backlog. With ``batch_size`` > 1,
+  files of at most ``batch_max_bytes`` are gathered into groups of ``batch_size`` and sent as
+  one ``POST /api/v1/batches`` each, with one key per group (its members' hashes in order plus
+  the options); the group is recorded in the manifest before it is sent, so a killed run
+  re-sends exactly that group and the server replays its answer. A group is sent when it is
+  full, or as soon as no file is waiting; larger files go one by one (``batching.py``);
 - one **poller** reads the newest page of ``GET /api/v1/tasks`` (one request for up to 100
   tasks) every ``poll_interval``, and asks for older pending tasks one by one;
 - ``jobs`` **downloaders** fetch finished results and write them (to a temporary name, then
@@ -32,11 +37,13 @@ from pathlib import Path
 
 from quickbg_client import errors, listing
 from quickbg_client.api import Client, file_sha256, idempotency_key
+from quickbg_client.batching import BATCH_KEY_PREFIX, BATCH_MAX_BYTES, BATCH_SIZE, Batching
 from quickbg_client.manifest import Entry, Manifest
 from quickbg_client.options import form_fields
 from quickbg_client.results import FileResult
 
 _DONE = object()
+__all__ = ["BATCH_MAX_BYTES", "BATCH_SIZE", "FolderRun"]
 
 
 @dataclass
@@ -47,11 +54,12 @@ class _Work:
     uploaded: bool = False
 
 
-class FolderRun:
+class FolderRun(Batching):
     def __init__(self, client: Client, sources: list[Path], output: Path, *, jobs: int = 4,
                  patterns: list[str] | None = None, force: bool = False, watch: bool = False,
                  max_pending: int = 16, options: dict | None = None,
-                 settle_seconds: float = 1.0, on_watching=None):
+                 settle_seconds: float = 1.0, on_watching=None, batch_size: int = 1,
+                 batch_max_bytes: int = 0):
         if jobs < 1:
             raise ValueError("jobs must be at least 1")
         for source in sources:
@@ -82,6 +90,12 @@ class FolderRun:
         self.count_lock = threading.Lock()
         self.fatal: BaseException | None = None
         self.manifest: Manifest | None = None
+        # A group holds one pending slot per member, so it is never larger than max_pending.
+        self.batch_size = max(1, min(batch_size, max_pending))
+        self.batch_max_bytes = batch_max_bytes
+        self.group: list[_Work] = []
+        self.group_lock = threading.Lock()
+        self.resend_locks: dict[str, threading.Lock] = {}
 
     # --- the generator the caller iterates ------------------------------------------------
 
@@ -142,8 +156,10 @@ class FolderRun:
             try:
                 return q.get(timeout=0.2)
             except queue.Empty:
-                if q is self.work and self.listed.is_set():
-                    return _DONE
+                if q is self.work:
+                    self._send_group()  # nothing is waiting: send the group gathered so far
+                    if self.listed.is_set():
+                        return _DONE
         return _DONE
 
     def _list(self) -> None:
@@ -197,6 +213,8 @@ class FolderRun:
         while True:
             item = self._get(self.work)
             if item is _DONE:
+                if not self.stop.is_set():  # the listing is over: the last group goes now
+                    self._send_group()
                 return
             self._take(item)
 
@@ -221,7 +239,10 @@ class FolderRun:
                                           "skipped", entry.task_id,
                                           seconds=time.monotonic() - started))
             return
-        if not same:
+        fresh = not same or (entry.status == "failed" and not entry.task_id)
+        if fresh:
+            # New, changed, or refused by the server last time (a refusal frees no key of a
+            # batch that was accepted for its other members): a key of its own.
             entry = Entry(item.rel, sha, self.options_key,
                           idempotency_key(sha, self.options, self.nonce), None, "uploading",
                           None, None)
@@ -236,6 +257,21 @@ class FolderRun:
                     self.client.retry_task(entry.task_id)
             self._track(work, entry.task_id)
             return
+        if entry.idem_key.startswith(BATCH_KEY_PREFIX):  # killed while its batch was sent
+            self._resume_group(work)
+        elif fresh and self._batchable(item):
+            # Only a file never sent: one cut short alone goes again alone, with its key.
+            self._add_to_group(work)
+        else:
+            self._upload_one(work)
+
+    def _upload_one(self, work: _Work) -> None:
+        item = work.item
+        if work.entry.idem_key.startswith(BATCH_KEY_PREFIX):  # out of a refused batch
+            work.entry = replace(work.entry, idem_key=idempotency_key(
+                work.entry.sha256, self.options, self.nonce), status="uploading")
+            self.manifest.put(work.entry)
+        entry = work.entry
         try:
             accepted = self.client.upload(item.path, filename=item.path.name,
                                           idempotency_key=entry.idem_key, **self.options)
@@ -260,6 +296,7 @@ class FolderRun:
         while not self.stop.is_set():
             if self.slots.acquire(timeout=0.2):
                 return True
+            self._send_group()  # its members hold slots: sending it frees them in time
         return False
 
     def _track(self, work: _Work, task_id: str) -> None:
@@ -341,4 +378,3 @@ class FolderRun:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-

@@ -118,6 +118,28 @@ class UploadOwnerFilter(OwnerFilter):
     owner_path = "owner"
 
 
+class IdFilter(admin.SimpleListFilter):
+    """``?<parameter_name>=<uuid>``: the rows whose ``field`` is that id; hidden, reached by
+    links. Made by ``id_filter``."""
+
+    template = "admin/removal/hidden_filter.html"
+    field = ""
+
+    def lookups(self, request, model_admin):
+        return [("", "")]
+
+    def queryset(self, request, queryset):
+        found = _as_uuid(self.value() or "")
+        return queryset.filter(**{self.field: found}) if found else queryset
+
+
+def id_filter(name: str, *, doc: str) -> type[IdFilter]:
+    """The hidden filter ``?<name>=<uuid>`` over the foreign key ``<name>_id``."""
+    return type(f"{name.title()}Filter", (IdFilter,), {
+        "__doc__": f"``?{name}=<uuid>``: {doc}.", "__module__": __name__,
+        "title": name, "parameter_name": name, "field": f"{name}_id"})
+
+
 def _as_uuid(term: str) -> uuid.UUID | None:
     try:
         return uuid.UUID(term.strip())
@@ -132,8 +154,7 @@ def _small_thumbnail(task: Task):
         return "—"
     if task.status == Status.COMPLETED and task.result_key:
         url = storage.download_url(
-            task.result_key, request=None,
-            content_type=storage.content_type_for(task.result_key.rsplit(".", 1)[-1]))
+            task.result_key, request=None, content_type=storage.content_type_of(task.result_key))
     else:
         url = _original_url(task.upload)
     return format_html('<img class="quickbg-thumb" src="{}" alt="" loading="lazy">', url)

@@ -1,4 +1,4 @@
-"""Uploads and tasks: changelists, the task page with its buttons, retry and reprocess."""
+"""Tasks: the changelist, the task page with its buttons, retry and reprocess."""
 
 from __future__ import annotations
 
@@ -10,17 +10,14 @@ from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
-from django.utils.http import urlencode
 
 from removal import admin_views, selectors, storage
 from removal.admin.common import (
     SEARCH_HELP,
-    FormatFilter,
     ModelFilter,
     OwnerFilter,
     ReadOnlyAdmin,
     Status,
-    UploadOwnerFilter,
     _as_uuid,
     _badge,
     _expired_note,
@@ -30,74 +27,14 @@ from removal.admin.common import (
     _small_thumbnail,
     _table,
     _thumbnail,
+    id_filter,
 )
 from removal.errors import QuickBGError
-from removal.models import Task, Upload
+from removal.models import Task
 from removal.services import tasks
 
-
-@admin.register(Upload)
-class UploadAdmin(ReadOnlyAdmin):
-    list_display = ["id", "owner", "original_filename", "format", "dimensions", "byte_size",
-                    "created_at", "expired_at", "tasks_link"]
-    list_select_related = ["owner"]
-    list_filter = [UploadOwnerFilter, FormatFilter, "created_at"]
-    search_fields = ["original_filename"]
-    search_help_text = SEARCH_HELP
-    raw_id_fields = ["owner"]
-    readonly_fields = ["id", "owner", "original_key", "original_filename", "format",
-                       "byte_size", "width", "height", "sha256", "created_at", "expired_at",
-                       "original_image", "tasks_link"]
-    fields = readonly_fields
-
-    @admin.display(description="size")
-    def dimensions(self, obj):
-        return f"{obj.width}×{obj.height}"
-
-    @admin.display(description="tasks")
-    def tasks_link(self, obj):
-        url = reverse("admin:removal_task_changelist") + "?" + urlencode({"upload": obj.pk})
-        return format_html('<a href="{}">tasks</a>', url)
-
-    @admin.display(description="original")
-    def original_image(self, obj):
-        if obj.expired_at:
-            return _expired_note(obj)
-        return _thumbnail(_original_url(obj))
-
-    def get_search_results(self, request, queryset, search_term):
-        return _search(request, self, queryset, search_term, id_match=lambda pk: Q(pk=pk),
-                       owner_path="owner", upload_path="pk"), False
-
-
-class BatchFilter(admin.SimpleListFilter):
-    """``?batch=<uuid>``: the members of one batch (linked from the batch page)."""
-
-    title = "batch"
-    parameter_name = "batch"
-    template = "admin/removal/hidden_filter.html"
-
-    def lookups(self, request, model_admin):
-        return [("", "")]
-
-    def queryset(self, request, queryset):
-        found = _as_uuid(self.value() or "")
-        return queryset.filter(batch_id=found) if found else queryset
-
-
-class UploadFilter(admin.SimpleListFilter):
-    """``?upload=<uuid>``: the tasks of one upload (linked from the upload list)."""
-
-    title = "upload"
-    parameter_name = "upload"
-    template = "admin/removal/hidden_filter.html"
-
-    def lookups(self, request, model_admin):
-        return [("", "")]
-
-    def queryset(self, request, queryset):
-        found = _as_uuid(self.value() or "")
-        return queryset.filter(upload_id=found) if found else queryset
+BatchFilter = id_filter("batch", doc="the members of one batch (linked from the batch page)")
+UploadFilter = id_filter("upload", doc="the tasks of one upload (linked from the upload list)")
 
 
 @admin.register(Task)
@@ -234,10 +171,8 @@ class TaskAdmin(ReadOnlyAdmin):
             return _expired_note(obj.upload)
         if not obj.result_key:
             return "—"
-        url = storage.download_url(
-            obj.result_key, request=None,
-            content_type=storage.content_type_for(obj.result_key.rsplit(".", 1)[-1]),
-        )
+        url = storage.download_url(obj.result_key, request=None,
+                                   content_type=storage.content_type_of(obj.result_key))
         return _thumbnail(url, checkerboard=True)
 
     @admin.display(description="foreground (result px)")

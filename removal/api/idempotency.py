@@ -1,4 +1,5 @@
-"""``Idempotency-Key`` on ``POST /uploads``: run the request once, replay its HTTP answer.
+"""``Idempotency-Key`` on ``POST /uploads`` and ``POST /batches``: run the request once,
+replay its HTTP answer.
 
 This is the API layer's own concern (it stores status codes and response bodies), so it lives
 here and not in the services. The record is kept 24 h per (owner, key).
@@ -29,20 +30,46 @@ IDEMPOTENCY_WINDOW = IdempotencyKey.WINDOW
 
 
 def request_hash(data: dict) -> str:
-    """What makes two upload requests "the same": every field that changes the request (the
-    file's content, ``s3_key``, ``image_url``, ``webhook_url``, ``model``, the options, and any
-    field added later), so the same key with any other value is a mismatch (422)."""
+    """What makes two requests "the same": every field that changes the request (a file's
+    content, a batch's ``files`` in order or its ``archive``, ``s3_key``, ``image_url``,
+    ``webhook_url``, ``model``, the options, and any field added later), so the same key with
+    any other value is a mismatch (422). Files count by their bytes, not their names."""
     digest = hashlib.sha256()
     for name in sorted(data):
         value = data[name]
         digest.update(b"\0" + name.encode() + b"=")
-        if hasattr(value, "chunks"):  # an uploaded file: its bytes, not its name
-            for chunk in value.chunks():
-                digest.update(chunk)
-            value.seek(0)
+        if _is_file(value):
+            _update_with_file(digest, value)
+        elif isinstance(value, list) and value and all(_is_file(v) for v in value):
+            # Each member's own digest, in order: unambiguous whatever the members' sizes.
+            for member in value:
+                one = hashlib.sha256()
+                _update_with_file(one, member)
+                digest.update(b"[" + one.hexdigest().encode() + b"]")
         else:
             digest.update(json.dumps(value, sort_keys=True, default=str).encode())
     return digest.hexdigest()
+
+
+def _is_file(value) -> bool:
+    return hasattr(value, "chunks")  # an uploaded file
+
+
+def _update_with_file(digest, file) -> None:
+    for chunk in file.chunks():
+        digest.update(chunk)
+    file.seek(0)
+
+
+def perform_once(*, request, data: dict,
+                 perform: Callable[[], tuple[int, dict]]) -> tuple[int, dict]:
+    """A create view's answer: ``perform()`` as it is, or, when the request carries an
+    ``Idempotency-Key``, through ``replay_or_perform`` over ``data`` (the validated fields)."""
+    key = request.headers.get("Idempotency-Key")
+    if not key:
+        return perform()
+    return replay_or_perform(owner=request.user, key=key, request_hash=request_hash(data),
+                             perform=perform)
 
 
 def replay_or_perform(*, owner, key: str, request_hash: str,

@@ -37,6 +37,7 @@ from rest_framework.views import APIView
 
 from accounts.authentication import APIKeyAuthentication
 from removal import selectors, serving, storage
+from removal.api.serializers import option_fields
 from removal.api.throttling import MegapixelRateThrottle
 from removal.errors import InvalidInput
 from removal.pipeline import trim
@@ -50,10 +51,18 @@ from removal.pipeline.options import (
 from removal.pipeline.validate import inspect
 from removal.services import tasks, uploads
 
-# remove.bg's defaults where they differ from QuickBG's own.
+# remove.bg's defaults where they differ from QuickBG's own, and its help text for them; the
+# other options' help is the contract's (``Options.contract()``, ``removebg=True``).
 REMOVEBG_DEFAULTS = {"size": "preview", "format": "auto", "crop": "false", "crop_margin": "0"}
-OPTION_NAMES = ("size", "format", "crop", "crop_margin", "bg_color", "channels", "roi", "scale",
-                "position", "semitransparency", "add_shadow", "decontaminate")
+REMOVEBG_HELP = {
+    "size": "preview (default), small, regular (0.25 MP), medium (1.5 MP), hd (4 MP), full, 4k, "
+            "auto.",
+    "format": "auto (default), png, jpg, webp, zip (color.jpg + alpha.png).",
+    "crop": "Trim empty margins (default false).",
+    "crop_margin": f"1, 2 or 4 values (CSS order), px or %, capped at {MAX_MARGIN_PX}px / "
+                   f"{MAX_MARGIN_PERCENT}%; with crop.",
+}
+OPTION_NAMES = tuple(Options.names(removebg=True))
 # remove.bg's ``type`` values, and the classes ``X-Type`` names at each ``type_level``.
 TYPES = ("auto", "person", "product", "car", "animal", "graphic", "transportation")
 TYPE_LEVELS = ("none", "1", "2", "latest")
@@ -194,32 +203,17 @@ class RemoveBgRequestSerializer(serializers.Serializer):
     image_file = serializers.FileField(required=False, help_text="The image (multipart).")
     image_file_b64 = serializers.CharField(required=False, help_text="The image, base64.")
     image_url = serializers.URLField(required=False, help_text="An image URL to fetch.")
-    size = serializers.CharField(required=False, help_text="preview (default), small, regular "
-                                 "(0.25 MP), medium (1.5 MP), hd (4 MP), full, 4k, auto.")
     type = serializers.CharField(required=False, help_text="auto (default), person, product, "
                                  "car, animal, graphic, transportation; runs the model "
                                  "QUICKBG_TYPE_MODELS maps it to (the default model otherwise); "
                                  "echoed in X-Type.")
     type_level = serializers.CharField(required=False, help_text="1 (default), 2, latest, or "
                                        "none (no X-Type header).")
-    format = serializers.CharField(required=False, help_text="auto (default), png, jpg, webp, "
-                                   "zip (color.jpg + alpha.png).")
-    roi = serializers.CharField(required=False, help_text="'x1 y1 x2 y2', each px or %.")
-    crop = serializers.BooleanField(required=False, help_text="Trim empty margins (default "
-                                    "false).")
-    crop_margin = serializers.CharField(required=False, help_text="1, 2 or 4 values (CSS "
-                                        "order), px or %, capped at 500px / 50%; with crop.")
-    scale = serializers.CharField(required=False, help_text="original or 10%-100%.")
-    position = serializers.CharField(required=False, help_text="original, center or 'H% V%'.")
-    channels = serializers.CharField(required=False, help_text="rgba (default) or alpha.")
-    bg_color = serializers.CharField(required=False, help_text="Hex (3, 4, 6, 8 digits; alpha "
-                                     "last) or a colour name.")
     bg_image_url = serializers.URLField(required=False, help_text="Background image URL.")
     bg_image_file = serializers.FileField(required=False, help_text="Background image file.")
-    semitransparency = serializers.BooleanField(required=False, help_text="true (default) "
-                                                "keeps partial alpha; false: opaque inside.")
-    add_shadow = serializers.BooleanField(required=False, help_text="A soft contact shadow "
-                                          "(default false).")
+
+    def get_fields(self):
+        return {**super().get_fields(), **option_fields(removebg=True, help_texts=REMOVEBG_HELP)}
 
 
 class RemoveBgResultSerializer(serializers.Serializer):
@@ -311,16 +305,12 @@ class RemoveBgView(APIView):
                     **{f"foreground_{k}": box.get(k, 0)
                        for k in ("top", "left", "width", "height")}}
             return Response({"data": data}, headers=headers)
-        extension = task.result_key.rsplit(".", 1)[-1]
-        response = HttpResponse(body, content_type=_CONTENT_TYPES.get(extension,
-                                                                      "application/octet-stream"))
+        response = HttpResponse(body, content_type=storage.content_type_of(task.result_key))
         for name, value in headers.items():
             response[name] = value
         return response
 
 
-_CONTENT_TYPES = {"png": "image/png", "webp": "image/webp", "jpg": "image/jpeg",
-                  "zip": "application/zip"}
 
 
 def _wants_json(accept: str) -> bool:

@@ -3,35 +3,9 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from removal import modelstore, selectors, storage
+from removal import modelstore, representation, selectors
 from removal.models import Batch, Task, Upload, WebhookEndpoint
 from removal.pipeline.options import InvalidOption, Options
-
-OPTION_HELP = {
-    "format": "Output format: png (default), webp, jpg, zip (color.jpg + alpha.png) or auto "
-              "(jpg when opaque, else png).",
-    "size": "Result size: full (default, the original), preview/small/regular (0.25 MP), "
-            "medium (1.5 MP), hd (4 MP).",
-    "roi": "Region of interest 'x1 y1 x2 y2' (px or %): only the subject inside it is kept.",
-    "scale": "Subject size relative to the canvas: original (default) or 10%-100%.",
-    "position": "Subject position: original (default), center, or 'H% V%' (one value: both).",
-    "channels": "rgba (default): the cut-out; alpha: the mask only.",
-    "bg_color": "Colour to fill the background instead of transparency: hex of 3, 4, 6 or 8 "
-                "digits (alpha last, e.g. #81d4fa77) or a colour name (green).",
-    "crop": "Trim transparent margins (default true).",
-    "crop_margin": "Padding kept when trimming: pixels (default 10, e.g. 10px) or a percentage "
-                   "like 5%; two or four values in CSS order for different sides.",
-    "refine": "Morphological clean-up of the mask edges (default true).",
-    "decontaminate": "Estimate the subject's own colour where the edge is semi-transparent, so no "
-                     "fringe of the old background shows on a new one (default true; false "
-                     "keeps the photo's colours). Not used for channels=alpha.",
-    "alpha_matting": "rembg's alpha matting for fine edges (slow; default false).",
-    "alpha_matting_foreground_threshold": "Alpha matting: foreground threshold (default 240).",
-    "alpha_matting_background_threshold": "Alpha matting: background threshold (default 10).",
-    "alpha_matting_erode_size": "Alpha matting: erode size (default 10).",
-    "semitransparency": "Keep semi-transparent areas (default true); false: opaque inside.",
-    "add_shadow": "A soft contact shadow under the subject (default false).",
-}
 
 
 @extend_schema_field({"oneOf": [{"type": "string"}, {"type": "boolean"}, {"type": "integer"}]})
@@ -48,6 +22,14 @@ class OptionField(serializers.Field):
         return value
 
 
+def option_fields(*, removebg: bool = False, help_texts: dict | None = None) -> dict:
+    """A field per option of the contract (``Options.contract()``), with its help text (or the
+    one in ``help_texts``); ``removebg=True``: only the options the remove.bg endpoint takes."""
+    return {spec.name: OptionField(required=False,
+                                   help_text=(help_texts or {}).get(spec.name, spec.help))
+            for spec in Options.contract() if spec.removebg or not removebg}
+
+
 class OptionsMixin(serializers.Serializer):
     """The output options and ``model`` of a single upload, parsed by ``Options.parse``."""
 
@@ -60,13 +42,10 @@ class OptionsMixin(serializers.Serializer):
     )
 
     def get_fields(self):
-        fields = super().get_fields()
-        for name, help_text in OPTION_HELP.items():
-            fields[name] = OptionField(required=False, help_text=help_text)
-        return fields
+        return {**super().get_fields(), **option_fields()}
 
     def validate(self, attrs):
-        raw = {name: attrs.pop(name) for name in OPTION_HELP if name in attrs}
+        raw = {name: attrs.pop(name) for name in Options.names() if name in attrs}
         try:
             attrs["options"] = Options.parse(raw).to_dict()
         except InvalidOption as exc:
@@ -98,6 +77,25 @@ class UploadCreateSerializer(OptionsMixin):
             raise serializers.ValidationError(
                 "Send exactly one of 'file', 's3_key' or 'image_url'.")
         return super().validate(attrs)
+
+
+class OptionSpecSerializer(serializers.Serializer):
+    """One output option of the contract (``Options.contract()``)."""
+
+    name = serializers.CharField()
+    type = serializers.CharField(help_text="choice (one of choices), boolean, integer (minimum "
+                                 "to maximum) or string.")
+    default = serializers.JSONField(allow_null=True, help_text="QuickBG's default (the remove.bg "
+                                    "endpoint has its own for size, format, crop, crop_margin).")
+    help = serializers.CharField()
+    choices = serializers.ListField(child=serializers.CharField(), allow_null=True)
+    minimum = serializers.IntegerField(allow_null=True)
+    maximum = serializers.IntegerField(allow_null=True)
+    removebg = serializers.BooleanField(help_text="POST /v1.0/removebg takes it too.")
+
+
+class OptionListSerializer(serializers.Serializer):
+    options = OptionSpecSerializer(many=True)
 
 
 class RetrySerializer(serializers.Serializer):
@@ -208,30 +206,15 @@ class TaskSerializer(serializers.ModelSerializer):
         """Share of decisive mask pixels (alpha < 0.05 or > 0.95); low means: take a look."""
         return selectors.task_confidence(task)
 
-    def _done(self, task: Task) -> bool:
-        return task.status == Task.Status.COMPLETED and bool(task.result_key)
-
     @extend_schema_field(serializers.URLField(allow_null=True))
     def get_result_url(self, task: Task) -> str | None:
         """Stable API URL (JWT) that redirects to a fresh download URL."""
-        if not self._done(task):
-            return None
-        request = self.context.get("request")
-        path = f"/api/v1/tasks/{task.id}/result"
-        return request.build_absolute_uri(path) if request else path
+        return representation.task_result_url(task, request=self.context.get("request"))
 
     @extend_schema_field(serializers.URLField(allow_null=True))
     def get_presigned_url(self, task: Task) -> str | None:
         """Time-limited URL to the PNG itself; needs no token."""
-        if not self._done(task):
-            return None
-        stem = (task.upload.original_filename or "image").rsplit(".", 1)[0]
-        extension = task.result_key.rsplit(".", 1)[-1]
-        return storage.download_url(
-            task.result_key, request=self.context.get("request"),
-            content_type=storage.content_type_for(extension),
-            filename=f"{storage.safe_filename(stem)}-nobg.{extension}",
-        )
+        return representation.task_presigned_url(task, request=self.context.get("request"))
 
 
 class WebhookEndpointSerializer(serializers.ModelSerializer):

@@ -1,7 +1,8 @@
-"""Upload and remove.bg throttles, counted in the Redis cache so every web process shares them.
+"""Upload, health and remove.bg throttles, counted in the Redis cache so every web process shares
+them.
 
-The base (``SettingsRate``) and the sign-in rate (``AuthRateThrottle``) are ``accounts``'s, the
-lower app's (``accounts.throttling``), and re-exported here.
+The bases (``SettingsRate``, ``AddressRateThrottle``) and the sign-in rate (``AuthRateThrottle``)
+are ``accounts``'s, the lower app's (``accounts.throttling``), and re-exported here.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ import logging
 from django.conf import settings
 from rest_framework.throttling import SimpleRateThrottle, UserRateThrottle
 
-from accounts.throttling import AuthRateThrottle, SettingsRate
+from accounts.throttling import AddressRateThrottle, AuthRateThrottle, SettingsRate
 
-__all__ = ["AuthRateThrottle", "MegapixelRateThrottle", "SettingsRate", "UploadRateThrottle"]
+__all__ = ["AddressRateThrottle", "AuthRateThrottle", "HealthRateThrottle", "MegapixelRateThrottle",
+           "SettingsRate", "UploadRateThrottle"]
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +25,14 @@ class UploadRateThrottle(SettingsRate, UserRateThrottle):
 
     scope = "uploads"
     rate_setting = "QUICKBG_UPLOAD_RATE"
+
+
+class HealthRateThrottle(AddressRateThrottle):
+    """``QUICKBG_HEALTH_RATE`` health requests per client address (generous: load balancers
+    poll it)."""
+
+    scope = "health"
+    rate_setting = "QUICKBG_HEALTH_RATE"
 
 
 class MegapixelRateThrottle:

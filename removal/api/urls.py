@@ -6,8 +6,8 @@ from drf_spectacular.views import (
 )
 from rest_framework.routers import SimpleRouter
 
-from removal.api import views
-from removal.monitoring import health_view
+from removal.api import options, views
+from removal.api.health import health_view
 
 router = SimpleRouter(trailing_slash=False)
 router.register("uploads", views.UploadViewSet, basename="upload")
@@ -20,6 +20,7 @@ urlpatterns = [
     path("health", health_view, name="health"),
     path("account", views.account, name="account"),
     path("models", views.models, name="models"),
+    path("options", options.options, name="options"),
     path("files/<str:token>", views.file_download, name="file-download"),
     # Any other link under files/ (cut short, extra slashes) gets the same JSON 404.
     re_path(r"^files/(?P<token>.*)$", views.file_download),

@@ -4,7 +4,6 @@ import logging
 
 from django.conf import settings
 from django.core import signing
-from django.core.files.storage import default_storage
 from django.http import FileResponse, HttpResponseRedirect, JsonResponse, StreamingHttpResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
@@ -70,15 +69,9 @@ class UploadViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Des
             raise InvalidInput("Send one image per request (field 'file')")
         form = UploadCreateSerializer(data=request.data)
         form.is_valid(raise_exception=True)
-        key = request.headers.get("Idempotency-Key")
-        if not key:
-            status_code, body = self._create(request, form.validated_data)
-        else:
-            status_code, body = idempotency.replay_or_perform(
-                owner=request.user, key=key,
-                request_hash=idempotency.request_hash(form.validated_data),
-                perform=lambda: self._create(request, form.validated_data),
-            )
+        status_code, body = idempotency.perform_once(
+            request=request, data=form.validated_data,
+            perform=lambda: self._create(request, form.validated_data))
         return Response(body, status=status_code)
 
     @extend_schema(
@@ -179,11 +172,20 @@ class BatchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     @extend_schema(
         request=BatchCreateSerializer, responses={202: BatchAcceptedSerializer},
         summary="Upload many images (repeated `files`, or one zip `archive`) as one batch",
+        description="With an `Idempotency-Key` header a repeat of the same request (the same "
+                    "files in the same order, or the same archive, and the same fields) within "
+                    "24 h gets the first answer again, and no second batch; the key with "
+                    "another request is a 422, and while the first is still running a 409.",
     )
     def create(self, request):
         form = BatchCreateSerializer(data=request.data)
         form.is_valid(raise_exception=True)
-        data = form.validated_data
+        status_code, body = idempotency.perform_once(
+            request=request, data=form.validated_data,
+            perform=lambda: self._create(request, form.validated_data))
+        return Response(body, status=status_code)
+
+    def _create(self, request, data) -> tuple[int, dict]:
         common = dict(owner=request.user, options=data.get("options") or {},
                       model=data.get("model"), webhook_url=data.get("webhook_url") or "")
         if data.get("archive"):
@@ -196,7 +198,7 @@ class BatchViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
             "task_ids": [str(task.id) for task in created.tasks],
             "rejected": created.rejected,
         }
-        return Response(body, status=status.HTTP_202_ACCEPTED)
+        return status.HTTP_202_ACCEPTED, body
 
     @extend_schema(responses={200: BatchSerializer})
     def retrieve(self, request, pk=None):
@@ -307,12 +309,12 @@ def file_download(request, token: str):
         return JsonResponse({"detail": "This download link has expired"}, status=404)
     except signing.BadSignature:
         return JsonResponse({"detail": "Invalid download link"}, status=404)
-    if not default_storage.exists(key):
+    if not storage.exists(key):
         # The link was valid, so the file existed: deleted by retention or by its owner.
         return JsonResponse({"detail": "This file was deleted (by retention or by its owner)"},
                             status=410)
     response = FileResponse(
-        default_storage.open(key, "rb"), as_attachment=True, filename=filename,
+        storage.open_stream(key), as_attachment=True, filename=filename,
         content_type=content_type,
     )
     response["X-Content-Type-Options"] = "nosniff"

@@ -5,35 +5,26 @@
 task runner and the ``removebg`` command all parse with it. Which model runs is not an output
 option: it is the task's own ``model`` field.
 
-Option names follow the remove.bg API where it has one (``format``, ``size``, ``channels``,
-``bg_color``, ``crop``, ``crop_margin``, ``roi``, ``scale``, ``position``); the alpha-matting ones
-are rembg's. The defaults are QuickBG's (the original size, PNG, cropped); the remove.bg endpoint
-starts from remove.bg's own defaults instead (``removal.api.removebg``).
+Option names follow the remove.bg API where it has one; the alpha-matting ones are rembg's. The
+defaults are QuickBG's (the original size, PNG, cropped); the remove.bg endpoint starts from
+remove.bg's own defaults instead (``removal.api.removebg``).
 
-- ``size``: the most megapixels of the result (``SIZES``): ``preview``/``small``/``regular``
-  0.25 MP, ``medium`` 1.5 MP, ``hd`` 4 MP, ``full``/``4k``/``auto``/``50mp`` the original.
-- ``format``: ``png``, ``webp``, ``jpg``, ``zip`` (remove.bg's ``color.jpg`` + ``alpha.png``) or
-  ``auto`` (JPEG when the result is opaque, i.e. on a background colour or image, else PNG).
-- ``roi``: ``"x1 y1 x2 y2"``, each in pixels (``10`` or ``10px``) or percent of the original;
-  only that region of the subject is kept.
-- ``crop_margin``: one, two or four values in CSS order, each pixels (``30``/``30px``, at most
-  500) or percent of the subject (at most 50 %).
-- ``bg_color``: hex of 3, 4, 6 or 8 digits (alpha last: ``81d4fa77``) or a colour name.
-- ``semitransparency``: ``false`` makes the subject opaque inside (the edge stays soft).
-- ``add_shadow``: a soft contact shadow under the subject (``pipeline.shadow``).
-- ``scale``: ``original`` or ``10%``-``100%``: the subject's size relative to the canvas.
-- ``position``: ``original``, ``center``, or ``"H% V%"`` (one value: both): where the subject
-  sits on the canvas. Scaling alone implies ``center``.
+Each field of ``Options`` carries its contract in its metadata (``_option``): the help text,
+the choices or the integer range, and whether remove.bg's endpoint takes it too.
+``Options.contract()`` lists it (``OptionSpec``); the API's serializers and its schema, the
+remove.bg endpoint's parameter list, ``GET /api/v1/options`` and through it the web page's form
+are all derived from it, so a new option is one field here.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
 
 from removal.pipeline import encode, trim
 from removal.pipeline.errors import InvalidOption
 
-__all__ = ["FORMATS", "CHANNELS", "InvalidOption", "Options"]
+__all__ = ["FORMATS", "CHANNELS", "InvalidOption", "OptionSpec", "Options"]
 
 FORMATS = ("png", "webp", "jpg", "zip", "auto")
 # Megapixels at most (None: the original, within the upload limits).
@@ -76,12 +67,9 @@ def _int(name: str, value, lo: int, hi: int) -> int:
     return number
 
 
-def _format_alias(value):
-    return "jpg" if isinstance(value, str) and value.strip().lower() == "jpeg" else value
-
-
-def _choice(name: str, value, choices: tuple[str, ...]) -> str:
+def _choice(name: str, value, choices: tuple[str, ...], aliases: dict[str, str]) -> str:
     text = str(value).strip().lower() if isinstance(value, str) else None
+    text = aliases.get(text, text)
     if text not in choices:
         raise InvalidOption(name, f"must be one of {', '.join(choices)}")
     return text
@@ -192,13 +180,6 @@ def _position(value) -> str:
     return " ".join(f"{n:g}%" for n in numbers)
 
 
-def _removebg_switches(values: dict) -> dict:
-    """remove.bg's ``semitransparency`` (default true: keep the matting's partial alpha; false:
-    opaque inside the subject) and ``add_shadow`` (default false: a soft contact shadow)."""
-    return {"semitransparency": _bool("semitransparency", values.get("semitransparency", True)),
-            "add_shadow": _bool("add_shadow", values.get("add_shadow", False))}
-
-
 def percent_or_pixels(text: str, extent: int) -> int:
     """A normalised length (``"40"`` or ``"10%"``) in pixels of ``extent``."""
     if text.endswith("%"):
@@ -206,27 +187,108 @@ def percent_or_pixels(text: str, extent: int) -> int:
     return int(text)
 
 
+@dataclass(frozen=True)
+class OptionSpec:
+    """One output option as the API documents it: a field of ``Options`` and its metadata."""
+
+    name: str
+    type: str  # "choice", "boolean", "integer" or "string"
+    default: object
+    help: str
+    choices: tuple[str, ...] | None = None
+    minimum: int | None = None
+    maximum: int | None = None
+    removebg: bool = True  # POST /v1.0/removebg takes it too (its own defaults apply there)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+_TYPES = {"bool": "boolean", "int": "integer"}
+
+
+def _option(default, help: str, *, choices: tuple[str, ...] | None = None,
+            aliases: dict[str, str] | None = None, limits: tuple[int, int] | None = None,
+            parse: Callable | None = None, removebg: bool = True):
+    """A field of ``Options`` with its contract: ``choices`` (and ``aliases`` taken for one),
+    ``limits`` of an integer, ``parse`` for a string option (normalises it, raises
+    ``InvalidOption``), and whether the remove.bg endpoint takes it."""
+    return field(default=default, metadata={
+        "help": help, "choices": choices, "aliases": aliases or {}, "limits": limits,
+        "parse": parse, "removebg": removebg,
+    })
+
+
+def _kind(spec) -> str:
+    """``choice``, ``boolean``, ``integer`` or ``string``: from the metadata and the type."""
+    return "choice" if spec.metadata["choices"] else _TYPES.get(str(spec.type), "string")
+
+
+def _parse_field(spec, value):
+    """One option's value, validated as its field's metadata says."""
+    meta, name, kind = spec.metadata, spec.name, _kind(spec)
+    if kind == "choice":
+        return _choice(name, value, meta["choices"], meta["aliases"])
+    if kind == "boolean":
+        return _bool(name, value)
+    if kind == "integer":
+        return _int(name, value, *meta["limits"])
+    return meta["parse"](value)
+
+
 @dataclass
 class Options:
-    """Output options of one task. Build from user input with ``Options.parse``."""
+    """Output options of one task. Build from user input with ``Options.parse``; each field's
+    metadata is its contract (``Options.contract()``)."""
 
-    format: str = "png"
-    size: str = "full"
-    channels: str = "rgba"
-    bg_color: str | None = None
-    crop: bool = True
-    crop_margin: str = "10"
-    refine: bool = True
-    alpha_matting: bool = False
-    alpha_matting_foreground_threshold: int = 240
-    alpha_matting_background_threshold: int = 10
-    alpha_matting_erode_size: int = 10
-    roi: str | None = None
-    scale: str = "original"
-    position: str = "original"
-    semitransparency: bool = True
-    add_shadow: bool = False
-    decontaminate: bool = True
+    format: str = _option(
+        "png", "Output format: png (default), webp, jpg, zip (color.jpg + alpha.png) or auto "
+               "(jpg when opaque, else png).",
+        choices=FORMATS, aliases={"jpeg": "jpg"})
+    size: str = _option(
+        "full", "Result size: full (default, the original), preview/small/regular (0.25 MP), "
+                "medium (1.5 MP), hd (4 MP).",
+        choices=tuple(SIZES))
+    channels: str = _option("rgba", "rgba (default): the cut-out; alpha: the mask only.",
+                            choices=CHANNELS)
+    bg_color: str | None = _option(
+        None, "Colour to fill the background instead of transparency: hex of 3, 4, 6 or 8 "
+              "digits (alpha last, e.g. #81d4fa77) or a colour name (green).",
+        parse=_bg_color)
+    crop: bool = _option(True, "Trim transparent margins (default true).")
+    crop_margin: str = _option(
+        "10", f"Padding kept when trimming: pixels (default 10, e.g. 10px, at most "
+              f"{MAX_MARGIN_PX}) or a percentage like 5% (at most {MAX_MARGIN_PERCENT}%); two or "
+              "four values in CSS order for different sides.",
+        parse=_crop_margin)
+    refine: bool = _option(True, "Morphological clean-up of the mask edges (default true).",
+                           removebg=False)
+    alpha_matting: bool = _option(False, "rembg's alpha matting for fine edges (slow; default "
+                                         "false).", removebg=False)
+    alpha_matting_foreground_threshold: int = _option(
+        240, "Alpha matting: foreground threshold (default 240).", limits=(0, 255),
+        removebg=False)
+    alpha_matting_background_threshold: int = _option(
+        10, "Alpha matting: background threshold (default 10).", limits=(0, 255),
+        removebg=False)
+    alpha_matting_erode_size: int = _option(
+        10, "Alpha matting: erode size (default 10).", limits=(0, 100), removebg=False)
+    roi: str | None = _option(
+        None, "Region of interest 'x1 y1 x2 y2' (px or %): only the subject inside it is kept.",
+        parse=_roi)
+    scale: str = _option("original", "Subject size relative to the canvas: original (default) "
+                                     "or 10%-100%.", parse=_scale)
+    position: str = _option(
+        "original", "Subject position: original (default), center, or 'H% V%' (one value: "
+                    "both); scaling alone implies center.",
+        parse=_position)
+    semitransparency: bool = _option(
+        True, "Keep semi-transparent areas (default true); false: opaque inside.")
+    add_shadow: bool = _option(False, "A soft contact shadow under the subject (default false).")
+    decontaminate: bool = _option(
+        True, "Estimate the subject's own colour where the edge is semi-transparent, so no "
+              "fringe of the old background shows on a new one (default true; false keeps the "
+              "photo's colours). Not used for channels=alpha.")
 
     @classmethod
     def parse(cls, raw: dict | None) -> Options:
@@ -234,35 +296,8 @@ class Options:
         ``None``, ``""`` and ``"undefined"`` mean "not given"; a bad value raises
         ``InvalidOption``."""
         raw = {k: v for k, v in (raw or {}).items() if not _unset(v)}
-        d = cls()
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in raw.items() if k in known}
-        options = cls(
-            format=_choice("format", _format_alias(values.get("format", d.format)), FORMATS),
-            size=_choice("size", values.get("size", d.size), tuple(SIZES)),
-            channels=_choice("channels", values.get("channels", d.channels), CHANNELS),
-            bg_color=_bg_color(values.get("bg_color")),
-            crop=_bool("crop", values.get("crop", d.crop)),
-            crop_margin=_crop_margin(values.get("crop_margin", d.crop_margin)),
-            refine=_bool("refine", values.get("refine", d.refine)),
-            alpha_matting=_bool("alpha_matting", values.get("alpha_matting", d.alpha_matting)),
-            alpha_matting_foreground_threshold=_int(
-                "alpha_matting_foreground_threshold",
-                values.get("alpha_matting_foreground_threshold", 240), 0, 255,
-            ),
-            alpha_matting_background_threshold=_int(
-                "alpha_matting_background_threshold",
-                values.get("alpha_matting_background_threshold", 10), 0, 255,
-            ),
-            alpha_matting_erode_size=_int(
-                "alpha_matting_erode_size", values.get("alpha_matting_erode_size", 10), 0, 100
-            ),
-            roi=_roi(values.get("roi")),
-            scale=_scale(values.get("scale", d.scale)),
-            position=_position(values.get("position", d.position)),
-            **_removebg_switches(values),
-            decontaminate=_bool("decontaminate", values.get("decontaminate", d.decontaminate)),
-        )
+        options = cls(**{spec.name: _parse_field(spec, raw.get(spec.name, spec.default))
+                         for spec in fields(cls)})
         if options.alpha_matting_background_threshold >= options.alpha_matting_foreground_threshold:
             raise InvalidOption(
                 "alpha_matting_background_threshold",
@@ -278,5 +313,19 @@ class Options:
         return asdict(self)
 
     @classmethod
-    def names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
+    def names(cls, *, removebg: bool = False) -> list[str]:
+        """Every option's name; ``removebg=True``: those the remove.bg endpoint takes."""
+        return [f.name for f in fields(cls) if f.metadata["removebg"] or not removebg]
+
+    @classmethod
+    def contract(cls) -> list[OptionSpec]:
+        """Every option with its type, choices, limits, default and help, in field order."""
+        return [_spec(f) for f in fields(cls)]
+
+
+def _spec(option) -> OptionSpec:
+    meta = option.metadata
+    low, high = meta["limits"] or (None, None)
+    return OptionSpec(name=option.name, type=_kind(option), default=option.default,
+                      help=meta["help"], choices=meta["choices"], minimum=low, maximum=high,
+                      removebg=meta["removebg"])

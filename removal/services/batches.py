@@ -15,7 +15,6 @@ jobs (after commit). If anything fails before the commit, the stored originals a
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import uuid
 from collections.abc import Iterable, Iterator
@@ -29,7 +28,7 @@ from removal import selectors, storage
 from removal.errors import Conflict, InvalidInput, TooManyTasks
 from removal.models import Batch, Task, Upload
 from removal.pipeline.archive import Member, ZipLimits, read_zip, safe_member_name
-from removal.pipeline.validate import ImageInfo, check_size, inspect
+from removal.pipeline.validate import check_size
 from removal.services import webhooks
 from removal.services.tasks import (
     check_monthly_credits,
@@ -37,7 +36,13 @@ from removal.services.tasks import (
     task_enqueue,
     task_retry,
 )
-from removal.services.uploads import check_webhook_url, validation_limits
+from removal.services.uploads import (
+    Original,
+    check_webhook_url,
+    original_store,
+    upload_row_create,
+    validation_limits,
+)
 from removal.serving import model_require
 
 logger = logging.getLogger(__name__)
@@ -50,15 +55,6 @@ class BatchCreated:
     batch: Batch
     tasks: list[Task]
     rejected: list[dict] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class _Stored:
-    name: str
-    upload_id: uuid.UUID
-    key: str
-    info: ImageInfo
-    sha256: str
 
 
 def max_batch_bytes() -> int:
@@ -134,7 +130,7 @@ def batch_create_from_archive(*, owner, archive, options: dict | None = None,
 
 def _create(*, owner, members: Iterable[Member], options, model, webhook_url) -> BatchCreated:
     check_webhook_url(webhook_url)  # the same SSRF rules as every webhook target
-    stored: list[_Stored] = []
+    stored: list[Original] = []
     rejected: list[dict] = []
     batch_id = uuid.uuid4()
     try:
@@ -143,17 +139,10 @@ def _create(*, owner, members: Iterable[Member], options, model, webhook_url) ->
                 rejected.append({"name": member.name, "detail": member.error})
                 continue
             try:
-                check_size(len(member.data), validation_limits())
-                info = inspect(member.data, validation_limits())
+                stored.append(original_store(owner=owner, data=member.data,
+                                             filename=member.name))
             except InvalidInput as exc:
                 rejected.append({"name": member.name, "detail": exc.detail})
-                continue
-            upload_id = uuid.uuid4()
-            # The stored name is ours (detected format); the member's name stays in the row.
-            key = storage.original_key(owner_id=owner.pk, upload_id=upload_id, fmt=info.format)
-            storage.write(key, member.data, content_type=storage.content_type_for(info.format))
-            stored.append(_Stored(member.name, upload_id, key, info,
-                                  hashlib.sha256(member.data).hexdigest()))
         if not stored:
             reasons = "; ".join(f"{r['name']}: {r['detail']}" for r in rejected[:5])
             raise InvalidInput(f"No acceptable image in the batch ({reasons})")
@@ -167,7 +156,7 @@ def _create(*, owner, members: Iterable[Member], options, model, webhook_url) ->
         raise
 
 
-def _create_rows(*, batch_id, owner, stored: list[_Stored], rejected, options, model,
+def _create_rows(*, batch_id, owner, stored: list[Original], rejected, options, model,
                  webhook_url) -> BatchCreated:
     with transaction.atomic():
         # The cap and the credits again, under a lock on the user's row, so concurrent batches
@@ -182,12 +171,7 @@ def _create_rows(*, batch_id, owner, stored: list[_Stored], rejected, options, m
         )
         tasks = []
         for item in stored:
-            upload = Upload.objects.create(
-                id=item.upload_id, owner=owner, original_key=item.key,
-                original_filename=item.name[:255], format=item.info.format,
-                byte_size=item.info.byte_size, width=item.info.width, height=item.info.height,
-                sha256=item.sha256,
-            )
+            upload = upload_row_create(owner=owner, original=item)
             task = Task.objects.create(upload=upload, batch=batch, model=batch.model,
                                        options=batch.options)
             task_enqueue(task=task)
@@ -244,15 +228,10 @@ def batch_reprocess(*, batch: Batch) -> Batch:
     return new
 
 
-def batch_task_finished(*, task_id) -> bool:
-    """After a task's outcome is recorded: ``batch_member_finished`` for its batch, if any."""
-    batch_id = Task.objects.filter(pk=task_id).values_list("batch_id", flat=True).first()
-    return bool(batch_id) and batch_member_finished(batch_id=batch_id)
-
-
 def batch_member_finished(*, batch_id) -> bool:
-    """After a member's outcome is recorded: if it was the last one, mark the batch finished
-    (once: a guarded update) and emit ``batch.completed``. Returns whether it fired."""
+    """After a member's end (``services.tasks.task_finished``; the reconciler's sweep too): if
+    no member is left in flight, mark the batch finished (once: a guarded update) and emit
+    ``batch.completed``. Returns whether it fired."""
     batch = selectors.batches_with_counts(Batch.objects.filter(pk=batch_id)).first()
     if batch is None:
         return False

@@ -27,6 +27,7 @@ from django.utils import timezone
 from removal import selectors, storage
 from removal.errors import InvalidInput
 from removal.models import IdempotencyKey, Task, Upload
+from removal.services.tasks import task_finished
 from removal.services.uploads import stored_keys, uploads_delete
 
 logger = logging.getLogger(__name__)
@@ -104,6 +105,7 @@ def _expire_chunk(ids: list, report: PurgeReport) -> None:
         for original, size in uploads.values_list("original_key", "byte_size"):
             keys.append(original)
             report.bytes += size
+        task_finished(tasks=tasks.only("id", "batch_id"))  # an unfinished batch is finished
         tasks.update(status=Task.Status.EXPIRED, result_key="", background_key="", progress=0,
                      updated_at=now)
         report.uploads += uploads.update(expired_at=now)

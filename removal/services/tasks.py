@@ -8,12 +8,17 @@ upload never interleave: whichever takes the upload first decides, and the other
 A worker's side of a task is a ``Claim``: ``task_claim`` moves the task from queued to
 processing by a guarded update, and only that attempt's claim may record progress, the result or
 the failure. The reconciler recovers tasks no live job holds through ``task_recover``.
+
+**A task's end has one owner**, ``task_finished``: every path that ends a task (``task_complete``,
+``task_fail``, ``task_recover`` failing it, a reused result, deleting uploads, retention) calls
+it, and it alone wakes the waiters, emits the webhook event and finishes the batch.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -24,7 +29,8 @@ from django.utils import timezone
 
 from removal import queue, selectors
 from removal.errors import Conflict, OutOfCredits, TimedOut, TooManyTasks
-from removal.models import Task, Upload
+from removal.models import Batch, Task, Upload
+from removal.services import webhooks
 from removal.serving import model_require
 
 logger = logging.getLogger(__name__)
@@ -231,7 +237,9 @@ def task_complete(*, claim: Claim, result_key: str, processing_time: float, metr
     if done != 1:
         logger.warning("task %s attempt %s lost its claim; result not recorded",
                        claim.task.pk, claim.attempt)
-    return done == 1
+        return False
+    task_finished(tasks=[claim.task])
+    return True
 
 
 def task_fail(*, claim: Claim, message: str, processing_time: float | None = None,
@@ -241,7 +249,10 @@ def task_fail(*, claim: Claim, message: str, processing_time: float | None = Non
         status=Status.FAILED, error_message=message[:2000], processing_time=processing_time,
         metrics=metrics or {}, finished_at=now, updated_at=now,
     )
-    return done == 1
+    if done != 1:
+        return False
+    task_finished(tasks=[claim.task])
+    return True
 
 
 def task_release_for_retry(*, claim: Claim, message: str) -> bool:
@@ -273,9 +284,11 @@ def task_recover(*, task_id, status: str, attempts: int,
         moved = rows.update(
             status=Status.FAILED, finished_at=now, updated_at=now, error_message=message,
         )
-        if moved:  # a synchronous request waiting for it answers now, not at its timeout
-            transaction.on_commit(lambda: queue.announce_task_done(task_id))
-        return "failed" if moved else "skipped"
+        if not moved:
+            return "skipped"
+        # A synchronous request waiting for it answers now, not at its timeout.
+        task_finished(tasks=Task.objects.filter(pk=task_id).only("id", "batch_id"))
+        return "failed"
     with transaction.atomic():
         moved = rows.update(status=Status.QUEUED, progress=0, updated_at=now)
         if not moved:
@@ -284,3 +297,50 @@ def task_recover(*, task_id, status: str, attempts: int,
         # grow with the queue's depth.
         task_enqueue(task=Task.objects.get(pk=task_id), at_front=True)
     return "requeued"
+
+
+# --- A task's end -----------------------------------------------------------------------------
+
+ENDED = (Status.COMPLETED, Status.FAILED)
+
+
+def task_finished(*, tasks: Iterable[Task]) -> None:
+    """What follows tasks reaching their end, run once the change that ended them is committed
+    (at once outside a transaction). The one owner of it: every path that ends a task calls
+    this, and nothing else does any of it.
+
+    - a task now ``completed`` or ``failed`` wakes its synchronous waiters
+      (``queue.announce_task_done``) and emits its webhook event (``task.completed`` or
+      ``task.failed``; ``webhooks.task_event_emit`` emits one outcome once);
+    - a task deleted meanwhile (its upload or account deleted) or expired by retention has no
+      event, and is not announced;
+    - each batch of these tasks not yet finished is finished when no member is left in flight
+      (``batches.batch_member_finished``: ``batch.completed``, once by a guarded update).
+
+    Only ``pk`` and ``batch_id`` of the tasks are read, when called (the rows may be deleted by
+    the time it runs). A failing step is logged and the next one runs: the outcome is recorded
+    already, and the reconciler's batch sweep finishes a batch left open.
+    """
+    ended = [(task.pk, task.batch_id) for task in tasks]
+    if ended:
+        transaction.on_commit(lambda: _follow_up(ended))
+
+
+def _follow_up(ended: list[tuple]) -> None:
+    from removal.services import batches  # batches builds on this module
+
+    task_ids = [task_id for task_id, _ in ended]
+    for task_id in Task.objects.filter(pk__in=task_ids, status__in=ENDED).values_list(
+            "pk", flat=True):
+        queue.announce_task_done(task_id)  # never raises
+        try:
+            webhooks.task_event_emit(task_id=task_id)
+        except Exception:  # noqa: BLE001 - see task_finished
+            logger.exception("task %s: could not record its webhook event", task_id)
+    batch_ids = {batch_id for _, batch_id in ended if batch_id}
+    for batch_id in (Batch.objects.filter(pk__in=batch_ids, completed_event_at=None)
+                     .values_list("pk", flat=True) if batch_ids else ()):
+        try:
+            batches.batch_member_finished(batch_id=batch_id)
+        except Exception:  # noqa: BLE001 - see task_finished
+            logger.exception("batch %s: could not check it for completion", batch_id)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 from urllib.parse import unquote, urlsplit
 
@@ -14,16 +15,16 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from removal import fetch, modelstore, queue, selectors, storage
+from removal import fetch, modelstore, selectors, storage
 from removal.errors import Conflict, InvalidInput, NotFound, TooManyTasks
 from removal.models import DirectUpload, Task, Upload
-from removal.pipeline.validate import Limits, check_size, inspect
-from removal.services import webhooks
+from removal.pipeline.validate import ImageInfo, Limits, check_size, inspect
 from removal.services.tasks import (
     check_monthly_credits,
     check_task_quota,
     lock_owner,
     task_enqueue,
+    task_finished,
 )
 from removal.serving import model_require
 
@@ -35,6 +36,40 @@ def validation_limits() -> Limits:
         max_bytes=int(settings.QUICKBG_MAX_UPLOAD_MB * 1024 * 1024),
         max_dimension=settings.QUICKBG_MAX_DIMENSION,
         min_dimension=settings.QUICKBG_MIN_DIMENSION,
+    )
+
+
+@dataclass(frozen=True)
+class Original:
+    """An original that passed validation and is in storage; its Upload row is not made yet."""
+
+    upload_id: uuid.UUID
+    key: str
+    filename: str  # the client's name, kept only in the row
+    info: ImageInfo
+    sha256: str
+
+
+def original_store(*, owner, data: bytes, filename: str) -> Original:
+    """Validate image bytes (size, then a decodable image within the limits) and store them
+    under a name of ours (the detected format): the one way an upload, a batch member or the
+    remove.bg endpoint gets its original. Raises ``InvalidInput`` before anything is stored."""
+    check_size(len(data), validation_limits())
+    info = inspect(data, validation_limits())
+    upload_id = uuid.uuid4()
+    key = storage.original_key(owner_id=owner.pk, upload_id=upload_id, fmt=info.format)
+    storage.write(key, data, content_type=storage.content_type_for(info.format))
+    return Original(upload_id=upload_id, key=key, filename=filename[:255], info=info,
+                    sha256=hashlib.sha256(data).hexdigest())
+
+
+def upload_row_create(*, owner, original: Original) -> Upload:
+    """The Upload row of a stored original (inside the caller's transaction)."""
+    return Upload.objects.create(
+        id=original.upload_id, owner=owner, original_key=original.key,
+        original_filename=original.filename, format=original.info.format,
+        byte_size=original.info.byte_size, width=original.info.width,
+        height=original.info.height, sha256=original.sha256,
     )
 
 
@@ -92,28 +127,25 @@ def upload_create_from_bytes(*, owner, data: bytes, filename: str, options: dict
     model = model_require(model)
     check_size(len(data), validation_limits())
     check_task_quota(owner=owner)
-    info = inspect(data, validation_limits())
     if background is not None:
         check_size(len(background), validation_limits())
         background_info = inspect(background, validation_limits())
-    upload_id = uuid.uuid4()
-    # The stored names are ours (detected format); the client's name is kept only in the row.
-    key = storage.original_key(owner_id=owner.pk, upload_id=upload_id, fmt=info.format)
-    background_key = f"{key.rsplit('/', 1)[0]}/background" if background is not None else ""
-    storage.write(key, data, content_type=storage.content_type_for(info.format))
+    original = original_store(owner=owner, data=data, filename=filename)
+    key = original.key
+    background_key = (storage.background_key(owner_id=owner.pk, upload_id=original.upload_id)
+                      if background is not None else "")
     if background_key:
         storage.write(background_key, background,
                       content_type=storage.content_type_for(background_info.format))
     try:
         return _create_upload_and_task(
-            upload_id=upload_id, owner=owner, key=key, filename=filename, info=info,
-            sha256=hashlib.sha256(data).hexdigest(), options=options, model=model,
+            owner=owner, original=original, options=options, model=model,
             background_key=background_key, at_front=at_front, webhook_url=webhook_url,
         )
     except Exception:
         # Remove the stored original only if its rows were not committed: a failure after the
         # commit (an on-commit hook) leaves a real task that still needs its original.
-        if not Upload.objects.filter(pk=upload_id).exists():
+        if not Upload.objects.filter(pk=original.upload_id).exists():
             storage.delete_quietly(key)
             if background_key:
                 storage.delete_quietly(background_key)
@@ -148,25 +180,14 @@ def upload_create_from_key(*, owner, key: str, options: dict | None = None,
         if DirectUpload.objects.filter(pk=issued.pk, used_at=None).update(
                 used_at=timezone.now()) != 1:
             raise Conflict("This s3_key was already submitted; request a new upload URL")
-        return _create_upload_and_task(
-            upload_id=uuid.uuid4(), owner=owner, key=key, filename=issued.filename,
-            info=info, sha256=hashlib.sha256(data).hexdigest(), options=options, model=model,
-            webhook_url=webhook_url,
-        )
+        original = Original(upload_id=uuid.uuid4(), key=key, filename=issued.filename,
+                            info=info, sha256=hashlib.sha256(data).hexdigest())
+        return _create_upload_and_task(owner=owner, original=original, options=options,
+                                       model=model, webhook_url=webhook_url)
 
 
 def _check_key_syntax(key: str) -> None:
-    bad = (
-        not key
-        or len(key) > 512
-        or key.startswith("/")
-        or "\\" in key
-        or "\x00" in key
-        or "%" in key
-        or any(ord(ch) < 32 for ch in key)
-        or any(part in ("", ".", "..") for part in key.split("/"))
-    )
-    if bad:
+    if not storage.is_well_formed_key(key):
         raise InvalidInput(
             "Invalid s3_key: use the key returned by POST /api/v1/uploads/presign, unchanged"
         )
@@ -196,8 +217,8 @@ def direct_upload_issue(*, owner, filename: str) -> dict:
             "max_bytes": validation_limits().max_bytes}
 
 
-def _create_upload_and_task(*, upload_id, owner, key, filename, info, sha256, options,
-                            model, background_key: str = "", at_front: bool = False,
+def _create_upload_and_task(*, owner, original: Original, options, model,
+                            background_key: str = "", at_front: bool = False,
                             webhook_url: str = "") -> Task:
     model = model or settings.QUICKBG_MODEL
     with transaction.atomic():
@@ -206,11 +227,7 @@ def _create_upload_and_task(*, upload_id, owner, key, filename, info, sha256, op
         lock_owner(owner_id=owner.pk)
         check_task_quota(owner=owner)
         check_monthly_credits(owner=owner, charge=selectors.credit_cost(options))
-        upload = Upload.objects.create(
-            id=upload_id, owner=owner, original_key=key, original_filename=filename[:255],
-            format=info.format, byte_size=info.byte_size, width=info.width, height=info.height,
-            sha256=sha256,
-        )
+        upload = upload_row_create(owner=owner, original=original)
         task = None
         if not background_key:  # a composite over the caller's own background is never reused
             task = _reuse_result(upload=upload, model=model, options=options or {},
@@ -246,9 +263,9 @@ def _reuse_result(*, upload: Upload, model: str, options: dict, webhook_url: str
                        source.result_key, exc_info=True)
         return None
     task_id = uuid.uuid4()
-    extension = source.result_key.rsplit(".", 1)[-1]
-    key = storage.write(storage.result_key(task_id=task_id, extension=extension), data,
-                        content_type=storage.content_type_for(extension))
+    key = storage.write(
+        storage.result_key(task_id=task_id, extension=storage.extension_of(source.result_key)),
+        data, content_type=storage.content_type_of(source.result_key))
     now = timezone.now()
     try:
         task = Task.objects.create(
@@ -260,8 +277,7 @@ def _reuse_result(*, upload: Upload, model: str, options: dict, webhook_url: str
     except Exception:
         storage.delete_quietly(key)
         raise
-    transaction.on_commit(lambda: queue.announce_task_done(task_id))  # synchronous waiters
-    transaction.on_commit(lambda: webhooks.task_event_emit(task_id=task_id))
+    task_finished(tasks=[task])  # its waiters and its event, after commit
     return task
 
 
@@ -286,10 +302,9 @@ def upload_delete(*, upload: Upload) -> list[str]:
 def uploads_delete(*, queryset: QuerySet[Upload]) -> list[str]:
     """``upload_delete`` for many uploads, ``DELETE_CHUNK`` at a time (rows, then objects).
 
-    A batch that loses its last unfinished member this way is finished and announced
-    (``batch.completed``) like one whose last member a worker finished."""
-    from removal.services.batches import batch_member_finished  # batches builds on uploads
-
+    The deleted tasks end through ``task_finished``: a batch that loses its last unfinished
+    member this way is finished and announced (``batch.completed``) like one whose last member
+    a worker finished."""
     failed: list[str] = []
     while True:
         ids = list(queryset.order_by().values_list("pk", flat=True)[:DELETE_CHUNK])
@@ -298,14 +313,11 @@ def uploads_delete(*, queryset: QuerySet[Upload]) -> list[str]:
         with transaction.atomic():
             list(Upload.objects.select_for_update().filter(pk__in=ids).values_list("pk"))
             keys = stored_keys(upload_ids=ids)
-            batch_ids = set(Task.objects.filter(upload_id__in=ids).exclude(batch_id=None)
-                            .values_list("batch_id", flat=True))
+            task_finished(tasks=Task.objects.filter(upload_id__in=ids).only("id", "batch_id"))
             Task.objects.filter(upload_id__in=ids).delete()
             Upload.objects.filter(pk__in=ids).delete()
         # After the commit: a failure here leaves objects without rows, never the reverse.
         failed += storage.delete_many(keys)
-        for batch_id in batch_ids:
-            batch_member_finished(batch_id=batch_id)
 
 
 def stored_keys(*, upload_ids: list) -> list[str]:

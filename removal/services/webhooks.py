@@ -6,7 +6,8 @@ their delivery attempts.
   ``removal.fetch`` when registered and again at each attempt (DNS may have changed).
 - **Events.** ``event_emit`` records one ``WebhookDelivery`` (attempt 1) per target and queues
   its job after commit. Task events (``task.completed``/``task.failed``) are emitted by
-  ``task_event_emit`` with the task as ``GET /api/v1/tasks/{id}`` shows it; the download link is
+  ``task_event_emit`` with the task as ``GET /api/v1/tasks/{id}`` shows it
+  (``representation.task_representation``, plain data: no serializer); the download link is
   made fresh at every attempt.
 - **Signing.** ``webhook-id`` (the same on every attempt of one event to one URL, so receivers
   can deduplicate), ``webhook-timestamp`` (the attempt's time) and ``webhook-signature``
@@ -36,11 +37,9 @@ import logging
 import secrets
 import time
 import uuid
-from collections.abc import Callable
 from datetime import timedelta
 
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 from django.utils import timezone
@@ -49,6 +48,7 @@ from standardwebhooks.webhooks import Webhook
 from removal import fetch, queue
 from removal.errors import InvalidInput, NotFound
 from removal.models import Task, WebhookDelivery, WebhookEndpoint, WebhookSecret
+from removal.representation import task_representation
 
 logger = logging.getLogger(__name__)
 
@@ -150,19 +150,6 @@ def event_emit(*, owner, event_type: str, data: dict, url: str | None = None,
             _enqueue(delivery)
 
 
-# The task as ``GET /api/v1/tasks/{id}`` shows it, with absolute, freshly signed links: the API's
-# own representation (``removal.api.events.task_payload``), installed by ``RemovalConfig.ready``
-# so that this module imports nothing from DRF.
-task_payload: Callable[[Task], dict] | None = None
-
-
-def task_data(task: Task) -> dict:
-    if task_payload is None:
-        raise ImproperlyConfigured("removal.services.webhooks.task_payload is not installed; "
-                                   "is 'removal' in INSTALLED_APPS?")
-    return task_payload(task)
-
-
 def task_event_emit(*, task_id) -> None:
     """Emit ``task.completed`` or ``task.failed`` for a task that just reached that status.
 
@@ -172,8 +159,9 @@ def task_event_emit(*, task_id) -> None:
         return
     finished = task.finished_at.isoformat() if task.finished_at else ""
     event_emit(
-        owner=task.upload.owner, event_type=TASK_EVENTS[task.status], data=task_data(task),
-        url=task.webhook_url or None, task=task, event_key=f"{task.pk}|{task.status}|{finished}",
+        owner=task.upload.owner, event_type=TASK_EVENTS[task.status],
+        data=task_representation(task), url=task.webhook_url or None, task=task,
+        event_key=f"{task.pk}|{task.status}|{finished}",
     )
 
 
@@ -192,7 +180,7 @@ def _payload(delivery: WebhookDelivery) -> str:
     if delivery.task_id and delivery.event_type in TASK_EVENTS.values():
         task = Task.objects.select_related("upload").filter(pk=delivery.task_id).first()
         if task is not None and task.status == Task.Status.COMPLETED:
-            fresh = task_data(task)  # a new download link per attempt: old ones expire
+            fresh = task_representation(task)  # a new download link per attempt: old ones expire
             data = {**data, "result_url": fresh["result_url"],
                     "presigned_url": fresh["presigned_url"]}
     payload = {"type": delivery.event_type,

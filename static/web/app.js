@@ -5,6 +5,9 @@
  *   Sign-out: POST auth/logout revokes the refresh token.
  *   The access token is refreshed (POST auth/token/refresh) shortly before it expires and
  *   again after any 401. Refresh tokens rotate, so one refresh at a time is shared by all calls.
+ * - Output options: GET options (the server's contract, no sign-in needed) gives each option's
+ *   choices, default and help; the page fills its laid-out controls from it and adds one for
+ *   every other option under "More options". The form sends each enabled control with a value.
  * - Upload: POST uploads (multipart `file` + output options), then poll GET tasks/{id}.
  * - Recent tasks: GET tasks, page by page (cursor pagination: "Show more" follows `next`).
  * - Errors: the API's `detail` message is shown as it is.
@@ -163,10 +166,6 @@
     }).catch(() => {});
   }
 
-  // For the page's other scripts (apikeys.js, ...): the authenticated API call, and the event
-  // "quickbg:signed-in" on document each time the signed-in view is shown.
-  window.QuickBG = Object.freeze({ api });
-
   function signOut(message = "") {
     stopPolling();
     for (const key of Object.values(KEYS)) store.removeItem(key);
@@ -245,29 +244,76 @@
 
   // --- Output options -------------------------------------------------------------------------
 
-  function wireOptions() {
-    $("opt-bg-on").addEventListener("change", () => {
-      $("opt-bg-color").disabled = !$("opt-bg-on").checked;
-    });
-    $("opt-crop").addEventListener("change", () => {
-      $("opt-crop-margin").disabled = !$("opt-crop").checked;
-    });
+  /** The controls from the contract (GET options): the laid-out ones filled, the rest added. */
+  async function loadOptions() {
+    const res = await fetch(`${API}/options`, { headers: { Accept: "application/json" } });
+    const laidOut = new Map(
+      [...document.querySelectorAll("[data-option]")].map((node) => [node.dataset.option, node]));
+    for (const option of (await readBody(res)).options) {
+      const control = laidOut.get(option.name);
+      if (control) fillControl(control, option);
+      else $("more-options-grid").appendChild(moreOption(option));
+    }
   }
 
-  /** The options as the API takes them (named after remove.bg's where one exists). */
-  function outputOptions() {
-    const options = {
-      format: $("opt-format").value,
-      channels: $("opt-channels").value,
-      crop: $("opt-crop").checked ? "true" : "false",
-      refine: $("opt-refine").checked ? "true" : "false",
-      alpha_matting: $("opt-alpha-matting").checked ? "true" : "false",
-      decontaminate: $("opt-decontaminate").checked ? "true" : "false",
-    };
-    if ($("opt-crop").checked && $("opt-crop-margin").value.trim()) {
-      options.crop_margin = $("opt-crop-margin").value.trim();
+  function fillControl(control, option) {
+    control.title = option.help;
+    if (control.tagName === "SELECT") {
+      for (const choice of option.choices) control.appendChild(el("option", { value: choice }, choice));
+      control.value = option.default;
+    } else if (control.type === "checkbox") {
+      control.checked = option.default === true;
+    } else if (control.type !== "color" && option.default !== null) {
+      control.value = String(option.default);
     }
-    if ($("opt-bg-on").checked) options.bg_color = $("opt-bg-color").value.replace(/^#/, "");
+  }
+
+  /** A control for an option the page does not lay out: empty (not sent) means the default. */
+  function moreOption(option) {
+    const id = `opt-${option.name.replace(/_/g, "-")}`;
+    const attrs = { id, name: option.name, "data-option": option.name, title: option.help };
+    const field = el("div", { class: "field" });
+    field.appendChild(el("label", { for: id }, option.name.replace(/_/g, " ")));
+    let control;
+    if (option.type === "choice" || option.type === "boolean") {
+      control = el("select", attrs);
+      control.appendChild(el("option", { value: "" }, `default (${option.default})`));
+      for (const choice of option.choices || ["true", "false"]) {
+        control.appendChild(el("option", { value: choice }, choice));
+      }
+    } else if (option.type === "integer") {
+      control = el("input", {
+        ...attrs, type: "number", min: option.minimum, max: option.maximum,
+        placeholder: option.default,
+      });
+    } else {
+      control = el("input", { ...attrs, placeholder: option.default ?? "" });
+    }
+    field.appendChild(control);
+    return field;
+  }
+
+  // A control with data-enabled-by is usable (and sent) only while that checkbox is checked.
+  function wireOptions() {
+    for (const control of document.querySelectorAll("[data-enabled-by]")) {
+      const toggle = $(control.dataset.enabledBy);
+      const sync = () => {
+        control.disabled = !toggle.checked;
+      };
+      toggle.addEventListener("change", sync);
+      sync();
+    }
+  }
+
+  /** The options as the API takes them: each enabled control with a value, by its name. */
+  function outputOptions() {
+    const options = {};
+    for (const control of $("upload-form").querySelectorAll("[data-option]")) {
+      if (control.disabled) continue;
+      let value = control.type === "checkbox" ? String(control.checked) : control.value.trim();
+      if (control.type === "color") value = value.replace(/^#/, "");
+      if (value !== "") options[control.dataset.option] = value;
+    }
     return options;
   }
 
@@ -330,6 +376,14 @@
     result.removeAttribute("src");
     result.hidden = true;
     $("result-waiting").hidden = false;
+    $("result-no-preview").hidden = true;
+  }
+
+  // A result the browser cannot show (format=zip): no broken image; Download still works.
+  function noPreview() {
+    if (!$("result-img").getAttribute("src")) return;
+    $("result-img").hidden = true;
+    $("result-no-preview").hidden = false;
   }
 
   const STATUS_TEXT = {
@@ -484,11 +538,12 @@
     return row;
   }
 
-  // Shared with the page's other scripts (static/web/batches.js): the authenticated API call,
-  // the token helper, the output options and the small DOM helpers.
-  window.QuickBG = {
+  // Shared with the page's other scripts (apikeys.js, webhooks.js, batches.js): the
+  // authenticated API call, the token helper, the output options and the small DOM helpers;
+  // and the event "quickbg:signed-in" on document each time the signed-in view is shown.
+  window.QuickBG = Object.freeze({
     api, accessToken, outputOptions, showError, el, formatBytes, loadTasks, SignedOut, ApiError,
-  };
+  });
 
   // --- Start ----------------------------------------------------------------------------------
 
@@ -500,16 +555,22 @@
     });
     $("upload-form").addEventListener("submit", upload);
     $("retry").addEventListener("click", retry);
+    $("result-img").addEventListener("error", noPreview);
     $("refresh-tasks").addEventListener("click", () => loadTasks(false));
     $("more-tasks").addEventListener("click", () => loadTasks(true));
     wireDropzone();
-    wireOptions();
     if (store.getItem(KEYS.refresh)) {
       showSignedIn(true);
       loadTasks();
     } else {
       showSignedIn(false);
     }
-    document.body.dataset.ready = "true";
+    // Ready once the option controls are drawn (or the reason they are not is shown).
+    loadOptions()
+      .catch((err) => showError($("upload-error"), `Output options: ${err.message}`))
+      .finally(() => {
+        wireOptions();
+        document.body.dataset.ready = "true";
+      });
   });
 })();

@@ -8,8 +8,8 @@
  * - The batch is polled (GET batches/{id}) and drawn as a grid: each member's thumbnail (the
  *   local file until its result is ready, then the result), status and progress; an overall
  *   progress bar; "Download all (zip)" fetches batches/{id}/download with the token.
- * Uses only window.QuickBG.api (app.js's authenticated call, which refreshes the token); the
- * output options are read from the same form fields as app.js reads them.
+ * Uses app.js's exports (window.QuickBG): the authenticated call (which refreshes the token),
+ * the output options exactly as a single upload sends them, and the small DOM helpers.
  * All data reaches the DOM through textContent / attributes, never innerHTML.
  */
 "use strict";
@@ -18,39 +18,7 @@
   const POLL_MS = 1000;
   const FINAL = new Set(["completed", "partial", "failed"]);
   const $ = (id) => document.getElementById(id);
-  const api = (...args) => window.QuickBG.api(...args);
-
-  function showError(node, message) {
-    node.textContent = message;
-    node.hidden = !message;
-  }
-
-  function el(tag, attrs = {}, text = "") {
-    const node = document.createElement(tag);
-    for (const [name, value] of Object.entries(attrs)) node.setAttribute(name, value);
-    if (text) node.textContent = text;
-    return node;
-  }
-
-  function formatBytes(n) {
-    if (n >= 1024 * 1024) return `${(n / (1024 * 1024)).toFixed(1)} MB`;
-    if (n >= 1024) return `${Math.round(n / 1024)} KB`;
-    return `${n} B`;
-  }
-
-  /** The output options as a single upload sends them (the form's fields, as app.js reads them). */
-  function outputOptions() {
-    const on = (id) => ($(id).checked ? "true" : "false");
-    const options = {
-      format: $("opt-format").value, channels: $("opt-channels").value, crop: on("opt-crop"),
-      refine: on("opt-refine"), alpha_matting: on("opt-alpha-matting"),
-    };
-    if ($("opt-crop").checked && $("opt-crop-margin").value.trim()) {
-      options.crop_margin = $("opt-crop-margin").value.trim();
-    }
-    if ($("opt-bg-on").checked) options.bg_color = $("opt-bg-color").value.replace(/^#/, "");
-    return options;
-  }
+  const { api, outputOptions, showError, el, formatBytes } = window.QuickBG;
 
   const refreshTaskList = () => $("refresh-tasks").click();
   // app.js signs the page out itself when the session is gone; no message then.

@@ -15,13 +15,14 @@ import time
 import pytest
 
 from removal.api.idempotency import IdempotencyKey
-from removal.models import Task
+from removal.models import Batch, Task
 from tests.client.tools import (
     FlakyProxy,
     assert_cutout_png,
     client_env,
     fixture_names,
     json_lines,
+    kill_mid_run,
     quickbg,
     quickbg_command,
     small_jpeg,
@@ -58,7 +59,10 @@ def test_a_folder_is_mirrored_and_a_second_run_uploads_nothing(worker, live_serv
     assert not (out / "README.png").exists()
     assert b"7 done, 0 skipped, 0 failed" in first.stderr
     assert tasks_of(user) == len(inputs)
-    assert IdempotencyKey.objects.filter(owner=user).count() == len(inputs)
+    # Small files go in batches (one key each), the others alone (one key each).
+    singles = Task.objects.filter(upload__owner=user, batch=None).count()
+    assert IdempotencyKey.objects.filter(owner=user).count() == \
+        Batch.objects.filter(owner=user).count() + singles
 
     second = quickbg(live_server.url, api_key, "remove", str(photos), "-o", str(out), "--json")
     assert second.returncode == 0, second.stderr.decode()[-3000:]
@@ -91,26 +95,14 @@ def test_a_killed_run_resumes_and_each_file_is_done_once(worker, live_server, us
         (photos / f"{i}-{name}").write_bytes(small_jpeg(name, size=(200 + i, 150)))
         names.append(f"{i}-{name}")
     out = tmp_path / "out"
-    proc = subprocess.Popen(
-        quickbg_command("remove", str(photos), "-o", str(out), "-j", "2", "--json"),
-        env=client_env(live_server.url, api_key), stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while tasks_of(user) == 0 and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.02)
-        assert proc.poll() is None, "the client finished before it could be killed"
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-    assert proc.returncode == -signal.SIGKILL
+    # One by one (test_client_batches.py: in batches); killed once the first task exists.
+    kill_mid_run(live_server.url, api_key, "remove", str(photos), "-o", str(out), "-j", "2",
+                 "--batch-size", "1", "--json", when=lambda: tasks_of(user) > 0)
     accepted_before = tasks_of(user)
     assert 1 <= accepted_before <= len(names)
 
-    again = quickbg(live_server.url, api_key, "remove", str(photos), "-o", str(out), "--json")
+    again = quickbg(live_server.url, api_key, "remove", str(photos), "-o", str(out),
+                    "--batch-size", "1", "--json")
     assert again.returncode == 0, again.stderr.decode()[-3000:]
     lines = json_lines(again.stdout)
     assert sorted(line["status"] for line in lines) == ["done"] * len(names)

@@ -7,16 +7,20 @@ import http.server
 import io
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import numpy as np
 from PIL import Image
 
+from tests.helpers import readme_block
 from tests.images import FIXTURES, fixture_bytes
 from tests.live import ROOT, run_reaped
 
@@ -44,6 +48,26 @@ def quickbg(url: str, key: str, *args: str, timeout: float = 300, stdin: bytes |
         return proc
     return run_reaped(quickbg_command(*args), timeout=timeout, env=client_env(url, key),
                       cwd=cwd)
+
+
+def kill_mid_run(url: str, key: str, *args: str, when: Callable[[], bool]) -> None:
+    """Start ``quickbg ARGS``, SIGKILL it (its whole process group) as soon as ``when()`` holds,
+    and check that it was killed, not finished."""
+    proc = subprocess.Popen(quickbg_command(*args), env=client_env(url, key),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not when() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.02)
+        assert proc.poll() is None, "the client finished before it could be killed"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
 
 
 def json_lines(stdout: bytes) -> list[dict]:
@@ -143,3 +167,47 @@ class FlakyProxy:
     def uploads(self) -> list[tuple[float, int]]:
         return [(t, status) for t, method, path, status in self.requests
                 if method == "POST" and path.startswith("/api/v1/uploads")]
+
+
+def run_readme_client_block(tmp_path: Path, env: dict, prelude: str = "",
+                            timeout: float = 900) -> subprocess.CompletedProcess:
+    """README *Folders and scripts*' block as written, in bash (``prelude`` first: what the
+    README has the reader do before it), in ``tmp_path`` holding a copy of ``client/`` and
+    ``photos/`` (``car.jpg``, ``sub/girl.png``), with ``HOME`` in ``tmp_path/home`` (the block
+    makes its venv there: ``pip install ./client``, a full install from PyPI). ``env`` adds
+    the server's variables. ``python3`` is this interpreter (a venv made from it is based on
+    the real one; it holds nothing of this venv's packages)."""
+    shutil.copytree(CLIENT_DIR, tmp_path / "client",
+                    ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    (tmp_path / "photos" / "sub").mkdir(parents=True)
+    (tmp_path / "photos" / "car.jpg").write_bytes(small_jpeg("car-1.jpg", size=(230, 170)))
+    (tmp_path / "photos" / "sub" / "girl.png").write_bytes(
+        small_jpeg("girl-1.jpg", size=(170, 230), fmt="PNG"))
+    (tmp_path / "home").mkdir()
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
+           "HOME": str(tmp_path / "home"), "LANG": "C.UTF-8", **env}
+    script = prelude + "\n" + readme_block("client-start", "client-end")
+    return run_reaped(["bash", "-euo", "pipefail", "-c", script], timeout=timeout, env=env,
+                      cwd=tmp_path)
+
+
+def assert_readme_client_outputs(tmp_path: Path, done: subprocess.CompletedProcess) -> None:
+    """What the block's commands must have written and said (``run_readme_client_block``)."""
+    stderr = done.stderr.decode()
+    assert done.returncode == 0, stderr[-3000:]
+    assert_cutout_png(tmp_path / "out" / "car.png")
+    assert_cutout_png(tmp_path / "out" / "sub" / "girl.png")
+    assert "2 done, 0 skipped, 0 failed" in stderr
+    assert "0 done, 2 skipped, 0 failed" in stderr  # the second run uploads nothing
+    lines = [json.loads(line) for line in done.stdout.decode().splitlines()
+             if line.startswith("{")]
+    assert [(line["status"], line["output"]) for line in lines] == [("done", "out-webp/car.webp")]
+    webp = Image.open(tmp_path / "out-webp" / "car.webp")
+    assert webp.format == "WEBP"
+    assert webp.convert("RGBA").getpixel((0, 0))[:3] == (255, 255, 255)
+    assert not (tmp_path / "out-webp" / "sub").exists()  # --glob '*.jpg' left the PNG out
+    # stdin: the same photo and options as out/car.png (which went in a batch with girl.png):
+    # the server reuses that result, a task of its own (one more credit), no model run.
+    assert (tmp_path / "cutout.png").read_bytes() == (tmp_path / "out" / "car.png").read_bytes()
+    assert "credits used this month: 4" in done.stdout.decode()
+    assert "isnet-general-use" in done.stdout.decode().split()
