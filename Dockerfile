@@ -53,7 +53,7 @@ CMD ["gunicorn", "quickbg.wsgi", "--config", "deploy/gunicorn.conf.py"]
 # is built for CUDA 13 and cuDNN 9, so GPU nodes need a driver for CUDA 13). Every package the
 # lock installed stays at its locked version (the constraint file); the GPU packages are pinned
 # by version, not hash: no GPU lock exists until a machine with a GPU can test one. Nothing here
-# builds this target; tests/test_kubernetes.py checks its syntax.
+# builds this target; tests/e2e/test_kubernetes.py checks its syntax.
 FROM app AS gpu
 USER root
 RUN pip uninstall -y onnxruntime \

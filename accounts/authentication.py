@@ -20,7 +20,7 @@ from rest_framework import exceptions, permissions
 from rest_framework.authentication import BaseAuthentication
 
 from accounts.services import KeyRefused, api_key_authenticate
-from removal.api.throttling import AuthRateThrottle
+from accounts.throttling import AuthRateThrottle
 
 HEADER = "X-Api-Key"
 

@@ -14,8 +14,8 @@ from django.db import transaction
 from django.utils import timezone
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
+from accounts.errors import InvalidInput, NotFound
 from accounts.models import UserAPIKey
-from removal.errors import InvalidInput, NotFound
 
 # ``last_used_at`` is written at most once per this interval per key: a hot key costs no write
 # per request.

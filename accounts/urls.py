@@ -12,7 +12,7 @@ from rest_framework_simplejwt.views import (
     TokenRefreshView,
 )
 
-from removal.api.throttling import AuthRateThrottle
+from accounts.throttling import AuthRateThrottle
 
 
 class ThrottledTokenObtainPairView(TokenObtainPairView):

@@ -3,25 +3,17 @@
 Services, selectors and the pipeline raise these; ``removal.api.errors`` alone decides which HTTP
 answer each one gets, and ``removal.jobs`` alone decides what a failure means for a task. The
 message (``detail``) is written for the user: it says what was wrong and what to do.
+
+The root (``QuickBGError``) and the two errors ``accounts`` raises (``InvalidInput``,
+``NotFound``) are defined in ``accounts.errors``, the lower app, and re-exported here.
 """
 
 from __future__ import annotations
 
+from accounts.errors import InvalidInput, NotFound, QuickBGError
 
-class QuickBGError(Exception):
-    """Something the caller can act on; ``detail`` says what."""
-
-    def __init__(self, detail: str):
-        super().__init__(detail)
-        self.detail = detail
-
-
-class InvalidInput(QuickBGError):
-    """The request cannot be processed as sent (bad image, bad option, bad key)."""
-
-
-class NotFound(QuickBGError):
-    """The object does not exist, or belongs to someone else (indistinguishable on purpose)."""
+__all__ = ["Conflict", "Gone", "InvalidInput", "ModelUnavailable", "NotFound", "OutOfCredits",
+           "QuickBGError", "TaskGone", "TimedOut", "TooManyTasks"]
 
 
 class Conflict(QuickBGError):

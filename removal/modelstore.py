@@ -18,7 +18,7 @@ Left out, each for a reason (``EXCLUDED``): ``sam`` (needs prompts), the cloud b
 
 * ``serving-graph``: the ISNet files. QuickBG's own fast path (``pipeline/segment.py`` and
   ``pipeline/graph.py``): the file is rewritten once to float32 with one output and run with
-  OpenCV pre/post-processing held to ``rembg.remove`` by ``tests/test_quality.py``.
+  OpenCV pre/post-processing held to ``rembg.remove`` by ``tests/pipeline/test_quality.py``.
 * ``rembg``: everything else, through ``rembg.new_session(session, sess_opts=..., providers=...)``
   on QuickBG's ORT settings, so rembg's own pre- and post-processing run (``pipeline/sessions.py``).
 

@@ -166,3 +166,11 @@ def receiver_for(settings):
     yield make
     for receiver in started:
         receiver.server.__exit__(None, None, None)
+
+
+@pytest.fixture(params=["local", "s3"])
+def backend(request):
+    """Run the test on local storage and on S3 (moto)."""
+    if request.param == "s3":
+        request.getfixturevalue("s3")
+    return request.param

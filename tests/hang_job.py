@@ -1,7 +1,7 @@
 """A test-only RQ job that claims its task and then hangs where RQ's timeout cannot reach it:
 SIGALRM blocked in the main thread and the thread asleep inside libc, as a job stuck in C code
 (a native decoder or inference kernel that never returns) would be. Run by a real worker
-subprocess in ``tests/test_reliability.py``."""
+subprocess in ``tests/jobs/test_reconcile.py``."""
 
 from __future__ import annotations
 

@@ -7,10 +7,11 @@ joins instead of per-row queries (``list_select_related``), no second full ``COU
 need no query to render, and indexes for the filters (migration ``0003_admin_indexes``).
 
 One module per entity: ``common`` (the read-only base, filters, thumbnails, search),
-``uploads``, ``tasks``, ``batches`` and ``webhooks``. Importing them registers their admins.
+``uploads``, ``tasks``, ``batches``, ``webhooks`` and ``users`` (accounts' user list, with links
+to each user's uploads and tasks). Importing them registers their admins.
 """
 
-from removal.admin import batches, common, tasks, uploads, webhooks  # noqa: F401 - registers the admins
+from removal.admin import batches, common, tasks, uploads, users, webhooks  # noqa: F401 - registers
 from removal.admin.common import EstimatedCountPaginator
 
 __all__ = ["EstimatedCountPaginator"]

@@ -14,7 +14,7 @@ activations are no longer rounded to float16 between layers:
   sigmoids, casts) are pruned.
 
 ``bench/pipeline.py --arena`` measures the serving graph against ORT's defaults on the shipped
-file (figures in ``bench/README.md``); ``tests/test_quality.py`` holds the result to
+file (figures in ``bench/README.md``); ``tests/pipeline/test_quality.py`` holds the result to
 ``rembg.remove`` on the shipped file.
 
 The rewrite needs the ``onnx`` package, the reference implementation of the format (the only

@@ -11,7 +11,7 @@ same arithmetic with OpenCV and float32 and call the ORT session directly:
   a side grows (measured closer to LANCZOS than INTER_AREA/LINEAR there), then rembg's
   normalisation: divide by the image's own maximum, subtract 0.5, CHW;
 * out: rembg's min-max stretch of the raw prediction, truncated to uint8 exactly as rembg does,
-  then INTER_LINEAR back to the image size. ``tests/test_quality.py`` holds the result to
+  then INTER_LINEAR back to the image size. ``tests/pipeline/test_quality.py`` holds the result to
   rembg's own ``remove()`` (IoU >= 0.99, mean |diff| <= 5/255).
 
 One ``Segmenter`` per process (``get_segmenter``), created lazily on first use: ONNX Runtime's

@@ -1,4 +1,5 @@
-"""Data lifecycle: retention (expire old uploads) and deleting a whole account.
+"""Data lifecycle: retention (expire old uploads) and deleting a whole account (in removal,
+which owns the uploads, tasks and objects it deletes before the user).
 
 Retention works per upload: an upload created before the cutoff whose tasks are all finished
 has its original and the results of every task deleted from storage; the rows stay, marked
@@ -137,6 +138,9 @@ def idempotency_keys_purge(*, now: datetime | None = None) -> int:
 
 def account_delete(*, user, password: str) -> list[str]:
     """Delete every upload, task and stored object of ``user``, then the user.
+
+    Here, not in ``accounts``: it deletes removal's data before the user row, and ``accounts``
+    (the lower app) knows nothing of removal.
 
     The password is asked again, so a stolen access token alone cannot erase an account.
     Returns the keys storage refused to delete. The order is what leaves nothing behind:

@@ -14,9 +14,9 @@ from removal.api import removebg
 from removal.api.serializers import BatchCreateSerializer, UploadCreateSerializer
 from removal.models import Task
 from removal.pipeline.options import Options
+from tests.api.test_removebg import key, keyed  # noqa: F401 - fixture
 from tests.helpers import named
 from tests.images import make_image
-from tests.test_removebg import key, keyed  # noqa: F401 - fixture
 
 NAMES = Options.names()
 # A value each kind of option refuses (each string option's own parser refuses this one).

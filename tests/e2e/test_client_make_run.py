@@ -1,5 +1,5 @@
 """README, *Folders and scripts*, against ``make run``: its command (``manage.py run_local``:
-its own Redis, the API, a worker, SQLite, as ``tests/test_run_local.py`` starts it), an API key
+its own Redis, the API, a worker, SQLite, as ``tests/e2e/test_run_local.py`` starts it), an API key
 made as the README says (the banner's export line, then *Use QuickBG where you used
 remove.bg*'s sign-in and key lines), then the client block as written: ``pip install ./client``
 into a fresh venv, ``quickbg remove photos/ -o out/`` twice, and the rest."""
@@ -12,14 +12,14 @@ import pytest
 import requests
 
 from tests.client.tools import assert_readme_client_outputs, run_readme_client_block
-from tests.helpers import readme_block
-from tests.test_run_local import (  # noqa: F401 - run_local is a fixture
+from tests.e2e.test_run_local import (  # noqa: F401 - run_local is a fixture
     ctrl_c,
     local_env,
     run_local,
     wait_for_health,
     wait_for_log,
 )
+from tests.helpers import readme_block
 
 pytestmark = [pytest.mark.django_db, pytest.mark.model]
 

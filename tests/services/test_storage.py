@@ -1,5 +1,5 @@
 """``removal.storage``: the one module that builds keys, reads what they say and reaches the
-configured storage."""
+configured storage (local files, or S3 through moto)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 from django.core.files.storage import default_storage
 
 from removal import storage
+from tests.lifecycle import stored
 
 TASK = uuid.UUID("12345678-1234-5678-1234-567812345678")
 UPLOAD = uuid.UUID("87654321-4321-8765-4321-876543218765")
@@ -73,3 +74,18 @@ def test_probe_raises_when_storage_cannot_be_written(settings, tmp_path):
         "OPTIONS": {"location": str(blocker / "media")}}}
     with pytest.raises(OSError):
         storage.probe()
+
+
+@pytest.mark.django_db
+def test_s3_deletes_in_batches_of_at_most_1000_keys(s3):
+    keys = [f"results/batch-{i}.png" for i in range(1001)]
+    for key in keys[:3] + keys[-2:]:
+        storage.write(key, b"x")
+    calls = []
+    client = default_storage.connection.meta.client
+    client.meta.events.register(
+        "before-call.s3.DeleteObjects",
+        lambda params, **kw: calls.append(params["body"].count(b"<Key>")))
+    assert storage.delete_many(keys) == []
+    assert calls == [1000, 1]
+    assert not any(stored(key) for key in keys[:3] + keys[-2:])

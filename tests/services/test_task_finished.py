@@ -17,7 +17,7 @@ from removal.pipeline.options import Options
 from removal.reconcile import reconcile
 from removal.services import retention, tasks, uploads, webhooks
 from tests.factories import make_task, make_upload
-from tests.test_result_reuse import IMAGE, earlier_result
+from tests.services.test_result_reuse import IMAGE, earlier_result
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -15,9 +15,8 @@ from removal.models import Task, WebhookDelivery
 from removal.reconcile import reconcile
 from removal.services import webhooks
 from removal.services.tasks import task_enqueue
-from tests.factories import make_task
+from tests.factories import completed_task, make_task
 from tests.helpers import TricklingServer, deliver_all
-from tests.test_webhooks import completed_task
 
 Status = WebhookDelivery.Status
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -1,5 +1,5 @@
 """The web page's output options come from the contract (``GET /api/v1/options``), in headless
-Chromium against the live server (set-up and helpers of ``tests/test_browser.py``): the laid-out
+Chromium against the live server (set-up and helpers of ``tests/e2e/test_browser.py``): the laid-out
 controls take their choices and defaults from it, every other option gets a control under "More
 options", and a single upload and a batch send the same options."""
 
@@ -8,9 +8,9 @@ from __future__ import annotations
 from removal.api import options as options_view
 from removal.models import Batch, Task
 from removal.pipeline.options import Options, OptionSpec
-from tests import test_browser as page
+from tests.e2e import test_browser as page
+from tests.e2e.test_browser import browser  # noqa: F401 - the fixture
 from tests.images import make_image
-from tests.test_browser import browser  # noqa: F401 - the fixture
 
 pytestmark = page.pytestmark  # a transactional database, and Chromium
 
