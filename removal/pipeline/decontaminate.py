@@ -82,11 +82,17 @@ def decontaminate(rgb: np.ndarray, alpha: np.ndarray, *, in_place: bool = False)
     # The band's pixels as flat row-major indices: a boolean flatnonzero is several times
     # faster than cv2.findNonZero's (x, y) pairs at 12 MP.
     flat = np.flatnonzero(band.view(bool))
-    if not len(flat):
+    del band
+    count = len(flat)
+    if not count:
         return rgb
     height, width = alpha.shape
-    ys = flat // width
-    xs = flat - ys * width
+    # int32 (12 MP has 2**24 pixels; 2**31 would be a 46k x 46k image): half the memory, and
+    # every new buffer costs page faults (the worker gives large blocks back to the OS).
+    ys = np.empty(count, np.int32)
+    np.floor_divide(flat, width, out=ys, casting="unsafe")
+    xs = np.multiply(ys, width)
+    np.subtract(flat, xs, out=xs, casting="unsafe")
     x, y = int(xs.min()), int(ys[0])
     w, h = int(xs.max()) - x + 1, int(ys[-1]) - y + 1
     # 1 (full resolution), or how many times smaller the working copy is.
@@ -99,7 +105,8 @@ def decontaminate(rgb: np.ndarray, alpha: np.ndarray, *, in_place: bool = False)
     foreground, background = _blur_fusion(rgb[y0:y1, x0:x1], alpha[y0:y1, x0:x1], step)
 
     grid = _grid(xs, ys, x0, y0, step)
-    f, b = _sample(foreground, grid, len(xs)), _sample(background, grid, len(xs))
+    f, b = _sample(foreground, grid, count), _sample(background, grid, count)
+    del foreground, background, grid
     out = rgb if in_place and rgb.flags.writeable else rgb.copy()
     pixels, row = _raveled(out, 3)
     if pixels is None:  # strides a raveled view cannot follow (never the pipeline's arrays)
@@ -108,9 +115,9 @@ def decontaminate(rgb: np.ndarray, alpha: np.ndarray, *, in_place: bool = False)
     alphas, alpha_row = _raveled(alpha, 1)
     if alphas is None:
         alphas, alpha_row = _raveled(np.ascontiguousarray(alpha), 1)
-    index = flat if row == width else flat + ys * (row - width)
-    alpha_index = (index if alpha_row == row else
-                   flat if alpha_row == width else flat + ys * (alpha_row - width))
+    alpha_index = None if alpha_row == row else _index(flat, ys, alpha_row - width, xs)
+    index = _index(flat, ys, row - width, xs, in_place=True)
+    alpha_index = index if alpha_index is None else alpha_index
     a = alphas.take(alpha_index).astype(np.float32)
     a *= 1 / 255
     a = _channels(a)
@@ -126,6 +133,17 @@ def decontaminate(rgb: np.ndarray, alpha: np.ndarray, *, in_place: bool = False)
     np.clip(image, 0, 255, out=image)
     np.put(pixels, index, image.astype(np.uint8).view(pixels.dtype).reshape(-1))
     return out
+
+
+def _index(flat: np.ndarray, ys: np.ndarray, padding: int, spare: np.ndarray, *,
+           in_place: bool = False) -> np.ndarray:
+    """Flat indices into a raveled view whose rows are ``padding`` items longer than the
+    image's, ``flat + ys * padding``: with ``in_place`` written into ``flat`` itself. ``spare``
+    (an int32 array as long) is overwritten."""
+    if not padding:
+        return flat
+    np.multiply(ys, padding, out=spare)
+    return np.add(flat, spare, out=flat if in_place else None)
 
 
 def _raveled(pixels: np.ndarray, channels: int) -> tuple[np.ndarray | None, int]:
@@ -154,13 +172,16 @@ def _channels(plane: np.ndarray) -> np.ndarray:
 def _grid(xs: np.ndarray, ys: np.ndarray, x0: int, y0: int, step: int) -> list[np.ndarray]:
     """``cv2.remap`` maps that read the working copy at the pixel centres ``xs``, ``ys`` (full
     resolution). remap takes at most 32767 columns, so the N points go in rows of ``ROW``."""
-    rows = -(-len(xs) // ROW)
+    count = len(xs)
+    rows = -(-count // ROW)
     maps = []
     for values, origin in ((xs, x0), (ys, y0)):
-        grid = np.zeros((rows, ROW), np.float32)
-        grid.reshape(-1)[:len(values)] = values
-        grid *= 1 / step  # (v - origin + 0.5) / step - 0.5
-        grid += (0.5 - origin) / step - 0.5
+        grid = np.empty((rows, ROW), np.float32)
+        points = grid.reshape(-1)
+        points[count:] = 0
+        # (v - origin + 0.5) / step - 0.5
+        np.multiply(values, np.float32(1 / step), out=points[:count], casting="unsafe")
+        points[:count] += np.float32((0.5 - origin) / step - 0.5)
         maps.append(grid)
     return maps
 
