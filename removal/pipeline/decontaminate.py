@@ -43,12 +43,19 @@ timed once under the same load):
   copy, since a 90 px box mean changes little from pixel to pixel;
 * the final step, ``F = F' + a (I - a F' - (1 - a) B')``, runs at full resolution on the band's
   pixels only, reading ``F'`` and ``B'`` (smooth by construction) bilinearly from the working
-  copy: the subject's fine detail comes from the photo itself, ``I``.
+  copy: the subject's fine detail comes from the photo itself, ``I``;
+* the band's pixels are read and written by flat index (``np.flatnonzero`` of the band, then
+  ``take``/``put`` of whole 3-byte pixels) through a raveled view of the image that runs over
+  the rows' padding, so the pipeline's crop (a view of the decoded photo) needs no contiguous
+  copy; alpha multiplies colour as an array of the same shape (numpy broadcasting over a last
+  axis of 3 is several times slower), and new buffers are few and int32 where they can be
+  (the worker hands large blocks back to the OS, so every new one costs page faults).
 
 Its cost inside ``cut_out`` next to the model run of the same runs, on a 12 MP photo's own
-ISNet edge band (685k pixels): 0.2-0.8 s, 3-8 % of the model run on this shared, heavily
-loaded machine (load average 8-11, the model run taking 8-11 s instead of ~4.5 s); on a ~1 MP
-photo 0.18 s, 2.3 %.
+ISNet edge band (685k pixels; ``bench/edges.py --sizes 12mp --cost-only``, figures in
+``bench/README.md``): 0.11-0.14 s of CPU time, 2.9-3.6 % of the model's (3.6-3.7 % of the wall
+time at load average 5-6 on the shared 2-core machine); before the flat-index reads and writes
+above, 6.6 % (7.2 % of the wall time). On a ~1 MP photo about 3 %.
 """
 
 from __future__ import annotations
