@@ -29,7 +29,9 @@ Cost: ``decontaminate`` timed on each composite; and inside ``cut_out`` with the
 (ISNet, the worker's session, ``threads`` ORT threads) on ``bench/pipeline.py``'s inputs (12 MP:
 girl-1 upscaled to 4000x3000; ~1 MP: cloth-1), so that the model's own edge band is what is
 worked on; runs with ``decontaminate`` on and off interleaved, after one warm-up each. Printed:
-the median ``decontaminate`` stage next to the median ``inference`` stage of the same runs.
+the median ``decontaminate`` stage next to the median ``inference`` stage of the same runs (wall
+time), and the same two as CPU time of this process (all threads), which the load of other
+processes on a shared machine hardly changes.
 
 Targets (issue 24): edge colour error decontaminated <= 0.5 x today's, at <= 5 % of the model
 run at 12 MP.
@@ -189,7 +191,10 @@ def photo(label: str) -> bytes:
 
 
 def bench_model(label: str, repeats: int, threads: int) -> dict:
-    """cut_out with the real model on a photo, ``decontaminate`` on and off interleaved."""
+    """cut_out with the real model on a photo, ``decontaminate`` on and off interleaved; the
+    stages' wall times (``stage_timings``) and the CPU time of this process (all its threads)
+    inside the model's ``mask`` and inside ``decontaminate``."""
+    from removal.pipeline import decontaminate as module
     from removal.pipeline.cutout import cut_out
     from removal.pipeline.options import Options
     from removal.pipeline.segment import Segmenter
@@ -198,14 +203,25 @@ def bench_model(label: str, repeats: int, threads: int) -> dict:
     data = photo(label)
     segmenter = Segmenter(MODEL, threads)
     limits = Limits(max_bytes=1 << 30)
+    cpu = {"inference": 0.0, "decontaminate": 0.0}
+    segmenter.mask = cpu_timed(cpu, "inference", segmenter.mask)
     runs: dict[bool, list[dict]] = {True: [], False: []}
-    for flag in (True, False):  # warm-up, not counted
-        cut_out(data, segmenter=segmenter, options=Options(decontaminate=flag), limits=limits)
-    for round_ in range(repeats):
-        for flag in ((True, False) if round_ % 2 == 0 else (False, True)):
-            result = cut_out(data, segmenter=segmenter, options=Options(decontaminate=flag),
-                             limits=limits)
-            runs[flag].append(result.metrics["stage_timings"])
+    cpu_runs: list[dict] = []
+    original = module.decontaminate
+    module.decontaminate = cpu_timed(cpu, "decontaminate", original)  # what cut_out calls
+    try:
+        for flag in (True, False):  # warm-up, not counted
+            cut_out(data, segmenter=segmenter, options=Options(decontaminate=flag), limits=limits)
+        for round_ in range(repeats):
+            for flag in ((True, False) if round_ % 2 == 0 else (False, True)):
+                cpu.update(inference=0.0, decontaminate=0.0)
+                result = cut_out(data, segmenter=segmenter, options=Options(decontaminate=flag),
+                                 limits=limits)
+                runs[flag].append(result.metrics["stage_timings"])
+                if flag:
+                    cpu_runs.append(dict(cpu))
+    finally:
+        module.decontaminate = original
     return {
         "size": f"{result.metrics['input_width']}x{result.metrics['input_height']}",
         "inference": statistics.median(t["inference"] for t in runs[True] + runs[False]),
@@ -213,7 +229,22 @@ def bench_model(label: str, repeats: int, threads: int) -> dict:
         "shares": [round(t["decontaminate"] / t["inference"], 4) for t in runs[True]],
         "total_on": statistics.median(sum(t.values()) for t in runs[True]),
         "total_off": statistics.median(sum(t.values()) for t in runs[False]),
+        "cpu_inference": statistics.median(c["inference"] for c in cpu_runs),
+        "cpu_decontaminate": statistics.median(c["decontaminate"] for c in cpu_runs),
+        "cpu_shares": [round(c["decontaminate"] / c["inference"], 4) for c in cpu_runs],
     }
+
+
+def cpu_timed(totals: dict, name: str, fn):
+    """``fn`` adding the process CPU time (every thread: ORT's and OpenCV's pools) it takes to
+    ``totals[name]``. Other processes' load hardly changes it, unlike wall time."""
+    def timed_fn(*args, **kwargs):
+        start = time.process_time()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            totals[name] += time.process_time() - start
+    return timed_fn
 
 
 def report_errors(label: str, result: dict, with_ml: bool) -> None:
@@ -259,6 +290,10 @@ def report_model(label: str, result: dict) -> None:
           f"{result['inference']:.3f}, decontaminate {result['decontaminate']:.3f} = "
           f"{share:.1%} of the model run{target}; per run {result['shares']}; whole cut_out "
           f"{result['total_on']:.3f} with, {result['total_off']:.3f} without")
+    cpu_share = result["cpu_decontaminate"] / result["cpu_inference"]
+    print(f"  CPU time of this process, median s: model {result['cpu_inference']:.3f}, "
+          f"decontaminate {result['cpu_decontaminate']:.3f} = {cpu_share:.1%} of the model's; "
+          f"per run {result['cpu_shares']}")
 
 
 def main() -> None:

@@ -43,12 +43,19 @@ timed once under the same load):
   copy, since a 90 px box mean changes little from pixel to pixel;
 * the final step, ``F = F' + a (I - a F' - (1 - a) B')``, runs at full resolution on the band's
   pixels only, reading ``F'`` and ``B'`` (smooth by construction) bilinearly from the working
-  copy: the subject's fine detail comes from the photo itself, ``I``.
+  copy: the subject's fine detail comes from the photo itself, ``I``;
+* the band's pixels are read and written by flat index (``np.flatnonzero`` of the band, then
+  ``take``/``put`` of whole 3-byte pixels) through a raveled view of the image that runs over
+  the rows' padding, so the pipeline's crop (a view of the decoded photo) needs no contiguous
+  copy; alpha multiplies colour as an array of the same shape (numpy broadcasting over a last
+  axis of 3 is several times slower), and new buffers are few and int32 where they can be
+  (the worker hands large blocks back to the OS, so every new one costs page faults).
 
 Its cost inside ``cut_out`` next to the model run of the same runs, on a 12 MP photo's own
-ISNet edge band (685k pixels): 0.2-0.8 s, 3-8 % of the model run on this shared, heavily
-loaded machine (load average 8-11, the model run taking 8-11 s instead of ~4.5 s); on a ~1 MP
-photo 0.18 s, 2.3 %.
+ISNet edge band (685k pixels; ``bench/edges.py --sizes 12mp --cost-only``, figures in
+``bench/README.md``): 0.11-0.14 s of CPU time, 2.9-3.6 % of the model's (3.6-3.7 % of the wall
+time at load average 5-6 on the shared 2-core machine); before the flat-index reads and writes
+above, 6.6 % (7.2 % of the wall time). On a ~1 MP photo about 3 %.
 """
 
 from __future__ import annotations
@@ -57,6 +64,7 @@ import math
 
 import cv2
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 # Alpha from here up counts as opaque and keeps the photo's colour: ISNet's interior is 254,
 # not 255, and the old background shows there by at most 7/255 of its difference.
@@ -76,13 +84,24 @@ ROW = 4096
 def decontaminate(rgb: np.ndarray, alpha: np.ndarray, *, in_place: bool = False) -> np.ndarray:
     """``rgb`` (H x W x 3 uint8) with the colour under fractional ``alpha`` (H x W uint8)
     replaced by the estimated foreground colour: a new array, or with ``in_place`` ``rgb``
-    itself changed when it is C-contiguous (the pipeline's own arrays: it saves a copy)."""
+    itself changed (also a view such as the pipeline's crop: it is written through)."""
     band = cv2.inRange(alpha, 1, OPAQUE_FROM - 1)
-    points = cv2.findNonZero(band)
-    if points is None:
+    # The band's pixels as flat row-major indices: a boolean flatnonzero is several times
+    # faster than cv2.findNonZero's (x, y) pairs at 12 MP.
+    flat = np.flatnonzero(band.view(bool))
+    del band
+    count = len(flat)
+    if not count:
         return rgb
     height, width = alpha.shape
-    x, y, w, h = cv2.boundingRect(points)
+    # int32 (12 MP has 2**24 pixels; 2**31 would be a 46k x 46k image): half the memory, and
+    # every new buffer costs page faults (the worker gives large blocks back to the OS).
+    ys = np.empty(count, np.int32)
+    np.floor_divide(flat, width, out=ys, casting="unsafe")
+    xs = np.multiply(ys, width)
+    np.subtract(flat, xs, out=xs, casting="unsafe")
+    x, y = int(xs.min()), int(ys[0])
+    w, h = int(xs.max()) - x + 1, int(ys[-1]) - y + 1
     # 1 (full resolution), or how many times smaller the working copy is.
     step = 1 if w * h <= FULL_RES_PIXELS else math.ceil(math.sqrt(w * h / WORK_PIXELS))
     pad = RADIUS_WIDE * step
@@ -92,43 +111,84 @@ def decontaminate(rgb: np.ndarray, alpha: np.ndarray, *, in_place: bool = False)
     y1 = y0 + (min(height, y + h + pad) - y0) // step * step
     foreground, background = _blur_fusion(rgb[y0:y1, x0:x1], alpha[y0:y1, x0:x1], step)
 
-    xs, ys = points.reshape(-1, 2).T
     grid = _grid(xs, ys, x0, y0, step)
-    f, b = _sample(foreground, grid, len(xs)), _sample(background, grid, len(xs))
-    # Flat indices into a C-contiguous array read and write a 12 MP image's band several times
-    # faster than (row, column) pairs into a view.
-    out = np.ascontiguousarray(rgb)
-    if out is rgb and not in_place:
+    f, b = _sample(foreground, grid, count), _sample(background, grid, count)
+    del foreground, background, grid
+    out = rgb if in_place and rgb.flags.writeable else rgb.copy()
+    pixels, row = _raveled(out, 3)
+    if pixels is None:  # strides a raveled view cannot follow (never the pipeline's arrays)
         out = rgb.copy()
-    pixels = out.reshape(-1, 3)
-    flat = ys.astype(np.intp) * width + xs
-    a = alpha[ys, xs].astype(np.float32)[:, None]
+        pixels, row = _raveled(out, 3)
+    alphas, alpha_row = _raveled(alpha, 1)
+    if alphas is None:
+        alphas, alpha_row = _raveled(np.ascontiguousarray(alpha), 1)
+    alpha_index = None if alpha_row == row else _index(flat, ys, alpha_row - width, xs)
+    index = _index(flat, ys, row - width, xs, in_place=True)
+    alpha_index = index if alpha_index is None else alpha_index
+    a = alphas.take(alpha_index).astype(np.float32)
     a *= 1 / 255
-    image = np.take(pixels, flat, axis=0).astype(np.float32)
+    a = _channels(a)
+    image = pixels.take(index).view(np.uint8).reshape(-1, 3).astype(np.float32)
     # F = f + a (I - b - a (f - b)), in place (each pass is over every band pixel).
-    image -= f
+    image -= b  # I - b
     np.subtract(f, b, out=b)
-    image += b  # I - b
     b *= a
     image -= b
     image *= a
     image += f
     image += 0.5
     np.clip(image, 0, 255, out=image)
-    pixels[flat] = image.astype(np.uint8)
+    np.put(pixels, index, image.astype(np.uint8).view(pixels.dtype).reshape(-1))
     return out
+
+
+def _index(flat: np.ndarray, ys: np.ndarray, padding: int, spare: np.ndarray, *,
+           in_place: bool = False) -> np.ndarray:
+    """Flat indices into a raveled view whose rows are ``padding`` items longer than the
+    image's, ``flat + ys * padding``: with ``in_place`` written into ``flat`` itself. ``spare``
+    (an int32 array as long) is overwritten."""
+    if not padding:
+        return flat
+    np.multiply(ys, padding, out=spare)
+    return np.add(flat, spare, out=flat if in_place else None)
+
+
+def _raveled(pixels: np.ndarray, channels: int) -> tuple[np.ndarray | None, int]:
+    """``pixels`` (H x W, or H x W x ``channels``, uint8) as one flat array of whole pixels
+    (1-D, ``V<channels>``) running through the rows' padding when it is a view of a wider array,
+    and the pixels per row of it: pixel (y, x) is item ``y * row + x``. Reading and writing a
+    12 MP image's band by flat index is several times faster than by (row, column) pairs, and it
+    needs no contiguous copy of the image. ``(None, 0)`` when the strides do not allow it."""
+    height, width = pixels.shape[:2]
+    strides = pixels.strides
+    inner = (1,) if channels == 1 else (channels, 1)
+    if strides[1:] != inner or strides[0] < 0 or strides[0] % channels:
+        return None, 0
+    row = strides[0] // channels
+    items = pixels if channels == 1 else pixels.view(f"V{channels}")[:, :, 0]
+    return as_strided(items, shape=((height - 1) * row + width,), strides=(channels,)), row
+
+
+def _channels(plane: np.ndarray) -> np.ndarray:
+    """``plane`` (N, or H x W, float32) repeated over the three colour channels (N x 3 or
+    H x W x 3): numpy broadcasting over a last axis of 3 runs several times slower than
+    element-wise arithmetic on two arrays of the same shape."""
+    return cv2.merge([plane, plane, plane]).reshape(*plane.shape, 3)
 
 
 def _grid(xs: np.ndarray, ys: np.ndarray, x0: int, y0: int, step: int) -> list[np.ndarray]:
     """``cv2.remap`` maps that read the working copy at the pixel centres ``xs``, ``ys`` (full
     resolution). remap takes at most 32767 columns, so the N points go in rows of ``ROW``."""
-    rows = -(-len(xs) // ROW)
+    count = len(xs)
+    rows = -(-count // ROW)
     maps = []
     for values, origin in ((xs, x0), (ys, y0)):
-        grid = np.zeros((rows, ROW), np.float32)
-        grid.reshape(-1)[:len(values)] = values
-        grid *= 1 / step  # (v - origin + 0.5) / step - 0.5
-        grid += (0.5 - origin) / step - 0.5
+        grid = np.empty((rows, ROW), np.float32)
+        points = grid.reshape(-1)
+        points[count:] = 0
+        # (v - origin + 0.5) / step - 0.5
+        np.multiply(values, np.float32(1 / step), out=points[:count], casting="unsafe")
+        points[:count] += np.float32((0.5 - origin) / step - 0.5)
         maps.append(grid)
     return maps
 
@@ -152,7 +212,7 @@ def _blur_fusion(rgb: np.ndarray, alpha: np.ndarray, step: int):
     image = rgb.astype(np.float32)
     a = alpha.astype(np.float32)
     a *= 1 / 255
-    a3 = a[:, :, None]
+    a3 = _channels(a)
 
     f_wide, b_wide, scratch = _wide_means(image, a)
     # Pass 1's estimate, f + a (I - a f - (1 - a) b) = f + a (I - b - a (f - b)), in ``image``:
@@ -171,7 +231,7 @@ def _blur_fusion(rgb: np.ndarray, alpha: np.ndarray, step: int):
     norm = cv2.blur(a, kernel)
     norm += EPSILON
     np.divide(1, norm, out=norm)
-    f_narrow *= norm[:, :, None]
+    f_narrow *= _channels(norm)
     return f_narrow, b_wide
 
 
@@ -189,9 +249,9 @@ def _wide_means(image: np.ndarray, a: np.ndarray):
 
     weight_f = cv2.pow(a, SHARPEN)
     weight_b = cv2.pow(1 - a, SHARPEN)
-    scratch = np.multiply(image, weight_f[:, :, None])
+    scratch = np.multiply(image, _channels(weight_f))
     planes = [shrink(scratch)]
-    np.multiply(image, weight_b[:, :, None], out=scratch)
+    np.multiply(image, _channels(weight_b), out=scratch)
     planes += [shrink(scratch), shrink(weight_f), shrink(weight_b)]
     sums = [np.zeros_like(x) for x in planes]
     for box, level_weight in WIDE_LEVELS:

@@ -112,8 +112,7 @@ class TensorModel:
         lap("preprocess")
         prediction = self.run(tensor, timeout=timeout)
         lap("inference")
-        if not has_foreground(prediction):  # before the stretch makes noise a "subject"
-            raise NoForeground()
+        ensure_foreground(prediction)  # before the stretch makes noise a "subject"
         return postprocess(prediction)
 
 
@@ -224,6 +223,14 @@ def has_foreground(prediction: np.ndarray) -> bool:
     ``SUBJECT_ABOVE``. Without one the cut-out would be stretched noise (remove.bg answers
     ``unknown_foreground``; ``trim.NoForeground`` here)."""
     return int(np.count_nonzero(prediction > SUBJECT_ABOVE)) >= SUBJECT_PIXELS
+
+
+def ensure_foreground(prediction: np.ndarray) -> None:
+    """Raise ``trim.NoForeground`` unless ``has_foreground(prediction)``: every model's check,
+    the serving graph's (``TensorModel.mask``) and rembg sessions' (``sessions.RembgSegmenter``,
+    on the raw output it keeps from rembg's run)."""
+    if not has_foreground(prediction):
+        raise NoForeground()
 
 
 def postprocess(prediction: np.ndarray) -> np.ndarray:

@@ -15,6 +15,14 @@ caller verifies the file first, so rembg never downloads at request time. ``*_cu
 Bounding a run: rembg calls ``inner_session.run(None, feed)`` itself, so the ORT session is
 wrapped (``_BoundedSession``) to pass the ``RunOptions`` of ``segment.time_limit``: the same
 timeout as the ISNet path, without touching rembg's code.
+
+No subject: rembg's ``predict`` stretches its output to the full range (min-max), which turns a
+blank image's faint response into a full "subject". The wrapper keeps the run's raw output, so
+``mask`` applies the ISNet path's own check to it (``segment.ensure_foreground``, before the
+stretch counts) and raises ``trim.NoForeground`` (remove.bg's ``unknown_foreground``): on the
+probability for sessions whose raw output is a logit (rembg's ``sigmoid`` for the BiRefNet
+family), as it comes for the others. A class map (``u2net_cloth_seg``'s argmax) is not
+stretched: an empty one gives an empty mask, which ``trim`` refuses.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ import numpy as np
 
 from removal import modelstore
 from removal.pipeline import providers as ort_providers
-from removal.pipeline.segment import TensorModel, session_options, time_limit
+from removal.pipeline.segment import TensorModel, ensure_foreground, session_options, time_limit
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +46,9 @@ PREDICT_KWARGS = {"u2net_cloth_seg": {"cc": "attire"}}
 
 
 class _BoundedSession:
-    """The ORT session rembg holds, passing this thread's ``RunOptions`` to every run."""
+    """The ORT session rembg holds, passing this thread's ``RunOptions`` to every run and
+    keeping (for this thread) the first output of the last run: what rembg's ``predict``
+    reads its mask from."""
 
     def __init__(self, inner):
         self._inner = inner
@@ -48,8 +58,15 @@ class _BoundedSession:
         return getattr(self._inner, name)
 
     def run(self, output_names, feed, run_options=None):
-        return self._inner.run(output_names, feed,
-                               getattr(self._local, "options", None) or run_options)
+        outputs = self._inner.run(output_names, feed,
+                                  getattr(self._local, "options", None) or run_options)
+        self._local.output = outputs[0]
+        return outputs
+
+    def take_output(self) -> np.ndarray | None:
+        """The first output of this thread's last run (and forget it)."""
+        output, self._local.output = getattr(self._local, "output", None), None
+        return output
 
 
 class RembgSegmenter(TensorModel):
@@ -88,9 +105,18 @@ class RembgSegmenter(TensorModel):
                 masks = self.session.predict(Image.fromarray(rgb), **self._predict_kwargs)
             finally:
                 self._bounded._local.options = None
+        self._ensure_foreground(self._bounded.take_output())
         arrays = [np.asarray(mask.convert("L"), dtype=np.uint8) for mask in masks]
         mask = arrays[0] if len(arrays) == 1 else np.maximum.reduce(arrays)
         return np.ascontiguousarray(mask)
+
+    def _ensure_foreground(self, output: np.ndarray | None) -> None:
+        """``segment.ensure_foreground`` on the raw output rembg made its mask of (N x C x H x W;
+        channel 0 is what ``predict`` stretches). A class map (C > 1) is left to ``trim``."""
+        if output is None or output.ndim != 4 or output.shape[1] != 1:
+            return
+        sigmoid = getattr(self.session, "sigmoid", None)  # rembg's, where predict applies it
+        ensure_foreground(sigmoid(output) if sigmoid is not None else output)
 
 
 class LoadedModels:

@@ -156,3 +156,22 @@ def test_mask_only_output_is_not_touched():
     on, _ = run(data, channels="alpha")
     off, _ = run(data, channels="alpha", decontaminate="false")
     assert on.data == off.data and "decontaminate" not in on.metrics["stage_timings"]
+
+
+def test_a_crop_view_is_written_through_in_place_and_a_read_only_array_is_copied():
+    alpha = soft_disc(300, 200, rim=12)
+    photo = composite(RED, alpha, gradient(300, 200))
+    wanted = decontaminate(photo[20:180, 30:270].copy(), alpha[20:180, 30:270].copy())
+
+    frame = photo.copy()
+    view = frame[20:180, 30:270]  # the pipeline's crop: rows padded by the frame around it
+    same = decontaminate(view, alpha[20:180, 30:270], in_place=True)
+    assert np.shares_memory(same, frame) and np.array_equal(same, wanted)
+    assert np.array_equal(frame[20:180, 30:270], wanted)
+    assert np.array_equal(frame[:20], photo[:20]) and np.array_equal(frame[:, :30], photo[:, :30])
+
+    frozen = photo.copy()
+    frozen.flags.writeable = False
+    copy = decontaminate(frozen, alpha, in_place=True)
+    assert copy is not frozen and np.array_equal(frozen, photo)
+    assert np.array_equal(copy, decontaminate(photo, alpha))
