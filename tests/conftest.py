@@ -142,12 +142,24 @@ def segmenter():
 
 @pytest.fixture
 def webhooks_queue():
+    """The webhooks queue, empty at the start and end of the test: no jobs, no scheduled
+    retries, and no scheduler lock. A worker an earlier test SIGKILLed keeps that lock for
+    rq's 61 s, and while it does a burst worker here would never move a due retry."""
+    from rq.scheduler import RQScheduler
+
     from removal.queue import webhooks_queue_name
 
     q = django_rq.get_queue(webhooks_queue_name())
-    q.empty()
+
+    def clear():
+        q.empty()
+        for job_id in q.scheduled_job_registry.get_job_ids():
+            q.scheduled_job_registry.remove(job_id, delete_job=True)
+        q.connection.delete(RQScheduler.get_locking_key(q.name))
+
+    clear()
     yield q
-    q.empty()
+    clear()
 
 
 @pytest.fixture
